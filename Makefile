@@ -1,0 +1,30 @@
+# Two commands for a new user: `make run` and `make test`. Each sets up .venv on first use;
+# the stamp file makes the second call skip the install (it reinstalls only when
+# pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev,examples]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m ltrain.zoo.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/overhead.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check ltrain tests benchmarks
+	$(VENV)/bin/ruff check ltrain tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

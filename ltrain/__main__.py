@@ -1,0 +1,5 @@
+"""`python -m ltrain` runs the `ltrain` command."""
+
+from ltrain.cli import main
+
+main()

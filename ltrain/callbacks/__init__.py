@@ -1,0 +1,16 @@
+"""Callbacks: hooks into the loop, with Lightning's names."""
+
+from ltrain.callbacks.base import Callback
+from ltrain.callbacks.early_stopping import EarlyStopping
+from ltrain.callbacks.model_checkpoint import ModelCheckpoint
+from ltrain.callbacks.model_summary import ModelSummary
+from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "ModelSummary",
+    "ProgressBar",
+    "TQDMProgressBar",
+]

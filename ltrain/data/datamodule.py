@@ -1,0 +1,54 @@
+"""`DataModule`: Lightning's data hooks in one class, so a user's LightningDataModule moves over unchanged.
+
+The trainer calls `prepare_data` once, then `setup(stage)`, asks for the loaders of the stage it runs,
+and calls `teardown(stage)` at the end. `on_before_batch_transfer` / `on_after_batch_transfer` let a
+data module convert batches where it is cheapest: the built-in ones keep images as uint8 and turn
+them into floats after the batch reached the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DataModule:
+    """Base class for data modules; override the hooks you need."""
+
+    def __init__(self) -> None:
+        self.trainer: Any = None
+
+    def prepare_data(self) -> None:
+        """Download or write files; called once, before `setup`."""
+
+    def setup(self, stage: str) -> None:
+        """Build the data sets for `stage` ("fit", "validate", "test" or "predict")."""
+
+    def teardown(self, stage: str) -> None:
+        """Release what `setup` built."""
+
+    def train_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no train_dataloader")
+
+    def val_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no val_dataloader")
+
+    def test_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no test_dataloader")
+
+    def predict_dataloader(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no predict_dataloader")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+LightningDataModule = DataModule

@@ -1,0 +1,120 @@
+"""`TensorLoader`: batches cut from whole in-memory tensors; it slices and never collates.
+
+A DataLoader over a TensorDataset fetches one sample at a time in Python and stacks the results,
+which for small data costs more than the model step. Here an unshuffled batch is a view
+`t[i:i + batch_size]` and a shuffled batch is one indexing with a slice of a permutation drawn from
+a private generator seeded with `seed + epoch`. The order therefore depends on the seed and the
+epoch alone, so a run can stop mid-epoch and resume onto exactly the batches it had left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+class TensorLoader:
+    """Yields tuples of batch tensors, like `DataLoader(TensorDataset(*tensors))`, without copies.
+
+    The trainer calls `set_epoch` before each epoch (as with `DistributedSampler`); a loop that
+    does not still gets a fresh shuffle each pass, because a completed pass advances `epoch`.
+    A pass abandoned early leaves `epoch` where it was.
+    """
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not tensors:
+            raise ValueError("TensorLoader needs at least one tensor")
+        for i, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(
+                    f"TensorLoader: argument {i} is a {type(t).__name__}, not a tensor"
+                )
+            if t.dim() == 0:
+                raise ValueError(f"TensorLoader: tensor {i} is 0-d; its first dim must be samples")
+        lengths = [len(t) for t in tensors]
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"TensorLoader: tensors must hold the same number of samples, got lengths {lengths}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"TensorLoader: batch_size must be an int >= 1, got {batch_size!r}")
+        self.tensors: tuple[torch.Tensor, ...] = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        # `_batches_yielded` is the position inside the pass of `epoch`; `_resume_at` is where the
+        # next pass starts, non-zero only after `load_state_dict`.
+        self._batches_yielded = 0
+        self._resume_at = 0
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick the permutation of the next pass; keeps a loaded resume point of the same epoch."""
+        if epoch != self.epoch:
+            self._resume_at = 0
+            self._batches_yielded = 0
+        self.epoch = epoch
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        # A private generator: the order must not depend on who else drew from the global RNG.
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        start, self._resume_at = self._resume_at, 0
+        self._batches_yielded = start
+        return self._batches(self.epoch, start)
+
+    def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        bs = self.batch_size
+        if self.shuffle:
+            perm = self._permutation(epoch)
+            # One copy of the permutation per device, made once per pass rather than per batch.
+            on_device = {t.device: perm.to(t.device) for t in self.tensors}
+        for b in range(start, len(self)):
+            lo = b * bs
+            if self.shuffle:
+                batch = tuple(t[on_device[t.device][lo : lo + bs]] for t in self.tensors)
+            else:
+                batch = tuple(t[lo : lo + bs] for t in self.tensors)
+            # Counted before the yield: while the caller holds batch b, state_dict says b + 1.
+            self._batches_yielded = b + 1
+            yield batch
+        self.epoch = epoch + 1
+        self._batches_yielded = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current pass stands, for exact mid-epoch resume."""
+        return {"epoch": self.epoch, "batches_yielded": self._batches_yielded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Make the next pass continue the saved one, skipping the batches it already yielded."""
+        epoch = int(state_dict["epoch"])
+        yielded = int(state_dict["batches_yielded"])
+        if not 0 <= yielded <= len(self):
+            raise ValueError(
+                f"TensorLoader.load_state_dict: batches_yielded must be in [0, {len(self)}], "
+                f"got {yielded}"
+            )
+        self.epoch = epoch
+        self._batches_yielded = yielded
+        self._resume_at = yielded

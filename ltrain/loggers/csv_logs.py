@@ -1,0 +1,146 @@
+"""`CSVLogger`: `metrics.csv` and `hparams.yaml` in a version folder, readable like Lightning's.
+
+Rows are appended and flushed as they are produced, so a crash loses none. Columns are every key
+ever logged plus `epoch` and `step`, sorted; when a row brings a new key, the file is rewritten
+under the new header through a temporary file and a rename, never in place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from collections.abc import Mapping
+from typing import IO, Any
+
+from ltrain.loggers.base import Logger
+from ltrain.runs import claim_version_folder, write_text_atomically
+
+
+class CSVLogger(Logger):
+    """Writes `<save_dir>/<name>/version_<N>/metrics.csv` (N: one past the largest existing)."""
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike = ".",
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._prefix = prefix
+        self._log_dir: str | None = None
+        self._metrics: _MetricsFile | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def version(self) -> int | str:
+        """The version number; asking for it claims the folder (one `mkdir`, never shared)."""
+        if self._version is None:
+            self._version, path = claim_version_folder(self.root_dir)
+            self._log_dir = os.fspath(path)
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        if self._log_dir is None:
+            version = self.version
+            folder = version if isinstance(version, str) else f"version_{version}"
+            self._log_dir = os.path.join(self.root_dir, folder)
+            os.makedirs(self._log_dir, exist_ok=True)
+        return self._log_dir
+
+    @property
+    def metrics_file_path(self) -> str:
+        return os.path.join(self.log_dir, "metrics.csv")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if self._metrics is None:
+            self._metrics = _MetricsFile(self.metrics_file_path)
+        row = {f"{self._prefix}-{k}" if self._prefix else k: v for k, v in metrics.items()}
+        row["step"] = step
+        self._metrics.append(row)
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        import yaml
+
+        plain = {}
+        for key, value in params.items():
+            try:
+                yaml.safe_dump(value)
+            except yaml.YAMLError:
+                warnings.warn(
+                    f"hparams.yaml: skipping {key!r}, a {type(value).__name__} cannot be written as "
+                    "plain YAML",
+                    stacklevel=2,
+                )
+                continue
+            plain[key] = value
+        text = yaml.safe_dump(plain, sort_keys=True) if plain else "{}\n"
+        write_text_atomically(os.path.join(self.log_dir, "hparams.yaml"), text)
+
+    def save(self) -> None:
+        if self._metrics is not None:
+            self._metrics.flush()
+
+    def finalize(self, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+
+
+class _MetricsFile:
+    """An append-only CSV whose header grows by atomic rewrite."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.columns: list[str] = []
+        self._handle: IO[str] | None = None
+        if os.path.exists(path):
+            with open(path, newline="") as existing:
+                self.columns = next(csv.reader(existing), [])
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        if not set(row) <= set(self.columns):
+            self._rewrite_with_columns(sorted(set(self.columns) | set(row)))
+        if self._handle is None:
+            self._handle = open(self.path, "a", newline="")
+        csv.DictWriter(self._handle, self.columns, lineterminator="\n").writerow(row)
+        self._handle.flush()
+
+    def _rewrite_with_columns(self, columns: list[str]) -> None:
+        self.close()
+        rows: list[dict[str, str]] = []
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as existing:
+                rows = list(csv.DictReader(existing))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomically(self.path, text.getvalue())
+        self.columns = columns
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None

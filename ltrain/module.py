@@ -1,0 +1,462 @@
+"""`Module` (alias `LightningModule`): the user's model, its steps and hooks, `log`, hyperparameters.
+
+The module holds no loop logic. Everything that needs the run (logging, optimizers, backward)
+goes through `self.trainer`, which owns the state; the module only forwards. Hook names and
+signatures are Lightning's so that user code moves over with its import changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ltrain.batch import move_to_device
+from ltrain.errors import MisconfigurationException
+
+if TYPE_CHECKING:
+    from ltrain.trainer import Trainer
+
+
+class AttributeDict(dict):
+    """A dict whose keys read as attributes (`self.hparams.lr`), as in Lightning."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as missing:
+            raise AttributeError(f"hparams has no {key!r}; it holds {sorted(self)}") from missing
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+class LightningOptimizer:
+    """Wraps a user's optimizer so `opt.step()` goes through the trainer (precision, hooks, step count).
+
+    Everything else (`param_groups`, `zero_grad`, `state_dict`, ...) is the wrapped optimizer's.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, trainer: Trainer) -> None:
+        self._optimizer = optimizer
+        self._trainer = trainer
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._optimizer
+
+    def step(self, closure: Any = None, **kwargs: Any) -> Any:
+        return self._trainer._optimizer_step(self._optimizer, closure, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._optimizer, name)
+
+    def __repr__(self) -> str:
+        return f"LightningOptimizer({self._optimizer!r})"
+
+
+class Module(nn.Module):
+    """Base class for models trained by `ltrain.Trainer`; override the hooks you need."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: Trainer | None = None
+        self.automatic_optimization: bool = True
+        self._hparams: AttributeDict = AttributeDict()
+        self._hparams_initial: AttributeDict = AttributeDict()
+        self._toggled_requires_grad: dict[nn.Parameter, bool] = {}
+        self._log_hyperparams = False
+
+    # ------------------------------------------------------------------ run state (read-only views)
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        self._trainer = trainer
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for tensor in self.parameters():
+            return tensor.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        return self._trainer.local_rank if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Any:
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        return self._trainer.loggers if self._trainer is not None else []
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print` on global rank zero only, without tearing an open progress bar."""
+        if self.global_rank != 0:
+            return
+        from tqdm import tqdm
+
+        sep = kwargs.pop("sep", " ")
+        tqdm.write(sep.join(str(a) for a in args), **kwargs)
+
+    # ------------------------------------------------------------------ logging
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Any = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Record a value for the progress bar, the loggers and `trainer.callback_metrics`.
+
+        Inside `training_step` it is logged per step by default; inside `validation_step` and
+        `test_step` per epoch, as the batch-size-weighted mean over the epoch.
+        """
+        if self._trainer is None:
+            raise MisconfigurationException(
+                f"self.log({name!r}) needs the module to be attached to a Trainer (call it inside a hook)."
+            )
+        self._trainer._results.log(
+            name,
+            value,
+            prog_bar=prog_bar,
+            logger=True if logger is None else logger,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            reduce_fx=reduce_fx,
+            sync_dist=sync_dist,
+            add_dataloader_idx=add_dataloader_idx,
+            batch_size=batch_size,
+        )
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any],
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Any = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """`log` every item of `dictionary` with the same options."""
+        for name, value in dictionary.items():
+            self.log(
+                name,
+                value,
+                prog_bar=prog_bar,
+                logger=logger,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                reduce_fx=reduce_fx,
+                sync_dist=sync_dist,
+                add_dataloader_idx=add_dataloader_idx,
+                batch_size=batch_size,
+            )
+
+    # ------------------------------------------------------------------ hyperparameters
+    @property
+    def hparams(self) -> AttributeDict:
+        return self._hparams
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        return copy.deepcopy(self._hparams_initial)
+
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: list[str] | str | None = None,
+        frame: Any = None,
+        logger: bool = True,
+    ) -> None:
+        """Capture the arguments of `__init__` into `self.hparams` (and `hparams.yaml`, checkpoints).
+
+        With names (`save_hyperparameters("lr")`) only those are kept; with a dict, that dict.
+        """
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(args) == 1 and isinstance(args[0], Mapping):
+            hparams = dict(args[0])
+        else:
+            init_args = _init_args_of(self, frame or inspect.currentframe().f_back)
+            names = [a for a in args if isinstance(a, str)]
+            unknown = [n for n in names if n not in init_args]
+            if unknown:
+                raise ValueError(
+                    f"save_hyperparameters: {unknown} are not arguments of "
+                    f"{type(self).__name__}.__init__ (it takes {sorted(init_args)})"
+                )
+            hparams = {n: init_args[n] for n in names} if names else init_args
+        hparams = {k: v for k, v in hparams.items() if k not in ignored}
+        self._hparams = AttributeDict(hparams)
+        self._hparams_initial = AttributeDict(copy.deepcopy(hparams))
+        self._log_hyperparams = logger
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str,
+        map_location: Any = None,
+        strict: bool = True,
+        **overrides: Any,
+    ) -> Module:
+        """Build the module from the hyperparameters a checkpoint carries, then load its weights."""
+        from ltrain.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location)
+        init_args = {**checkpoint.get("hyper_parameters", {}), **overrides}
+        module = cls(**init_args)
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=strict)
+        return module
+
+    # ------------------------------------------------------------------ optimization
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizer(s) from `configure_optimizers`: one object when there is one, else a list."""
+        optimizers = (
+            self.trainer._lightning_optimizers if use_pl_optimizer else self.trainer.optimizers
+        )
+        return optimizers[0] if len(optimizers) == 1 else optimizers
+
+    def lr_schedulers(self) -> Any:
+        """The scheduler(s) from `configure_optimizers`: None, one object, or a list."""
+        schedulers = [config.scheduler for config in self.trainer.lr_scheduler_configs]
+        if not schedulers:
+            return None
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """`loss.backward()` through the trainer's precision (scaled under 16-mixed) and hooks."""
+        if self.automatic_optimization:
+            raise MisconfigurationException(
+                "manual_backward needs `self.automatic_optimization = False`."
+            )
+        self.trainer._backward(loss, *args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Called by the precision to run backward; override for custom backward calls."""
+        loss.backward(*args, **kwargs)
+
+    def toggle_optimizer(self, optimizer: Any) -> None:
+        """Freeze every parameter not handled by `optimizer` (GAN-style alternating updates)."""
+        own = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self._toggled_requires_grad = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if id(param) not in own and param not in self._toggled_requires_grad:
+                        self._toggled_requires_grad[param] = param.requires_grad
+                        param.requires_grad = False
+
+    def untoggle_optimizer(self, optimizer: Any) -> None:
+        """Undo `toggle_optimizer`."""
+        for param, requires_grad in self._toggled_requires_grad.items():
+            param.requires_grad = requires_grad
+        self._toggled_requires_grad = {}
+
+    @contextmanager
+    def toggled_optimizer(self, optimizer: Any) -> Iterator[None]:
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def clip_gradients(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients of `optimizer`'s parameters by norm (default) or by value."""
+        if not gradient_clip_val:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            raise MisconfigurationException(
+                f"gradient_clip_algorithm={gradient_clip_algorithm!r}: expected 'norm' or 'value'"
+            )
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        """Step `optimizer`; the closure runs training_step and backward. Override for warm-up."""
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    # ------------------------------------------------------------------ user steps
+    def configure_optimizers(self) -> Any:
+        raise MisconfigurationException(
+            f"{type(self).__name__} must implement `configure_optimizers` to be trained."
+        )
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        raise MisconfigurationException(
+            f"{type(self).__name__} must implement `training_step` to be trained."
+        )
+
+    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0) -> Any:
+        """By default, the forward pass of the batch (its first element for (x, y) batches)."""
+        if isinstance(batch, (list, tuple)) and batch:
+            batch = batch[0]
+        return self(batch)
+
+    def configure_callbacks(self) -> list[Any]:
+        return []
+
+    def configure_model(self) -> None:
+        """Create layers lazily, right before the optimizers are configured."""
+
+    # ------------------------------------------------------------------ hooks (no-ops by default)
+    def prepare_data(self) -> None: ...
+    def setup(self, stage: str) -> None: ...
+    def teardown(self, stage: str) -> None: ...
+    def on_fit_start(self) -> None: ...
+    def on_fit_end(self) -> None: ...
+    def on_train_start(self) -> None: ...
+    def on_train_end(self) -> None: ...
+    def on_validation_start(self) -> None: ...
+    def on_validation_end(self) -> None: ...
+    def on_test_start(self) -> None: ...
+    def on_test_end(self) -> None: ...
+    def on_predict_start(self) -> None: ...
+    def on_predict_end(self) -> None: ...
+    def on_train_epoch_start(self) -> None: ...
+    def on_train_epoch_end(self) -> None: ...
+    def on_validation_epoch_start(self) -> None: ...
+    def on_validation_epoch_end(self) -> None: ...
+    def on_test_epoch_start(self) -> None: ...
+    def on_test_epoch_end(self) -> None: ...
+    def on_predict_epoch_start(self) -> None: ...
+    def on_predict_epoch_end(self) -> None: ...
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any: ...
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+    def on_validation_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_validation_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_predict_batch_start(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_predict_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None: ...
+    def on_validation_model_zero_grad(self) -> None:
+        """Free the gradients before validation, so evaluation has their memory."""
+        self.zero_grad(set_to_none=True)
+
+    def on_before_zero_grad(self, optimizer: Any) -> None: ...
+    def on_before_backward(self, loss: torch.Tensor) -> None: ...
+    def on_after_backward(self) -> None: ...
+    def on_before_optimizer_step(self, optimizer: Any) -> None: ...
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        return move_to_device(batch, device)
+
+
+LightningModule = Module
+
+
+def _init_args_of(module: nn.Module, frame: Any) -> dict[str, Any]:
+    """The arguments of every `__init__` frame of `module` on the stack, innermost last.
+
+    Walking all of them lets a base class call `save_hyperparameters()` for its subclasses.
+    """
+    frames = []
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__init__" and frame.f_locals.get("self") is module:
+            frames.append(frame)
+        frame = frame.f_back
+    init_args: dict[str, Any] = {}
+    for init_frame in reversed(frames):
+        info = inspect.getargvalues(init_frame)
+        for name in info.args:
+            if name != "self":
+                init_args[name] = info.locals[name]
+        if info.keywords:
+            init_args.update(info.locals[info.keywords])
+        init_args.pop("__class__", None)
+    return init_args

@@ -1,0 +1,367 @@
+"""Step/epoch aggregation of everything `self.log` receives: the one place logged numbers flow through.
+
+Values stay tensors on their device: a batch adds `value * batch_size` and the batch size into
+running sums, and an epoch value is one division when the epoch ends. Nothing here calls
+`.item()`; tensors become floats only in `to_floats`, once per CSV row or progress-bar refresh.
+
+The hook a value is logged from decides its defaults and what is allowed. The trainer's hook
+dispatcher sets `Results.hook` before it calls user code, so the hook is always known explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ltrain.batch import infer_batch_size
+from ltrain.errors import MisconfigurationException
+
+# hook name -> (allowed on_step values, allowed on_epoch values, default on_step, default on_epoch)
+_STEP_HOOK = ((False, True), (False, True), True, False)
+_EVAL_STEP_HOOK = ((False, True), (False, True), False, True)
+_EPOCH_HOOK = ((False,), (True,), False, True)
+_LOGGING_RULES: dict[str, tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]] = {
+    **dict.fromkeys(
+        (
+            "training_step",
+            "on_train_batch_start",
+            "on_train_batch_end",
+            "on_before_backward",
+            "on_after_backward",
+            "on_before_optimizer_step",
+            "on_before_zero_grad",
+            "optimizer_step",
+            "optimizer_zero_grad",
+            "configure_gradient_clipping",
+            "lr_scheduler_step",
+        ),
+        _STEP_HOOK,
+    ),
+    **dict.fromkeys(
+        (
+            "validation_step",
+            "test_step",
+            "on_validation_batch_start",
+            "on_validation_batch_end",
+            "on_test_batch_start",
+            "on_test_batch_end",
+        ),
+        _EVAL_STEP_HOOK,
+    ),
+    **dict.fromkeys(
+        (
+            "on_train_start",
+            "on_train_epoch_start",
+            "on_train_epoch_end",
+            "on_validation_start",
+            "on_validation_epoch_start",
+            "on_validation_epoch_end",
+            "on_test_start",
+            "on_test_epoch_start",
+            "on_test_epoch_end",
+        ),
+        _EPOCH_HOOK,
+    ),
+}
+
+_REDUCTIONS = {
+    "mean": "mean",
+    "avg": "mean",
+    "sum": "sum",
+    "max": "max",
+    "min": "min",
+    torch.mean: "mean",
+    torch.sum: "sum",
+    torch.max: "max",
+    torch.min: "min",
+}
+
+
+def _is_metric(value: Any) -> bool:
+    """A torchmetrics `Metric`, recognised without importing torchmetrics."""
+    return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update")
+
+
+class _Entry:
+    """One logged name within one loop run: its options and running aggregate."""
+
+    __slots__ = (
+        "name",
+        "hook",
+        "options",
+        "on_step",
+        "on_epoch",
+        "reduce",
+        "prog_bar",
+        "logger",
+        "sync_dist",
+        "total",
+        "weight",
+        "metric",
+        "epoch_value",
+    )
+
+    def __init__(self, name: str, hook: str, options: tuple, on_step: bool, on_epoch: bool,
+                 reduce: str, prog_bar: bool, logger: bool, sync_dist: bool) -> None:  # fmt: skip
+        self.name = name
+        self.hook = hook
+        self.options = options
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.reduce = reduce
+        self.prog_bar = prog_bar
+        self.logger = logger
+        self.sync_dist = sync_dist
+        self.total: torch.Tensor | None = None
+        self.weight = 0
+        self.metric: Any = None
+        self.epoch_value: torch.Tensor | None = None
+
+    @property
+    def forked(self) -> bool:
+        return self.on_step and self.on_epoch
+
+    def step_key(self) -> str:
+        return f"{self.name}_step" if self.forked else self.name
+
+    def epoch_key(self) -> str:
+        return f"{self.name}_epoch" if self.forked else self.name
+
+
+class Results:
+    """Aggregates the values logged during one loop run (a training epoch, a validation run, ...).
+
+    `step_values` holds what was logged on step in the current batch (logger keys, suffixed);
+    `callback_metrics` / `progress_bar_metrics` are the trainer's dicts, updated in place.
+    `reduce_across_processes(tensor)` sums a tensor over processes for `sync_dist` (identity on one).
+    """
+
+    def __init__(
+        self,
+        callback_metrics: dict[str, torch.Tensor],
+        progress_bar_metrics: dict[str, torch.Tensor],
+        reduce_across_processes: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
+    ) -> None:
+        self.callback_metrics = callback_metrics
+        self.progress_bar_metrics = progress_bar_metrics
+        self.reduce_across_processes = reduce_across_processes
+        self.hook: str | None = None
+        self.dataloader_idx: int | None = None
+        self.batch: Any = None
+        self._batch_size: int | None = None
+        self.entries: dict[str, _Entry] = {}
+        self.step_values: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ called by the trainer
+    def start_batch(self, batch: Any, dataloader_idx: int | None = None) -> None:
+        self.batch = batch
+        self._batch_size = None
+        self.dataloader_idx = dataloader_idx
+        if self.step_values:
+            self.step_values = {}
+
+    def reset(self) -> None:
+        """Forget the previous loop run's aggregates (torchmetrics objects are reset at epoch end)."""
+        self.entries = {}
+        self.step_values = {}
+
+    # ------------------------------------------------------------------ called by Module.log
+    def log(
+        self,
+        name: str,
+        value: Any,
+        *,
+        prog_bar: bool,
+        logger: bool,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        sync_dist: bool,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+    ) -> None:
+        hook = self.hook
+        if self.dataloader_idx is not None and add_dataloader_idx:
+            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        options = (on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist)
+        entry = self.entries.get(name)
+        if entry is None or entry.options != options or entry.hook != hook:
+            entry = self._new_entry(name, hook, options, entry)
+
+        if _is_metric(value):
+            entry.metric = value
+            if not entry.on_step:
+                return
+            step_value = getattr(value, "_forward_cache", None)
+            if step_value is None:
+                return
+            step_value = step_value.detach()
+        else:
+            step_value = _as_scalar_tensor(name, value)
+            if entry.on_epoch:
+                self._accumulate(entry, step_value, batch_size)
+        if entry.on_step:
+            if entry.sync_dist and self.reduce_across_processes is not None:
+                step_value = self.reduce_across_processes(step_value, "mean")
+            self.callback_metrics[entry.name] = step_value
+            key = entry.step_key()
+            if entry.forked:
+                self.callback_metrics[key] = step_value
+            if entry.logger:
+                self.step_values[key] = step_value
+            if entry.prog_bar:
+                self.progress_bar_metrics[key] = step_value
+
+    def _new_entry(
+        self, name: str, hook: str | None, options: tuple, previous: _Entry | None
+    ) -> _Entry:
+        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist = options
+        if hook is None:
+            raise MisconfigurationException(
+                f"self.log({name!r}) was called outside a hook the trainer runs; log inside a step or hook."
+            )
+        if previous is not None and previous.hook != hook:
+            raise MisconfigurationException(
+                f"self.log({name!r}) was called in `{hook}` but was already logged in "
+                f"`{previous.hook}`; use a different name per hook."
+            )
+        rules = _LOGGING_RULES.get(hook)
+        if rules is None:
+            raise MisconfigurationException(f"You can't `self.log()` inside `{hook}`.")
+        allowed_step, allowed_epoch, default_step, default_epoch = rules
+        on_step = default_step if on_step is None else bool(on_step)
+        on_epoch = default_epoch if on_epoch is None else bool(on_epoch)
+        if on_step not in allowed_step:
+            raise MisconfigurationException(
+                f"self.log({name!r}, on_step={on_step}) is not allowed in `{hook}`; "
+                f"only on_step={allowed_step[0]} is."
+            )
+        if on_epoch not in allowed_epoch:
+            raise MisconfigurationException(
+                f"self.log({name!r}, on_epoch={on_epoch}) is not allowed in `{hook}`; "
+                f"only on_epoch={allowed_epoch[0]} is."
+            )
+        if not on_step and not on_epoch:
+            raise MisconfigurationException(
+                f"self.log({name!r}) with on_step=False and on_epoch=False logs nothing; set one of them."
+            )
+        try:
+            reduce = _REDUCTIONS[reduce_fx]
+        except (KeyError, TypeError):
+            raise MisconfigurationException(
+                f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected 'mean', 'sum', 'max' or 'min'"
+            ) from None
+        entry = _Entry(name, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist)
+        if previous is not None:
+            entry.total, entry.weight, entry.metric = (
+                previous.total,
+                previous.weight,
+                previous.metric,
+            )
+        self.entries[name] = entry
+        return entry
+
+    def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
+        if entry.reduce == "mean":
+            size = batch_size if batch_size is not None else self.batch_size()
+            weighted = value * size
+            entry.total = weighted if entry.total is None else entry.total + weighted
+            entry.weight += size
+        elif entry.total is None:
+            entry.total = value
+            entry.weight = 1
+        elif entry.reduce == "sum":
+            entry.total = entry.total + value
+        elif entry.reduce == "max":
+            entry.total = torch.maximum(entry.total, value)
+        else:
+            entry.total = torch.minimum(entry.total, value)
+
+    def batch_size(self) -> int:
+        """The current batch's size: the first dimension of the first tensor found in it."""
+        if self._batch_size is None:
+            self._batch_size = infer_batch_size(self.batch)
+        return self._batch_size
+
+    # ------------------------------------------------------------------ epoch end
+    def epoch_values(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The epoch value of every on_epoch entry (each computed once, then reused).
+
+        Returns (logger values keyed as the logger writes them, callback values with bare and
+        suffixed names) and updates the trainer's callback and progress-bar dicts.
+        """
+        logged: dict[str, torch.Tensor] = {}
+        callback: dict[str, torch.Tensor] = {}
+        for entry in self.entries.values():
+            if not entry.on_epoch:
+                continue
+            if entry.epoch_value is None:  # computed once: a torchmetrics object resets after it
+                entry.epoch_value = self._epoch_value(entry)
+            value = entry.epoch_value
+            if value is None:
+                continue
+            callback[entry.name] = value
+            key = entry.epoch_key()
+            callback[key] = value
+            if entry.logger:
+                logged[key] = value
+            if entry.prog_bar:
+                self.progress_bar_metrics[key] = value
+        self.callback_metrics.update(callback)
+        return logged, callback
+
+    def _epoch_value(self, entry: _Entry) -> torch.Tensor | None:
+        if entry.metric is not None:
+            value = entry.metric.compute()
+            entry.metric.reset()
+            if isinstance(value, torch.Tensor):
+                return value.detach()
+            return torch.tensor(float(value))
+        if entry.total is None:
+            return None
+        total, weight = entry.total, entry.weight
+        reduce = self.reduce_across_processes
+        if entry.sync_dist and reduce is not None:
+            if entry.reduce == "mean":
+                weight_tensor = torch.tensor(float(weight), device=total.device)
+                return reduce(total, "sum") / reduce(weight_tensor, "sum")
+            return reduce(total, entry.reduce)
+        return total / weight if entry.reduce == "mean" else total
+
+
+def _as_scalar_tensor(name: str, value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"self.log({name!r}, value): value must be a scalar, got a tensor of shape "
+                f"{tuple(value.shape)}"
+            )
+        value = value.detach()
+        if value.dtype not in (torch.float32, torch.float64):
+            value = value.to(torch.float32)  # sums of half-precision values lose digits
+        return value.reshape(())
+    if isinstance(value, (int, float)):
+        return torch.tensor(float(value))
+    if hasattr(value, "item") and getattr(value, "size", 2) == 1:  # NumPy scalars
+        return torch.tensor(float(value.item()))
+    raise ValueError(
+        f"self.log({name!r}, value): value must be a number, a scalar tensor or a torchmetrics "
+        f"Metric, got {type(value).__name__}"
+    )
+
+
+def to_floats(values: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Turn logged tensors into Python floats with one host transfer per device.
+
+    This is the only place logged values cross to the host; it runs once per written row.
+    """
+    by_device: dict[torch.device, list[str]] = {}
+    for key, value in values.items():
+        by_device.setdefault(value.device, []).append(key)
+    floats: dict[str, float] = {}
+    for keys in by_device.values():
+        stacked = torch.stack([values[k].detach().reshape(()).to(torch.float64) for k in keys])
+        floats.update(zip(keys, stacked.tolist(), strict=True))
+    return {key: floats[key] for key in values}

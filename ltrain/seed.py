@@ -1,0 +1,32 @@
+"""`seed_everything`: seeds Python, NumPy and torch (CPU and CUDA) from one number, as Lightning does."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from ltrain.console import info
+
+_MAX_SEED = 2**32 - 1
+
+
+def seed_everything(seed: int | None = None, workers: bool = False) -> int:
+    """Seed every generator a run draws from and return the seed.
+
+    `PL_GLOBAL_SEED` is set too, so code written for Lightning that reads it keeps working.
+    """
+    import numpy as np
+    import torch
+
+    if seed is None:
+        env_seed = os.environ.get("PL_GLOBAL_SEED")
+        seed = int(env_seed) if env_seed is not None else 0
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
+        raise ValueError(f"seed must be an int in [0, {_MAX_SEED}], got {seed!r}")
+    info(f"Seed set to {seed}")
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    os.environ["PL_SEED_WORKERS"] = str(int(workers))
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return seed
