@@ -1,0 +1,40 @@
+"""The `ltrain` command starts without importing the heavy libraries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "pandas", "matplotlib")
+
+
+def test_help_does_not_import_torch_pandas_or_matplotlib():
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from ltrain.cli import main\n"
+        "result = CliRunner().invoke(main, ['--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_python_dash_m_ltrain_prints_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "ltrain", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert out.stdout.startswith("ltrain, version ")
+
+
+def test_import_ltrain_is_lazy_until_a_name_is_used():
+    code = (
+        "import sys, ltrain\n"
+        "before = 'torch' in sys.modules\n"
+        "ltrain.Trainer\n"
+        "print(before, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False True"
