@@ -1,0 +1,575 @@
+"""Run configs: YAML loading, `--set` overrides, validation against real signatures, instantiation.
+
+The `__init__` signatures are the schema. Every `class_path` is imported, its `init_args` are bound
+to the parameters and checked against their type hints (int, float, bool, str, Optional, Literal,
+list, dict, nested classes), and every problem is collected with its dotted key before anything
+is instantiated, so a typo costs a second, not a crashed run. Config targets are code: a
+`class_path` imports a module, which runs it; only classes that fit their slot are accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")
+
+SHORT_NAMES = {
+    "EarlyStopping": "ltrain.callbacks.EarlyStopping",
+    "ModelCheckpoint": "ltrain.callbacks.ModelCheckpoint",
+    "ModelSummary": "ltrain.callbacks.ModelSummary",
+    "TQDMProgressBar": "ltrain.callbacks.TQDMProgressBar",
+    "CSVLogger": "ltrain.loggers.CSVLogger",
+    "Digits": "ltrain.data.Digits",
+    "MNIST": "ltrain.data.MNIST",
+    "MLPClassifier": "ltrain.zoo.MLPClassifier",
+    "CNNClassifier": "ltrain.zoo.CNNClassifier",
+    "ImageClassifier": "ltrain.zoo.ImageClassifier",
+    "TwoBranchMLP": "ltrain.zoo.TwoBranchMLP",
+    "SmallCNN": "ltrain.zoo.SmallCNN",
+}
+
+# what each slot must hold: (module, class name) imported lazily
+_SLOTS = {
+    "model": ("ltrain.module", "Module"),
+    "data": ("ltrain.data.datamodule", "DataModule"),
+    "callback": ("ltrain.callbacks.base", "Callback"),
+    "logger": ("ltrain.loggers.base", "Logger"),
+}
+
+
+class ConfigError(Exception):
+    """One or more problems in a config; each line names the dotted key (or file) and the fix."""
+
+    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        where = f" ({source})" if source else ""
+        super().__init__("\n".join(f"{p}{where}" for p in self.problems))
+
+
+# ---------------------------------------------------------------------- loading and overrides
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a config file: a YAML mapping. Errors name the file (and the line for syntax errors)."""
+    import yaml
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config file ({type(error).__name__})") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{line}: YAML syntax error: {problem}") from None
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; "
+            f"got a {type(config).__name__}"
+        )
+    return config
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.0=value` into its key path and its YAML-parsed value."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. trainer.max_epochs=3")
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key; expected a dotted path such as model.lr")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(config: dict[str, Any], text: str) -> None:
+    """Apply one `--set KEY=VALUE` in place. `init_args` may be left out of the path."""
+    parts, value = parse_override(text)
+    node: Any = config
+    walked: list[str] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if (
+            isinstance(node, dict)
+            and "class_path" in node
+            and part not in ("class_path", "init_args")
+        ):
+            node = node.setdefault("init_args", {})
+            if node is None:
+                node = {}
+            walked.append("init_args")
+        where = ".".join([*walked, part])
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit():
+                raise ConfigError(f"--set {text!r}: {'.'.join(walked)} is a list; use an index")
+            index = int(part)
+            if not -len(node) <= index < len(node):
+                raise ConfigError(
+                    f"--set {text!r}: {where}: list index out of range "
+                    f"({'.'.join(walked)} has {len(node)} items)"
+                )
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if child is None:
+                    if parts[i + 1].isdigit():
+                        raise ConfigError(
+                            f"--set {text!r}: {where} is not set, so it has no item {parts[i + 1]}"
+                        )
+                    child = node[part] = {}
+                node = child
+        else:
+            raise ConfigError(
+                f"--set {text!r}: {'.'.join(walked)} is a {type(node).__name__}, it has no {part!r}"
+            )
+        walked.append(part)
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The raw config: the file (or an empty one) with the `--set` overrides applied in order."""
+    config = load_yaml(path) if path is not None else {}
+    for text in overrides:
+        apply_override(config, text)
+    return config
+
+
+# ---------------------------------------------------------------------- resolving
+@dataclass
+class Resolved:
+    """A validated config: the YAML-ready dict and the classes to build, found while checking."""
+
+    config: dict[str, Any]
+    unchecked: list[str] = field(default_factory=list)
+
+
+def resolve(
+    config: Mapping[str, Any], source: str | None = None, base_dir: str | None = None
+) -> Resolved:
+    """Validate every key and value; return the config with defaults filled and names expanded.
+
+    All problems are collected and raised together as one ConfigError.
+    """
+    _make_importable(base_dir)
+    checker = _Checker()
+    out: dict[str, Any] = {}
+    for key in config:
+        if key not in TOP_LEVEL_KEYS:
+            checker.unknown(key, key, TOP_LEVEL_KEYS)
+    name = config.get("name", "default")
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        checker.problems.append(f"name: expected a folder name (text without '/'), got {name!r}")
+    out["name"] = name
+    seed = config.get("seed", 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        checker.problems.append(f"seed: expected a non-negative int or null, got {seed!r}")
+    out["seed"] = seed
+    if config.get("model") is None:
+        checker.problems.append("model: missing; expected {class_path: ..., init_args: {...}}")
+    else:
+        out["model"] = checker.class_spec(config["model"], "model", slot="model")
+    if config.get("data") is not None:
+        out["data"] = checker.class_spec(config["data"], "data", slot="data")
+    trainer = config.get("trainer") or {}
+    if not isinstance(trainer, Mapping):
+        checker.problems.append(
+            f"trainer: expected a mapping of Trainer arguments, got {trainer!r}"
+        )
+    else:
+        from ltrain.trainer import Trainer
+
+        out["trainer"] = checker.arguments(Trainer, trainer, "trainer")
+    if checker.problems:
+        raise ConfigError(checker.problems, source)
+    return Resolved(out, checker.unchecked)
+
+
+class _Checker:
+    """Walks a config against signatures, collecting problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.unchecked: list[str] = []
+
+    def unknown(self, key: str, name: str, valid: Sequence[str]) -> None:
+        close = difflib.get_close_matches(name, list(valid), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+        self.problems.append(f"{key}: unknown key{hint}")
+
+    def class_spec(self, spec: Any, key: str, slot: str | None = None, base: Any = None) -> Any:
+        """Check `{class_path, init_args}` and return it resolved (full path, defaults filled)."""
+        if not isinstance(spec, Mapping) or "class_path" not in spec:
+            self.problems.append(
+                f"{key}: expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
+            )
+            return spec
+        extra = set(spec) - {"class_path", "init_args"}
+        for name in sorted(extra):
+            self.unknown(f"{key}.{name}", name, ("class_path", "init_args"))
+        path = spec["class_path"]
+        target = self.import_target(path, f"{key}.class_path")
+        if target is None:
+            return dict(spec)
+        if not self.fits(target, f"{key}.class_path", slot, base):
+            return dict(spec)
+        init_args = spec.get("init_args") or {}
+        if not isinstance(init_args, Mapping):
+            self.problems.append(f"{key}.init_args: expected a mapping, got {_short(init_args)}")
+            return dict(spec)
+        full_path = f"{target.__module__}.{target.__qualname__}"
+        return {
+            "class_path": full_path,
+            "init_args": self.arguments(target, init_args, f"{key}.init_args"),
+        }
+
+    def import_target(self, path: Any, key: str) -> Any:
+        if not isinstance(path, str) or not path:
+            self.problems.append(f"{key}: expected a class name or dotted path, got {_short(path)}")
+            return None
+        dotted = SHORT_NAMES.get(path, path)
+        module_name, _, attribute = dotted.rpartition(".")
+        if not module_name:
+            close = difflib.get_close_matches(path, list(SHORT_NAMES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            self.problems.append(
+                f"{key}: {path!r} is neither a built-in short name nor a dotted path "
+                f"(module.Class){hint}"
+            )
+            return None
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            self.problems.append(f"{key}: cannot import module {error.name!r} (from {path!r})")
+            return None
+        except Exception as error:
+            self.problems.append(
+                f"{key}: importing {module_name!r} failed: {type(error).__name__}: {error}"
+            )
+            return None
+        target = getattr(module, attribute, None)
+        if target is None:
+            self.problems.append(f"{key}: module {module_name!r} has no attribute {attribute!r}")
+        return target
+
+    def fits(self, target: Any, key: str, slot: str | None, base: Any) -> bool:
+        """A slot's class must subclass the slot's base; a nested value must fit its type hint."""
+        required = _slot_class(slot) if slot else base
+        if required is None:
+            if not callable(target):
+                self.problems.append(f"{key}: {_name(target)} is not a class or function")
+                return False
+            return True
+        if not (inspect.isclass(target) and issubclass(target, required)):
+            if slot is None and not inspect.isclass(target) and callable(target):
+                return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
+            self.problems.append(
+                f"{key}: {_name(target)} is not a {required.__name__} subclass, which "
+                f"{slot or 'this value'} must be"
+            )
+            return False
+        return True
+
+    def arguments(self, target: Any, given: Mapping[str, Any], key: str) -> dict[str, Any]:
+        """Check `given` against `target`'s signature; return every argument, defaults included."""
+        try:
+            signature = inspect.signature(target)
+        except (TypeError, ValueError):
+            self.unchecked.append(key)
+            return dict(given)
+        hints = _type_hints(target)
+        parameters = {
+            name: p
+            for name, p in signature.parameters.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name != "self"
+        }
+        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+        resolved: dict[str, Any] = {}
+        for name, parameter in parameters.items():
+            if name in given:
+                resolved[name] = self.value(given[name], hints.get(name, Any), f"{key}.{name}")
+            elif parameter.default is not parameter.empty:
+                if _is_plain(parameter.default):
+                    resolved[name] = parameter.default
+            else:
+                self.problems.append(f"{key}.{name}: required argument missing")
+        for name in given:
+            if name in parameters:
+                continue
+            if takes_kwargs:
+                self.unchecked.append(f"{key}.{name}")
+                resolved[name] = given[name]
+            else:
+                self.unknown(f"{key}.{name}", name, list(parameters))
+        return resolved
+
+    def value(self, value: Any, hint: Any, key: str) -> Any:
+        """Check one value against its hint; return it normalised (e.g. '1e-3' -> 0.001)."""
+        ok, normalised = self._match(value, hint, key)
+        if not ok:
+            self.problems.append(f"{key}: expected {_describe(hint)}, got {_short(value)}")
+        return normalised
+
+    def _match(self, value: Any, hint: Any, key: str) -> tuple[bool, Any]:
+        if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, typing.TypeVar):
+            if isinstance(value, Mapping) and "class_path" in value:
+                return True, self.class_spec(value, key)
+            return True, value
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin is typing.Union or origin is types.UnionType:
+            ordered = sorted(args, key=lambda a: a is str)  # try str last: '1e-3' may be a float
+            shape_fits = None  # an arm whose shape fits but whose contents don't: report those
+            for arm in ordered:
+                before = len(self.problems)
+                ok, normalised = self._match(value, arm, key)
+                if ok and len(self.problems) == before:
+                    return True, normalised
+                if ok and shape_fits is None:
+                    shape_fits = (self.problems[before:], normalised)
+                del self.problems[before:]
+            if shape_fits is not None:
+                self.problems.extend(shape_fits[0])
+                return True, shape_fits[1]
+            return False, value
+        if hint is type(None) or hint is None:
+            return value is None, value
+        if origin is typing.Literal:
+            return value in args, value
+        if hint is bool:
+            return isinstance(value, bool), value
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool), value
+        if hint is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True, float(value)
+            if isinstance(value, str):
+                try:
+                    return True, float(value)
+                except ValueError:
+                    return False, value
+            return False, value
+        if hint is str:
+            return isinstance(value, str), value
+        if hint in (os.PathLike, Path) or (inspect.isclass(hint) and issubclass(hint, os.PathLike)):
+            return isinstance(value, str), value
+        if origin in (list, Sequence) or hint is list:
+            if not isinstance(value, list):
+                return False, value
+            item_hint = args[0] if args else Any
+            return True, [self.value(v, item_hint, f"{key}.{i}") for i, v in enumerate(value)]
+        if origin is tuple or hint is tuple:
+            if not isinstance(value, list):
+                return False, value
+            if args and args[-1] is not Ellipsis:
+                if len(args) != len(value):
+                    return False, value
+                pairs = zip(value, args, strict=True)
+                return True, [self.value(v, a, f"{key}.{i}") for i, (v, a) in enumerate(pairs)]
+            item_hint = args[0] if args else Any
+            return True, [self.value(v, item_hint, f"{key}.{i}") for i, v in enumerate(value)]
+        if origin in (dict, Mapping) or hint in (dict, Mapping):
+            if not isinstance(value, Mapping) or "class_path" in value:
+                return False, value
+            value_hint = args[1] if len(args) == 2 else Any
+            return True, {k: self.value(v, value_hint, f"{key}.{k}") for k, v in value.items()}
+        if inspect.isclass(hint):
+            if isinstance(value, Mapping) and "class_path" in value:
+                return True, self.class_spec(value, key, base=hint)
+            return isinstance(value, hint), value
+        return True, value
+
+
+# ---------------------------------------------------------------------- instantiation
+def instantiate(spec: Any) -> Any:
+    """Build the object a resolved `{class_path, init_args}` describes (nested specs first)."""
+    if isinstance(spec, Mapping) and "class_path" in spec:
+        module_name, _, attribute = spec["class_path"].rpartition(".")
+        target = _import_qualified(module_name, attribute)
+        kwargs = {k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()}
+        return target(**kwargs)
+    if isinstance(spec, list):
+        return [instantiate(v) for v in spec]
+    if isinstance(spec, Mapping):
+        return {k: instantiate(v) for k, v in spec.items()}
+    return spec
+
+
+def imported_modules(config: Mapping[str, Any]) -> list[str]:
+    """The modules a resolved config's class paths import (shown before running a checkpoint's config)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            path = node.get("class_path")
+            if isinstance(path, str):
+                module = SHORT_NAMES.get(path, path).rpartition(".")[0]
+                if module not in found:
+                    found.append(module)
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(config)
+    return found
+
+
+def to_yaml(config: Mapping[str, Any], header: str = "") -> str:
+    """The resolved config as YAML that `load_config` reads back unchanged."""
+    import yaml
+
+    body = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return comments + body
+
+
+def config_keys(path: str | None) -> list[str]:
+    """Dotted keys for `--set` completion, read without importing torch.
+
+    The config file's own keys (with `init_args` left out, as `--set` allows), plus every
+    argument of `Trainer.__init__`, read from trainer.py's syntax tree.
+    """
+    import ast
+
+    keys: list[str] = []
+    if path:
+        try:
+            config = load_yaml(path)
+        except ConfigError:
+            config = {}
+
+        def walk(node: Any, prefix: str) -> None:
+            if isinstance(node, Mapping):
+                for key, child in node.items():
+                    if key == "init_args":
+                        walk(child, prefix)
+                        continue
+                    dotted = f"{prefix}{key}"
+                    keys.append(dotted)
+                    walk(child, dotted + ".")
+            elif isinstance(node, list):
+                for index, child in enumerate(node):
+                    walk(child, f"{prefix}{index}.")
+
+        walk(config, "")
+    source = Path(__file__).with_name("trainer.py").read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    keys += [f"trainer.{a.arg}" for a in item.args.kwonlyargs]
+    keys += [k for k in TOP_LEVEL_KEYS]
+    return list(dict.fromkeys(keys))
+
+
+# ---------------------------------------------------------------------- helpers
+def _make_importable(base_dir: str | None) -> None:
+    """The config's folder and the current directory hold users' modules (`my_models.py`)."""
+    for folder in (os.getcwd(), base_dir):
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+
+
+def _import_qualified(module_name: str, qualname: str) -> Any:
+    """Import `module.Outer.Inner` where the class path may include nested attributes."""
+    parts = f"{module_name}.{qualname}".split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return target
+    raise ConfigError(f"cannot import {module_name}.{qualname}")
+
+
+def _slot_class(slot: str) -> type:
+    module_name, class_name = _SLOTS[slot]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    """`__init__`'s hints, evaluated one by one so one unresolvable name doesn't hide the rest."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(inspect.getmodule(function), "__dict__", {})
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(namespace))  # noqa: S307 - the class's own annotation
+            except Exception:
+                continue
+        hints[name] = annotation
+    return hints
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _name(target: Any) -> str:
+    return getattr(target, "__qualname__", None) or type(target).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return " or ".join(dict.fromkeys(_describe(a) for a in args))
+    if hint is type(None) or hint is None:
+        return "null"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, Sequence, tuple) or hint in (list, tuple):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return "a mapping"
+    if inspect.isclass(hint):
+        if hint in (int, float, str, bool):
+            return hint.__name__
+        return f"a {hint.__name__} ({{class_path: ..., init_args: ...}})"
+    return str(hint)

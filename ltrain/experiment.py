@@ -1,0 +1,345 @@
+"""One command's experiment: config -> objects -> run folder -> Trainer call -> summary.
+
+Order matters for "nothing half-written": the whole config is validated first, then the objects are
+built, and only then is `runs/<name>/version_N` claimed and `config.yaml` written into it. If the
+run dies before writing anything else, the folder is removed again, so a failed start leaves no
+empty run folder behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ltrain.callbacks.base import Callback
+from ltrain.config import (
+    ConfigError,
+    apply_override,
+    imported_modules,
+    instantiate,
+    load_config,
+    resolve,
+    to_yaml,
+)
+from ltrain.console import info
+from ltrain.errors import MisconfigurationException
+
+DEFAULT_SAVE_DIR = "runs"
+
+
+def run_command(
+    command: str,
+    config_path: str | None,
+    overrides: Sequence[str],
+    ckpt: str | None = None,
+    out: str | None = None,
+) -> Any:
+    """Run `fit`, `validate`, `test` or `predict` as the command line does."""
+    from ltrain.cli import command_line
+
+    checkpoint_path = None
+    stored_config = None
+    if ckpt is not None and not (command == "fit" and ckpt == "last"):
+        checkpoint_path, stored_config = _checkpoint_and_config(ckpt)
+    if config_path is None:
+        if stored_config is None:
+            raise ConfigError(
+                f"--ckpt {ckpt}: the checkpoint carries no config; pass a CONFIG file"
+            )
+        raw = _config_from_text(stored_config, ckpt)
+        for text in overrides:
+            apply_override(raw, text)
+        modules = ", ".join(imported_modules(raw)) or "none"
+        info(f"Using the config stored in {checkpoint_path}; it imports: {modules}")
+        source, base_dir = str(checkpoint_path), None
+    else:
+        raw = load_config(config_path, overrides)
+        source, base_dir = config_path, os.path.dirname(os.path.abspath(config_path))
+    resolved = resolve(raw, source=source, base_dir=base_dir).config
+    if command == "fit" and ckpt == "last":
+        checkpoint_path = _last_checkpoint(resolved)
+
+    import ltrain as pl
+
+    if resolved.get("seed") is not None:
+        pl.seed_everything(resolved["seed"])
+    model = instantiate(resolved["model"])
+    datamodule = instantiate(resolved["data"]) if resolved.get("data") else None
+    trainer_args = dict(resolved["trainer"])
+    callbacks = instantiate(_as_list(trainer_args.pop("callbacks", None)))
+    logger_spec = trainer_args.pop("logger", None)
+
+    resume_folder = (
+        _version_folder_of(checkpoint_path) if command == "fit" and checkpoint_path else None
+    )
+    folder, created = _run_folder(resolved["name"], logger_spec, resume_folder)
+    try:
+        loggers = _loggers(
+            logger_spec,
+            raw_logger=_raw_trainer(raw).get("logger"),
+            name=resolved["name"],
+            folder=folder,
+        )
+        trainer_args.setdefault("default_root_dir", None)
+        if trainer_args["default_root_dir"] is None:
+            trainer_args["default_root_dir"] = str(folder)
+        header = [command_line()]
+        if checkpoint_path is not None:
+            header.append(f"checkpoint: {checkpoint_path}")
+        config_text = to_yaml(resolved, "\n".join(header))
+        trainer = pl.Trainer(
+            **trainer_args,
+            logger=loggers if loggers else False,
+            callbacks=[*callbacks, StoreConfig(to_yaml(resolved))],
+        )
+    except MisconfigurationException as error:
+        _remove_if_empty(folder, created)
+        raise MisconfigurationException(f"trainer: {error}") from None
+    except BaseException:
+        _remove_if_empty(folder, created)
+        raise
+    from ltrain.runs import write_text_atomically
+
+    write_text_atomically(folder / "config.yaml", config_text)
+    info(f"Run folder: {folder}")
+    try:
+        result = _call_trainer(trainer, command, model, datamodule, checkpoint_path)
+    except BaseException:
+        _remove_if_only_config(folder, created)
+        raise
+    if command == "predict":
+        _write_predictions(result, Path(out) if out else folder / "predictions.csv")
+    _summary(trainer, command, folder)
+    return result
+
+
+def _call_trainer(
+    trainer: Any, command: str, model: Any, datamodule: Any, ckpt: Path | None
+) -> Any:
+    ckpt_path = os.fspath(ckpt) if ckpt is not None else None
+    if command == "fit":
+        return trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if command == "validate":
+        return trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if command == "test":
+        return trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a version folder's best checkpoint (else `last.ckpt`)."""
+    from ltrain.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise ConfigError(f"--ckpt {path}: no such file or folder")
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise ConfigError(f"--ckpt {path}: no .ckpt files in {folder}")
+    newest = load_checkpoint(files[-1], map_location="cpu")
+    for key, state in newest.get("callbacks", {}).items():
+        best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
+        if best and Path(best).is_file():
+            return Path(best)
+    last = folder / "last.ckpt"
+    return last if last.is_file() else files[-1]
+
+
+def _checkpoint_and_config(ckpt: str) -> tuple[Path, str | None]:
+    from ltrain.checkpoint import UnsafeCheckpointError, load_checkpoint
+
+    path = find_checkpoint(ckpt)
+    try:
+        checkpoint = load_checkpoint(path, map_location="cpu")
+    except (UnsafeCheckpointError, FileNotFoundError, PermissionError, IsADirectoryError) as error:
+        raise ConfigError(f"--ckpt {ckpt}: {error}") from None
+    stored = checkpoint.get("config")
+    return path, stored if isinstance(stored, str) else None
+
+
+def _config_from_text(text: str, ckpt: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        config = None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--ckpt {ckpt}: the stored config is not a YAML mapping")
+    return config
+
+
+def _last_checkpoint(resolved: Mapping[str, Any]) -> Path:
+    from ltrain.runs import existing_versions
+
+    root = Path(_save_dir(resolved["trainer"].get("logger"))) / resolved["name"]
+    for version in reversed(existing_versions(root)):
+        folder = root / f"version_{version}" / "checkpoints"
+        if (folder / "last.ckpt").is_file():
+            return folder / "last.ckpt"
+        files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if files:
+            return files[-1]
+    raise ConfigError(f"--resume last: no checkpoint under {root}/version_*/checkpoints")
+
+
+def _version_folder_of(checkpoint: Path) -> Path:
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+class StoreConfig(Callback):
+    """Puts the resolved config into every checkpoint, so `ltrain test --ckpt` needs nothing else."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint["config"] = self.text
+
+
+# ---------------------------------------------------------------------- run folders and loggers
+def _raw_trainer(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    trainer = raw.get("trainer")
+    return trainer if isinstance(trainer, Mapping) else {}
+
+
+def _save_dir(logger_spec: Any) -> str:
+    first = (
+        _as_list(logger_spec)[0]
+        if isinstance(logger_spec, (list, Mapping)) and logger_spec
+        else None
+    )
+    if isinstance(first, Mapping):
+        save_dir = (first.get("init_args") or {}).get("save_dir")
+        if isinstance(save_dir, str) and save_dir not in (".", ""):
+            return save_dir
+    return DEFAULT_SAVE_DIR
+
+
+def _run_folder(name: str, logger_spec: Any, resume_folder: Path | None) -> tuple[Path, bool]:
+    from ltrain.runs import claim_version_folder
+
+    if resume_folder is not None:
+        return resume_folder, False
+    _, folder = claim_version_folder(Path(_save_dir(logger_spec)) / name)
+    return folder, True
+
+
+def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
+    """The run's loggers, all writing into `folder` (runs/<name>/version_N)."""
+    from ltrain.loggers import CSVLogger
+
+    if spec is False:
+        return []
+    version = int(folder.name.split("_")[-1])
+    save_dir = str(folder.parent.parent)
+    if spec is None or spec is True:
+        return [CSVLogger(save_dir=save_dir, name=name, version=version)]
+    raw_items = _as_list(raw_logger)
+    loggers = []
+    for i, item in enumerate(_as_list(spec)):
+        item = dict(item)
+        init_args = dict(item.get("init_args") or {})
+        given = (
+            (raw_items[i].get("init_args") or {})
+            if i < len(raw_items) and isinstance(raw_items[i], Mapping)
+            else {}
+        )
+        if "version" in init_args and "version" not in given:
+            init_args["version"] = version
+        if "name" in init_args and "name" not in given:
+            init_args["name"] = name
+        if "save_dir" in init_args and "save_dir" not in given:
+            init_args["save_dir"] = save_dir
+        item["init_args"] = init_args
+        loggers.append(instantiate(item))
+    return loggers
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    """Undo a claimed version folder (and its name folder, when that is left empty)."""
+    if created:
+        for path in (folder, folder.parent):
+            try:
+                path.rmdir()
+            except OSError:
+                return
+
+
+def _remove_if_only_config(folder: Path, created: bool) -> None:
+    """A run that failed before producing anything leaves no folder behind."""
+    if created and folder.is_dir():
+        contents = {p.name for p in folder.iterdir()}
+        if contents <= {"config.yaml", "checkpoints"} and not any(
+            (folder / "checkpoints").glob("*")
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- outputs
+def _write_predictions(outputs: Any, path: Path) -> None:
+    """`predictions.csv` for per-sample tensors (one row per sample), `.pt` for anything else."""
+    import torch
+
+    from ltrain.checkpoint import plain_data
+    from ltrain.runs import write_atomically, write_text_atomically
+
+    per_sample = (
+        isinstance(outputs, list)
+        and outputs
+        and all(isinstance(o, torch.Tensor) and 1 <= o.dim() <= 2 for o in outputs)
+        and len({o.shape[1:] for o in outputs}) == 1
+    )
+    if path.suffix == ".csv" and not per_sample:
+        path = path.with_suffix(".pt")
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        stacked = torch.cat([o.detach().cpu() for o in outputs])
+        if stacked.dim() == 1:
+            frame = pd.DataFrame({"prediction": stacked.numpy()})
+        else:
+            frame = pd.DataFrame(
+                stacked.float().numpy(), columns=[f"class_{i}" for i in range(stacked.shape[1])]
+            )
+        frame.index.name = "index"
+        write_text_atomically(path, frame.to_csv())
+    else:
+        plain = plain_data(outputs, "predictions")
+        write_atomically(path, lambda handle: torch.save(plain, handle))
+    info(f"Predictions: {path}")
+
+
+def _summary(trainer: Any, command: str, folder: Path) -> None:
+    from ltrain.results import to_floats
+
+    if command == "fit":
+        callback = trainer.checkpoint_callback
+        if callback is not None and callback.best_model_path:
+            score = callback.best_model_score
+            scored = (
+                f" ({callback.monitor}={score:.4g})"
+                if callback.monitor and score is not None
+                else ""
+            )
+            info(f"Best checkpoint: {callback.best_model_path}{scored}")
+        if trainer.callback_metrics:
+            values = to_floats(trainer.callback_metrics)
+            width = max(len(k) for k in values)
+            lines = [f"  {k:<{width}}  {v:.6g}" for k, v in sorted(values.items())]
+            info("Final metrics:\n" + "\n".join(lines))
+    info(f"Done: {folder}")
