@@ -86,15 +86,15 @@ def run_command(
         trainer_args.setdefault("default_root_dir", None)
         if trainer_args["default_root_dir"] is None:
             trainer_args["default_root_dir"] = str(folder)
-        header = [command_line()]
-        if checkpoint_path is not None:
-            header.append(f"checkpoint: {checkpoint_path}")
-        config_text = to_yaml(resolved, "\n".join(header))
         trainer = pl.Trainer(
             **trainer_args,
             logger=loggers if loggers else False,
             callbacks=[*callbacks, StoreConfig(to_yaml(resolved))],
         )
+        header = [command_line(), f"device: {trainer.device}, precision: {trainer.precision}"]
+        if checkpoint_path is not None:
+            header.append(f"checkpoint: {checkpoint_path}")
+        config_text = to_yaml(resolved, "\n".join(header))
     except MisconfigurationException as error:
         _remove_if_empty(folder, created)
         raise MisconfigurationException(f"trainer: {error}") from None

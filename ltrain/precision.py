@@ -1,14 +1,16 @@
 """Numeric precision: which dtype the model runs in, autocast, and the fp16 GradScaler.
 
-One small object per run that the loop calls (`autocast()`, `backward()`, `optimizer_step()`),
-so the loop has no precision branches. A precision the device cannot run is refused with the
-alternatives named, never silently changed.
+One small object per run that the loop calls (`forward_context()`, `backward()`,
+`optimizer_step()`), so the loop has no precision branches. A precision the device cannot run is
+refused with the alternatives named, never silently changed. Under '64-true', '16-true' and
+'bf16-true' the steps run with that dtype as torch's default, as in Lightning, so tensors a step
+creates (`torch.randn(...)`) match the weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -64,8 +66,11 @@ class Precision:
     def _cast_float(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """What the steps run inside: the run's dtype as torch's default dtype."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return _default_dtype(self.dtype)
 
     def backward(self, loss: torch.Tensor, module: Any, *args: Any, **kwargs: Any) -> None:
         module.backward(loss, *args, **kwargs)
@@ -107,7 +112,7 @@ class MixedPrecision(Precision):
         self.autocast_dtype = dtype
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def forward_context(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.autocast_dtype)
 
     def backward(self, loss: torch.Tensor, module: Any, *args: Any, **kwargs: Any) -> None:
@@ -142,6 +147,16 @@ class MixedPrecision(Precision):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def make_precision(precision: Any, device: torch.device) -> Precision:

@@ -35,7 +35,6 @@ _LOGGING_RULES: dict[str, tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]]
             "optimizer_step",
             "optimizer_zero_grad",
             "configure_gradient_clipping",
-            "lr_scheduler_step",
         ),
         _STEP_HOOK,
     ),
@@ -97,6 +96,7 @@ class _Entry:
         "prog_bar",
         "logger",
         "sync_dist",
+        "step_to_callbacks",
         "total",
         "weight",
         "metric",
@@ -114,10 +114,24 @@ class _Entry:
         self.prog_bar = prog_bar
         self.logger = logger
         self.sync_dist = sync_dist
+        # Lightning keeps step values of validation/test out of callback_metrics: only training
+        # steps feed callbacks per step, evaluation feeds them its epoch values
+        self.step_to_callbacks = _LOGGING_RULES[hook] is _STEP_HOOK
         self.total: torch.Tensor | None = None
         self.weight = 0
         self.metric: Any = None
         self.epoch_value: torch.Tensor | None = None
+
+    def resolved(self) -> tuple:
+        """The options after defaults are applied: what makes two `self.log` calls the same."""
+        return (
+            self.on_step,
+            self.on_epoch,
+            self.reduce,
+            self.prog_bar,
+            self.logger,
+            self.sync_dist,
+        )
 
     @property
     def forked(self) -> bool:
@@ -205,10 +219,11 @@ class Results:
         if entry.on_step:
             if entry.sync_dist and self.reduce_across_processes is not None:
                 step_value = self.reduce_across_processes(step_value, "mean")
-            self.callback_metrics[entry.name] = step_value
             key = entry.step_key()
-            if entry.forked:
-                self.callback_metrics[key] = step_value
+            if entry.step_to_callbacks:
+                self.callback_metrics[entry.name] = step_value
+                if entry.forked:
+                    self.callback_metrics[key] = step_value
             if entry.logger:
                 self.step_values[key] = step_value
             if entry.prog_bar:
@@ -254,7 +269,12 @@ class Results:
                 f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected 'mean', 'sum', 'max' or 'min'"
             ) from None
         entry = _Entry(name, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist)
-        if previous is not None:
+        if previous is not None and previous.resolved() != entry.resolved():
+            raise MisconfigurationException(
+                f"You called `self.log({name}, ...)` twice in `{hook}` with different arguments. "
+                "This is not allowed"
+            )
+        if previous is not None:  # same meaning, spelled differently (e.g. a default written out)
             entry.total, entry.weight, entry.metric = (
                 previous.total,
                 previous.weight,

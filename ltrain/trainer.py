@@ -30,6 +30,7 @@ read them. Nothing is kept at module level, so a second Trainer in one process s
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -112,7 +113,7 @@ class Trainer:
         default_root_dir: str | os.PathLike | None = None,
     ) -> None:
         self.strategy = make_strategy(strategy, accelerator, devices, num_nodes)
-        self.precision = make_precision(precision, self.strategy.root_device)
+        self.precision_plugin = make_precision(precision, self.strategy.root_device)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir else os.getcwd()
 
         self.fast_dev_run = _check_fast_dev_run(fast_dev_run)
@@ -177,6 +178,7 @@ class Trainer:
         self.global_step = 0
         self.should_stop = False
         self.sanity_checking = False
+        self.is_last_batch = False
         self.training = self.validating = self.testing = self.predicting = False
         self.callback_metrics: dict[str, torch.Tensor] = {}
         self.logged_metrics: dict[str, torch.Tensor] = {}
@@ -196,10 +198,13 @@ class Trainer:
 
         self._lightning_optimizers: list[LightningOptimizer] = []
         self._batches_that_stepped = 0  # the logger's step: batches that ran an optimizer step
+        # where training goes on: (epoch, index of its next batch); checkpoints store it
+        self._position = (0, 0)
         self._results = self._new_results()
         self._hook_callbacks: dict[str, tuple[list[Callback], list[Callback]]] = {}
         self._val_check_batch: float = math.inf
         self._step_output: Any = None
+        self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         self._announce()
 
     # ------------------------------------------------------------------ public views
@@ -257,8 +262,20 @@ class Trainer:
         return self.strategy.root_device
 
     @property
-    def precision_name(self) -> str:
-        return self.precision.name
+    def precision(self) -> str:
+        """Lightning's name: '32-true', 'bf16-mixed', ...; the object is `precision_plugin`."""
+        return self.precision_plugin.name
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps the whole fit will take (for schedulers such as OneCycleLR)."""
+        if self.max_epochs == -1:
+            return math.inf if self.max_steps == -1 else self.max_steps
+        if self.num_training_batches == math.inf:
+            return self.max_steps
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+        steps = per_epoch * max(self.max_epochs, 1)
+        return steps if self.max_steps == -1 else min(steps, self.max_steps)
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -330,15 +347,22 @@ class Trainer:
         ckpt_path: str | None,
         verbose: bool = True,
     ) -> Any:
+        # "best"/"last" name this trainer's files, before the module's callbacks may replace its own
+        path = self._resolve_ckpt_path(ckpt_path) if ckpt_path is not None else None
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
+        # as in Lightning, each run starts with no metrics from the previous one
+        self.callback_metrics.clear()
+        self.logged_metrics.clear()
+        self.progress_bar_metrics.clear()
         self.should_stop = False
+        self._said_minimum_not_met = False
         previous_determinism = _set_determinism(self.deterministic, self.benchmark)
         status = "failed"
         try:
             self._prepare(stage, model, datamodule, loaders)
-            if ckpt_path is not None:
-                self._restore(ckpt_path, stage)
+            if path is not None:
+                self._restore(path, stage)
             if stage == "fit":
                 self._call_hook("on_fit_start")
                 self._fit_loop()
@@ -384,10 +408,7 @@ class Trainer:
         if datamodule is not None:
             datamodule.trainer = self
             self.datamodule = datamodule
-        for callback in model.configure_callbacks() or []:
-            if not any(type(c) is type(callback) for c in self.callbacks):
-                self.callbacks.append(callback)
-        self.callbacks = _order_callbacks(self.callbacks)
+        self.callbacks = _order_callbacks(_merge_model_callbacks(self.callbacks, model))
         self._hook_callbacks = {}
         return model
 
@@ -407,7 +428,7 @@ class Trainer:
             datamodule.setup(stage)
         self._call_hook("setup", stage)
         model.configure_model()
-        self.precision.convert_module(model)
+        self.precision_plugin.convert_module(model)
         model.to(self.strategy.root_device)
         self._batch_transfer = _batch_transfer_hooks(model, datamodule)
         self._load_loaders(stage, model, datamodule, loaders)
@@ -421,7 +442,7 @@ class Trainer:
         device = self.strategy.root_device
         used = device.type in ("cuda", "mps")
         info(f"GPU available: {gpu_available()}, used: {used}")
-        info(f"Device: {device}, precision: {self.precision.name}")
+        info(f"Device: {device}, precision: {self.precision_plugin.name}")
 
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str
@@ -482,7 +503,7 @@ class Trainer:
             if val is None and _overrides(model, "validation_step", Module):
                 warnings.warn(
                     "You defined a validation_step but have no val_dataloader. Skipping val loop.",
-                    stacklevel=4,
+                    stacklevel=5,  # the user's fit() call
                 )
             if val is not None and not _overrides(model, "validation_step", Module):
                 val = None
@@ -543,7 +564,7 @@ class Trainer:
         batch = transfer(batch, self.strategy.root_device, dataloader_idx)
         if after is not None:
             batch = after(batch, dataloader_idx)
-        return self.precision.convert_input(batch)
+        return self.precision_plugin.convert_input(batch)
 
     # ------------------------------------------------------------------ optimizers
     def _configure_optimizers(self, model: Module) -> None:
@@ -574,7 +595,7 @@ class Trainer:
     def _optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Any, **kwargs: Any) -> Any:
         """Step through the precision (hooks and clipping after the closure); counts the step."""
         automatic = self.lightning_module.automatic_optimization
-        output = self.precision.optimizer_step(
+        output = self.precision_plugin.optimizer_step(
             optimizer,
             closure if closure is not None else _no_closure,
             lambda: self._before_optimizer_step(optimizer, automatic),
@@ -596,15 +617,21 @@ class Trainer:
 
     def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         self._call_hook("on_before_backward", loss)
-        self.precision.backward(loss, self.lightning_module, *args, **kwargs)
+        self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
         self._call_hook("on_after_backward")
 
-    def _step_schedulers(self, interval: str, plateau: bool | None = None) -> None:
-        """Step the schedulers of `interval` that are due (only plateau ones, or none, if given)."""
+    def _step_schedulers(
+        self, interval: str, plateau: bool | None = None, batch_idx: int = 0
+    ) -> None:
+        """Step the schedulers of `interval` that are due (only plateau ones, or none, if given).
+
+        As in Lightning, `frequency` of a step-interval scheduler counts the batches of the
+        current epoch (`batch_idx + 1`), not the optimizer steps of the whole fit.
+        """
         for config in self.lr_scheduler_configs:
             if config.interval != interval or plateau not in (None, config.reduce_on_plateau):
                 continue
-            count = self.global_step if interval == "step" else self.current_epoch + 1
+            count = batch_idx + 1 if interval == "step" else self.current_epoch + 1
             if count % config.frequency:
                 continue
             metric = None
@@ -642,11 +669,14 @@ class Trainer:
         if self.should_stop:
             if self._minimum_reached():
                 return ""
-            info(
-                "Trainer was signaled to stop but the required `min_epochs` or `min_steps` has "
-                "not been met. Training will continue..."
-            )
-            self.should_stop = False
+            # the request stands (as in Lightning): fit stops as soon as the minimum is met
+            if not self._said_minimum_not_met:
+                self._said_minimum_not_met = True
+                info(
+                    "Trainer was signaled to stop but the required "
+                    f"`min_epochs={self.min_epochs!r}` or `min_steps={self.min_steps!r}` has not "
+                    "been met. Training will continue..."
+                )
         return None
 
     def _minimum_reached(self) -> bool:
@@ -672,24 +702,29 @@ class Trainer:
         model = self.lightning_module
         loader = self.train_dataloader
         _set_loader_epoch(loader, self.current_epoch)
+        epoch, start = self._position
+        start = start if epoch == self.current_epoch else 0  # > 0 only when resumed mid-epoch
         self._results = results = self._new_results()
         model.train()
         self._call_hook("on_train_epoch_start")
-        for batch_idx, batch, is_last in _with_last_flag(loader, self.num_training_batches):
+        for batch_idx, batch, is_last in _with_last_flag(loader, self.num_training_batches, start):
+            self.is_last_batch = is_last
             batch = self._to_device(batch, 0)
             results.start_batch(batch)
             if self._call_hook("on_train_batch_start", batch, batch_idx) == -1:
                 break
             stepped = self._train_batch(batch, batch_idx, is_last)
+            # counted before any hook can save a checkpoint, so a checkpoint's position is exact
+            self._batches_that_stepped += stepped
+            self._position = (self.current_epoch, batch_idx + 1)
             self._call_hook("on_train_batch_end", self._step_output, batch, batch_idx)
             done = self._train_epoch_done()
             if stepped:
                 every = self.log_every_n_steps
-                if every and (self._batches_that_stepped + 1) % every == 0:
-                    self._log_row(results.step_values, self._batches_that_stepped)
+                if every and self._batches_that_stepped % every == 0:
+                    self._log_row(results.step_values, self._batches_that_stepped - 1)
                 if self._validation_due(batch_idx, is_last or done):
                     self._validate_during_fit()
-                self._batches_that_stepped += 1
             if done:
                 break
         self._end_train_epoch(results)
@@ -698,7 +733,7 @@ class Trainer:
         """Run one training batch; returns whether it completed an optimizer step."""
         model = self.lightning_module
         if not model.automatic_optimization:
-            with self.precision.autocast():
+            with self.precision_plugin.forward_context():
                 output = model.training_step(
                     *_step_args(self._results, "training_step", batch, batch_idx)
                 )
@@ -711,7 +746,7 @@ class Trainer:
         optimizer = self.optimizers[0]
 
         def closure() -> torch.Tensor | None:
-            with self.precision.autocast():
+            with self.precision_plugin.forward_context():
                 output = model.training_step(
                     *_step_args(self._results, "training_step", batch, batch_idx)
                 )
@@ -732,7 +767,7 @@ class Trainer:
             "optimizer_step", self.current_epoch, batch_idx, self._lightning_optimizers[0], closure
         )
         if self.lr_scheduler_configs:
-            self._step_schedulers("step")
+            self._step_schedulers("step", batch_idx=batch_idx)
             if is_last or self._train_epoch_done():
                 self._step_schedulers("epoch", plateau=False)
         return True
@@ -751,7 +786,7 @@ class Trainer:
         check = self._val_check_batch
         if check == math.inf or check >= self.num_training_batches:
             return is_last
-        index = batch_idx if every is not None else self._batches_that_stepped
+        index = batch_idx if every is not None else self._batches_that_stepped - 1
         return (index + 1) % check == 0
 
     def _validate_during_fit(self) -> None:
@@ -763,6 +798,7 @@ class Trainer:
         model.train()
 
     def _end_train_epoch(self, results: Results) -> None:
+        self._position = (self.current_epoch + 1, 0)
         results.start_batch(None)
         results.epoch_values()  # callbacks in on_train_epoch_end see this epoch's values
         self._call_hook("on_train_epoch_end")
@@ -793,7 +829,11 @@ class Trainer:
         was_training = model.training
         model.eval()
         self._results = results = self._new_results()
+        # during fit a row belongs to the last trained batch; after it, to global_step
+        row_step = self._batches_that_stepped - 1 if self.training else self._batches_that_stepped
         several = len(loaders) > 1
+        if several:
+            _require_dataloader_idx(model, f"{kind}_step")
         context = torch.inference_mode() if self.inference_mode else torch.no_grad()
         with context:
             self._call_hook(f"on_{kind}_start")
@@ -805,23 +845,24 @@ class Trainer:
                     batch = self._to_device(batch, loader_idx)
                     results.start_batch(batch, loader_idx if several else None)
                     self._call_hook(f"on_{kind}_batch_start", batch, batch_idx, *extra)
-                    with self.precision.autocast():
+                    with self.precision_plugin.forward_context():
                         output = getattr(model, step_name)(
                             *_step_args(results, step_name, batch, batch_idx), *extra
                         )
                     results.hook = None
                     self._call_hook(f"on_{kind}_batch_end", output, batch, batch_idx, *extra)
                     if results.step_values and not self.sanity_checking:
-                        self._log_row(results.step_values, self._batches_that_stepped)
+                        self._log_row(results.step_values, row_step)
             results.start_batch(None)
             results.epoch_values()
             self._call_hook(f"on_{kind}_epoch_end")
-            logged, callback = results.epoch_values()
+            logged, _ = results.epoch_values()
             if logged and not self.sanity_checking:
-                self._log_row(logged, self._batches_that_stepped)
+                self._log_row(logged, row_step)
             self._call_hook(f"on_{kind}_end")
         model.train(was_training)
-        floats = to_floats(callback) if callback else {}
+        # what validate()/test() return and print is the loggers' epoch row, as in Lightning
+        floats = to_floats(logged) if logged else {}
         return [_metrics_of_loader(floats, i, several) for i in range(len(loaders))]
 
     # ------------------------------------------------------------------ predict
@@ -830,6 +871,8 @@ class Trainer:
         model.eval()
         self._results = results = self._new_results()
         several = len(self.predict_dataloaders) > 1
+        if several:
+            _require_dataloader_idx(model, "predict_step")
         keep = self._return_predictions
         all_outputs: list[list[Any]] = []
         with torch.inference_mode() if self.inference_mode else torch.no_grad():
@@ -844,7 +887,7 @@ class Trainer:
                     batch = self._to_device(batch, loader_idx)
                     results.start_batch(batch)
                     self._call_hook("on_predict_batch_start", batch, batch_idx, *extra)
-                    with self.precision.autocast():
+                    with self.precision_plugin.forward_context():
                         output = model.predict_step(
                             *_step_args(results, "predict_step", batch, batch_idx), *extra
                         )
@@ -892,8 +935,11 @@ class Trainer:
             "loops": {
                 "batches_that_stepped": self._batches_that_stepped,
                 "current_epoch": self.current_epoch,
+                "resume_epoch": self._position[0],
+                "resume_batch": self._position[1],
             },
-            "precision_name": self.precision.name,
+            "precision_name": self.precision_plugin.name,
+            "device": str(self.strategy.root_device),
         }
         hparams = _plain_items(model.hparams_initial)
         if hparams:
@@ -901,17 +947,17 @@ class Trainer:
         if not weights_only:
             state["optimizer_states"] = [opt.state_dict() for opt in self.optimizers]
             state["lr_schedulers"] = [c.scheduler.state_dict() for c in self.lr_scheduler_configs]
-            state["precision"] = self.precision.state_dict()
+            state["precision"] = self.precision_plugin.state_dict()
             state["callbacks"] = {
                 c.state_key: c.state_dict() for c in self.callbacks if c.state_dict()
             }
+            # Lightning's order: the callbacks (full checkpoints only), then the module
+            for callback in self.callbacks:
+                callback.on_save_checkpoint(self, model, state)
         model.on_save_checkpoint(state)
-        for callback in self.callbacks:
-            callback.on_save_checkpoint(self, model, state)
         return state
 
-    def _restore(self, ckpt_path: str, stage: str) -> None:
-        path = self._resolve_ckpt_path(ckpt_path)
+    def _restore(self, path: str, stage: str) -> None:
         checkpoint = load_checkpoint(path, map_location=self.strategy.root_device)
         model = self.lightning_module
         model.on_load_checkpoint(checkpoint)
@@ -931,7 +977,7 @@ class Trainer:
             self.lr_scheduler_configs, checkpoint.get("lr_schedulers", []), strict=False
         ):
             config.scheduler.load_state_dict(state)
-        self.precision.load_state_dict(checkpoint.get("precision", {}))
+        self.precision_plugin.load_state_dict(checkpoint.get("precision", {}))
         callback_states = checkpoint.get("callbacks", {})
         for callback in self.callbacks:
             if callback.state_key in callback_states:
@@ -939,8 +985,12 @@ class Trainer:
         self.global_step = int(checkpoint["global_step"])
         loops = checkpoint.get("loops", {})
         self._batches_that_stepped = int(loops.get("batches_that_stepped", self.global_step))
-        # a checkpoint written at an epoch's end resumes at the start of the next epoch
-        self.current_epoch = int(checkpoint["epoch"]) + 1
+        epoch = int(loops.get("resume_epoch", int(checkpoint["epoch"]) + 1))
+        batch = int(loops.get("resume_batch", 0))
+        if batch >= self.num_training_batches:  # saved after the epoch's last batch
+            epoch, batch = epoch + 1, 0
+        self.current_epoch = epoch
+        self._position = (epoch, batch)
 
     def _resolve_ckpt_path(self, ckpt_path: str) -> str:
         if ckpt_path in ("best", "last"):
@@ -966,6 +1016,19 @@ def _step_args(results: Results, hook: str, batch: Any, batch_idx: int) -> tuple
     """Mark `hook` as the one logging, and return the step's arguments."""
     results.hook = hook
     return batch, batch_idx
+
+
+def _require_dataloader_idx(model: Module, step_name: str) -> None:
+    """Several loaders pass `dataloader_idx` to the step: say so before a TypeError would."""
+    parameters = inspect.signature(getattr(model, step_name)).parameters
+    if "dataloader_idx" in parameters or any(
+        p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters.values()
+    ):
+        return
+    raise MisconfigurationException(
+        f"You provided multiple dataloaders, but no `dataloader_idx` argument in "
+        f"`{type(model).__name__}.{step_name}()`. Try adding `dataloader_idx=0` to its signature."
+    )
 
 
 def _training_loss(output: Any) -> torch.Tensor | None:
@@ -995,16 +1058,24 @@ def _batch_end_outputs(output: Any) -> Any:
     return output
 
 
-def _with_last_flag(loader: Iterable, limit: int | float) -> Iterator[tuple[int, Any, bool]]:
-    """Yield (index, batch, is_last) for at most `limit` batches, looking one batch ahead."""
-    if limit <= 0:
+def _with_last_flag(
+    loader: Iterable, limit: int | float, start: int = 0
+) -> Iterator[tuple[int, Any, bool]]:
+    """Yield (index, batch, is_last) for batches `start` to `limit - 1`, looking one batch ahead.
+
+    Batches before `start` (trained before a mid-epoch checkpoint) are drawn and dropped, so the
+    loader's order for the epoch, set by `set_epoch`, carries on where the checkpoint left it.
+    """
+    if limit <= start:
         return
     iterator = iter(loader)
     try:
+        for _ in range(start):
+            next(iterator)
         batch = next(iterator)
     except StopIteration:
         return
-    index = 0
+    index = start
     while True:
         if index + 1 >= limit:
             yield index, batch, True
@@ -1121,6 +1192,29 @@ def _split_callbacks(callbacks: list[Callback], name: str) -> tuple[list[Callbac
         [c for c in overriding if not c.runs_after_module],
         [c for c in overriding if c.runs_after_module],
     )
+
+
+def _merge_model_callbacks(callbacks: list[Callback], model: Module) -> list[Callback]:
+    """Lightning's rule: a callback from `configure_callbacks` replaces the trainer's of its type.
+
+    Called on every attach, so callbacks from an earlier call are replaced rather than doubled.
+    """
+    returned = model.configure_callbacks()
+    if not returned:
+        return callbacks
+    from_model = list(returned) if isinstance(returned, (list, tuple)) else [returned]
+    replaced = {
+        type(c)
+        for c in callbacks
+        if type(c) is not Callback and any(isinstance(m, type(c)) for m in from_model)
+    }
+    if replaced:
+        info(
+            "The following callbacks returned in `LightningModule.configure_callbacks` will "
+            f"override existing callbacks passed to Trainer: "
+            f"{', '.join(sorted(t.__name__ for t in replaced))}"
+        )
+    return [c for c in callbacks if type(c) not in replaced] + from_model
 
 
 def _order_callbacks(callbacks: list[Callback]) -> list[Callback]:

@@ -11,6 +11,8 @@ import os
 import re
 from typing import Any
 
+import torch
+
 from ltrain.callbacks.base import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
@@ -46,6 +48,11 @@ class ModelCheckpoint(Callback):
             raise MisconfigurationException(
                 f"ModelCheckpoint save_top_k={save_top_k}: expected -1 (all), 0 (none) or a count"
             )
+        if monitor is None and save_top_k not in (-1, 0, 1):
+            raise MisconfigurationException(
+                f"ModelCheckpoint(save_top_k={save_top_k}, monitor=None) is not a valid "
+                "configuration. No quantity for top_k to track."
+            )
         if every_n_train_steps is not None and every_n_train_steps < 0:
             raise MisconfigurationException("ModelCheckpoint every_n_train_steps must be >= 0")
         if every_n_epochs is not None and every_n_epochs < 0:
@@ -67,7 +74,7 @@ class ModelCheckpoint(Callback):
         self.best_k_models: dict[str, float] = {}
         self.kth_best_model_path = ""
         self.best_model_path = ""
-        self.best_model_score: float | None = None
+        self.best_model_score: torch.Tensor | None = None  # a tensor, as Lightning's
         self.last_model_path = ""
         self._last_global_step_saved = -1
 
@@ -128,12 +135,13 @@ class ModelCheckpoint(Callback):
 
     def _epoch_due(self, trainer: Any) -> bool:
         n = self.every_n_epochs
-        return bool(n) and (trainer.current_epoch + 1) % n == 0 and not trainer.fast_dev_run
+        return bool(n) and (trainer.current_epoch + 1) % n == 0
 
     # ------------------------------------------------------------------ saving
     def save(self, trainer: Any) -> None:
         """Save for the current position: a top-k file and/or `last.ckpt`."""
-        if trainer.global_step == self._last_global_step_saved:
+        # fast_dev_run suppresses checkpointing whichever trigger (epoch or step) asked for it
+        if trainer.fast_dev_run or trainer.global_step == self._last_global_step_saved:
             return
         self._last_global_step_saved = trainer.global_step
         metrics = self._metrics(trainer)
@@ -209,7 +217,7 @@ class ModelCheckpoint(Callback):
     def _update_best(self) -> None:
         pick = min if self.mode == "min" else max
         self.best_model_path = pick(self.best_k_models, key=self.best_k_models.__getitem__)
-        self.best_model_score = self.best_k_models[self.best_model_path]
+        self.best_model_score = torch.tensor(self.best_k_models[self.best_model_path])
         self.kth_best_model_path = self._worst_path()
 
     def format_checkpoint_name(self, metrics: dict[str, Any]) -> str:

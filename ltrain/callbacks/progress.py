@@ -42,7 +42,7 @@ class TQDMProgressBar(ProgressBar):
 
     def _new_bar(self, total: float, description: str, leave: bool) -> Any:
         if self._mode() == "notebook":
-            from tqdm.notebook import tqdm
+            from tqdm.auto import tqdm  # the widget bar, or tqdm's text bar without ipywidgets
         else:
             from tqdm import tqdm
         return tqdm(

@@ -1,0 +1,194 @@
+"""Tests of `precision=`: what dtype the forward, the weights and the inputs have, and what is refused.
+
+CPU runs bf16 autocast and float64; fp16 autocast needs CUDA, and those tests run only where a
+GPU is present.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from boring import BoringModel, boring_loader, quiet_trainer
+
+from ltrain.errors import MisconfigurationException
+
+pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+class DtypeRecorder(BoringModel):
+    """Records the dtypes each step sees: forward output, weights, inputs, and the loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, set[torch.dtype]] = {}
+
+    def note(self, key: str, dtype: torch.dtype) -> None:
+        self.seen.setdefault(key, set()).add(dtype)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        output = self(x)
+        self.note("train_output", output.dtype)
+        self.note("weight", self.layer.weight.dtype)
+        self.note("input", x.dtype)
+        loss = torch.nn.functional.mse_loss(output.float(), y.to(output.dtype).float())
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.note("val_output", self(batch[0]).dtype)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self(batch[0])
+
+
+def fit_with(tmp_path: Any, precision: Any, model: BoringModel) -> Any:
+    trainer = quiet_trainer(
+        tmp_path, precision=precision, max_epochs=1, logger=False, enable_checkpointing=False
+    )
+    trainer.fit(model, boring_loader(16, 8), boring_loader(8, 8))
+    return trainer
+
+
+def test_bf16_mixed_runs_the_forward_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    model = DtypeRecorder()
+    trainer = fit_with(tmp_path, "bf16-mixed", model)
+    assert model.seen["train_output"] == {torch.bfloat16}
+    assert model.seen["val_output"] == {torch.bfloat16}
+    assert model.seen["weight"] == {torch.float32}
+    assert model.seen["input"] == {torch.float32}
+    assert model.layer.weight.dtype == torch.float32
+    assert trainer.precision == "bf16-mixed"
+    assert trainer.callback_metrics["train_loss"].dtype == torch.float32
+    [prediction, *_] = trainer.predict(model, boring_loader(8, 8))
+    assert prediction.dtype == torch.bfloat16
+
+
+def test_bf16_mixed_still_trains(tmp_path):
+    model = BoringModel()
+    before = model.layer.weight.detach().clone()
+    fit_with(tmp_path, "bf16-mixed", model)
+    assert not torch.equal(before, model.layer.weight)
+
+
+@pytest.mark.parametrize("precision", [64, "64", "64-true"])
+def test_64_true_casts_weights_and_floating_inputs_to_float64(tmp_path, precision):
+    model = DtypeRecorder()
+    trainer = fit_with(tmp_path, precision, model)
+    assert model.seen["train_output"] == {torch.float64}
+    assert model.seen["weight"] == {torch.float64}
+    assert model.seen["input"] == {torch.float64}
+    assert trainer.precision == "64-true"
+
+
+def test_64_true_makes_float64_the_default_dtype_inside_steps_only(tmp_path):
+    created: list[torch.dtype] = []
+
+    class NoisyInput(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            noise = torch.randn(len(batch[0]), 4)  # as a GAN samples z: must match the weights
+            created.append(noise.dtype)
+            return self(batch[0] + noise).sum()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            created.append(torch.zeros(1).dtype)
+
+    fit_with(tmp_path, "64-true", NoisyInput())
+    assert set(created) == {torch.float64}
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_trainer_precision_is_lightnings_name_and_the_plugin_is_separate(tmp_path):
+    trainer = quiet_trainer(tmp_path, precision="bf16")
+    assert trainer.precision == "bf16-mixed"
+    assert trainer.precision_plugin.name == "bf16-mixed"
+
+
+def test_64_true_leaves_integer_inputs_alone(tmp_path):
+    seen: list[torch.dtype] = []
+
+    class WithLabels(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, labels = batch
+            seen.append(labels.dtype)
+            return self(x).sum()
+
+    x = torch.randn(8, 4)
+    loader = pl_loader(x, torch.arange(8))
+    trainer = quiet_trainer(tmp_path, precision="64-true", max_epochs=1, logger=False)
+    trainer.fit(WithLabels(), loader)
+    assert seen == [torch.int64]
+
+
+def pl_loader(*tensors: torch.Tensor) -> Any:
+    from ltrain.data import TensorLoader
+
+    return TensorLoader(*tensors, batch_size=8)
+
+
+def test_16_mixed_on_cpu_is_refused_naming_bf16_mixed(tmp_path):
+    with pytest.raises(MisconfigurationException, match="16-mixed.*bf16-mixed"):
+        quiet_trainer(tmp_path, precision="16-mixed")
+
+
+def test_unknown_precision_lists_the_valid_ones(tmp_path):
+    with pytest.raises(MisconfigurationException) as refused:
+        quiet_trainer(tmp_path, precision="fp8")
+    message = str(refused.value)
+    assert "'fp8'" in message
+    for valid in ("32-true", "64-true", "16-mixed", "bf16-mixed"):
+        assert valid in message
+
+
+@pytest.mark.parametrize(
+    "precision, printed", [("32", "32-true"), ("bf16", "bf16-mixed"), (64, "64-true")]
+)
+def test_device_and_precision_are_printed_at_start(tmp_path, capsys, precision, printed):
+    quiet_trainer(tmp_path, precision=precision)
+    assert f"Device: cpu, precision: {printed}" in capsys.readouterr().out
+
+
+@cuda
+def test_16_mixed_on_cuda_runs_fp16_forward_with_float32_weights(tmp_path):
+    model = DtypeRecorder()
+    trainer = quiet_trainer(
+        tmp_path,
+        accelerator="cuda",
+        precision="16-mixed",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+    )
+    before = model.layer.weight.detach().clone()
+    trainer.fit(model, boring_loader(16, 8))
+    assert model.seen["train_output"] == {torch.float16}
+    assert model.seen["weight"] == {torch.float32}
+    assert not torch.equal(before, model.layer.weight.detach().cpu())
+
+
+@cuda
+def test_16_mixed_unscales_before_clipping_and_hooks(tmp_path):
+    norms: list[float] = []
+
+    class Watched(BoringModel):
+        def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+            super().optimizer_step(*args, **kwargs)
+            norms.append(
+                torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in self.parameters()])
+                ).item()
+            )
+
+    trainer = quiet_trainer(
+        tmp_path,
+        accelerator="cuda",
+        precision="16-mixed",
+        max_epochs=1,
+        logger=False,
+        gradient_clip_val=0.5,
+    )
+    trainer.fit(Watched(), boring_loader(16, 8))
+    assert norms and all(n <= 0.5 + 1e-3 for n in norms)
