@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m ltrain.zoo.demo
+	$(VENV)/bin/ltrain fit configs/digits.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

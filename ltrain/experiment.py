@@ -339,6 +339,8 @@ def _summary(trainer: Any, command: str, folder: Path) -> None:
             info(f"Best checkpoint: {callback.best_model_path}{scored}")
         if trainer.callback_metrics:
             values = to_floats(trainer.callback_metrics)
+            # NAME_step / NAME_epoch repeat NAME (which holds the epoch value): show NAME once
+            values = {k: v for k, v in values.items() if k.rsplit("_", 1)[0] not in values}
             width = max(len(k) for k in values)
             lines = [f"  {k:<{width}}  {v:.6g}" for k, v in sorted(values.items())]
             info("Final metrics:\n" + "\n".join(lines))
