@@ -31,6 +31,7 @@ SHORT_NAMES = {
     "CSVLogger": "ltrain.loggers.CSVLogger",
     "Digits": "ltrain.data.Digits",
     "MNIST": "ltrain.data.MNIST",
+    "CIFAR10": "ltrain.data.CIFAR10",
     "MLPClassifier": "ltrain.zoo.MLPClassifier",
     "CNNClassifier": "ltrain.zoo.CNNClassifier",
     "ImageClassifier": "ltrain.zoo.ImageClassifier",

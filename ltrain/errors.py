@@ -1,10 +1,15 @@
-"""Errors ltrain raises for inputs it refuses. One class, so the CLI turns every one into a single line.
+"""Errors ltrain raises for inputs it refuses, so the CLI turns every one into a single line.
 
-The name is Lightning's, so code that catches `MisconfigurationException` keeps working.
+`MisconfigurationException` keeps Lightning's name, so code that catches it keeps working; it is a
+ValueError, since every one of them is a value ltrain cannot run with.
 """
 
 from __future__ import annotations
 
 
-class MisconfigurationException(Exception):
+class MisconfigurationException(ValueError):
     """A setting, hook or return value ltrain cannot run with; the message says what would be valid."""
+
+
+class MissingDataError(MisconfigurationException, FileNotFoundError):
+    """Data files are not where a data module looks; the message says where to put them."""

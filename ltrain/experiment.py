@@ -66,10 +66,10 @@ def run_command(
 
     if resolved.get("seed") is not None:
         pl.seed_everything(resolved["seed"])
-    model = instantiate(resolved["model"])
-    datamodule = instantiate(resolved["data"]) if resolved.get("data") else None
+    model = _build(resolved["model"], "model")
+    datamodule = _build(resolved["data"], "data") if resolved.get("data") else None
     trainer_args = dict(resolved["trainer"])
-    callbacks = instantiate(_as_list(trainer_args.pop("callbacks", None)))
+    callbacks = _build(_as_list(trainer_args.pop("callbacks", None)), "trainer.callbacks")
     logger_spec = trainer_args.pop("logger", None)
 
     resume_folder = (
@@ -114,6 +114,14 @@ def run_command(
         _write_predictions(result, Path(out) if out else folder / "predictions.csv")
     _summary(trainer, command, folder)
     return result
+
+
+def _build(spec: Any, key: str) -> Any:
+    """Instantiate a config value; a value a class refuses is reported under its config key."""
+    try:
+        return instantiate(spec)
+    except MisconfigurationException as error:
+        raise MisconfigurationException(f"{key}: {error}") from None
 
 
 def _call_trainer(

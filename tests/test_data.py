@@ -322,3 +322,56 @@ def test_mnist_missing_files_error_names_folder(tmp_path):
 def test_datamodule_names_are_exported():
     assert LightningDataModule is DataModule
     assert issubclass(Digits, DataModule) and issubclass(MNIST, DataModule)
+
+
+# ---------------------------------------------------------------------- CIFAR10
+
+
+def write_cifar_batches(folder, per_file: int = 4, seed: int = 0):
+    """Tiny CIFAR-10 binary files: records of one label byte then 3072 pixel bytes."""
+    generator = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = torch.randint(0, 10, (per_file, 1), generator=generator, dtype=torch.uint8)
+        pixels = torch.randint(0, 256, (per_file, 3072), generator=generator, dtype=torch.uint8)
+        (folder / name).write_bytes(torch.cat([labels, pixels], dim=1).numpy().tobytes())
+        written[name] = (pixels.view(-1, 3, 32, 32), labels.view(-1).long())
+    return written
+
+
+def test_cifar10_reads_binary_batches_without_pickle(tmp_path):
+    from ltrain.data import CIFAR10
+
+    written = write_cifar_batches(tmp_path / "cifar-10-batches-bin")
+    data = CIFAR10(root=str(tmp_path), batch_size=5, val_split=4)
+    data.setup("test")
+    images, labels = next(iter(data.test_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32)
+    assert torch.equal(images, written["test_batch.bin"][0])
+    assert torch.equal(labels, written["test_batch.bin"][1])
+    data.setup("fit")
+    assert sum(len(b[1]) for b in data.train_dataloader()) == 16
+    assert sum(len(b[1]) for b in data.val_dataloader()) == 4
+    floats, _ = data.on_after_batch_transfer((images, labels), 0)
+    assert floats.dtype == torch.float32
+    assert floats.mean(dim=(0, 2, 3)).abs().max() < 2.5  # normalised per channel
+
+
+def test_cifar10_missing_files_error_names_folder(tmp_path):
+    from ltrain.data import CIFAR10
+    from ltrain.errors import MissingDataError
+
+    data = CIFAR10(root=str(tmp_path))
+    with pytest.raises(MissingDataError, match="cifar-10-batches-bin must hold data_batch_1.bin"):
+        data.setup("fit")
+
+
+def test_cifar10_truncated_file_is_refused(tmp_path):
+    from ltrain.data import CIFAR10
+
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar_batches(folder)
+    (folder / "test_batch.bin").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="not a CIFAR-10 binary batch"):
+        CIFAR10(root=str(tmp_path)).setup("test")

@@ -13,13 +13,14 @@ import torch
 
 from ltrain.data.datamodule import DataModule
 from ltrain.data.loader import TensorLoader
+from ltrain.errors import MisconfigurationException
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def _check_fraction(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"Digits: {name} must be a number in [0, 1), got {value!r}")
+        raise MisconfigurationException(f"Digits: {name} must be a number in [0, 1), got {value!r}")
 
 
 class Digits(DataModule):
@@ -37,11 +38,13 @@ class Digits(DataModule):
     ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Digits: batch_size must be an int >= 1, got {batch_size!r}")
+            raise MisconfigurationException(
+                f"Digits: batch_size must be an int >= 1, got {batch_size!r}"
+            )
         _check_fraction("val_fraction", val_fraction)
         _check_fraction("test_fraction", test_fraction)
         if val_fraction + test_fraction >= 1:
-            raise ValueError(
+            raise MisconfigurationException(
                 "Digits: val_fraction + test_fraction must be < 1 to leave training data, "
                 f"got {val_fraction} + {test_fraction}"
             )

@@ -15,6 +15,8 @@ import torch
 
 from ltrain.data.datamodule import DataModule
 from ltrain.data.loader import TensorLoader
+from ltrain.data.split import check_val_split, seeded_split
+from ltrain.errors import MisconfigurationException, MissingDataError
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -44,13 +46,10 @@ class MNIST(DataModule):
     ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"MNIST: batch_size must be an int >= 1, got {batch_size!r}")
-        if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
-            raise ValueError(f"MNIST: val_split must be a count or a fraction, got {val_split!r}")
-        if isinstance(val_split, float) and not 0 <= val_split < 1:
-            raise ValueError(f"MNIST: val_split as a fraction must be in [0, 1), got {val_split}")
-        if isinstance(val_split, int) and val_split < 0:
-            raise ValueError(f"MNIST: val_split as a count must be >= 0, got {val_split}")
+            raise MisconfigurationException(
+                f"MNIST: batch_size must be an int >= 1, got {batch_size!r}"
+            )
+        check_val_split("MNIST", val_split)
         self.root = root
         self.download = download
         self.batch_size = batch_size
@@ -80,7 +79,7 @@ class MNIST(DataModule):
     def _read(self, train: bool) -> Split:
         missing = [f for f in RAW_FILES if not os.path.isfile(os.path.join(self.raw_folder, f))]
         if missing:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"MNIST: {self.raw_folder} must hold {', '.join(RAW_FILES)} "
                 f"(missing: {', '.join(missing)}); copy them there, "
                 "or set download: true where there is internet"
@@ -91,20 +90,7 @@ class MNIST(DataModule):
         return dataset.data.unsqueeze(1), dataset.targets.to(torch.int64)
 
     def _train_val(self) -> dict[str, Split]:
-        images, labels = self._read(train=True)
-        n = len(labels)
-        n_val = int(n * self.val_split) if isinstance(self.val_split, float) else self.val_split
-        if n_val >= n:
-            raise ValueError(
-                f"MNIST: val_split={self.val_split} leaves no training images out of {n}"
-            )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        # Sorted so both sets keep the file's order; only the training loader shuffles.
-        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
-        return {
-            "train": (images[train_idx], labels[train_idx]),
-            "val": (images[val_idx], labels[val_idx]),
-        }
+        return seeded_split(*self._read(train=True), self.val_split, self.seed, "MNIST")
 
     def _split(self, name: str) -> Split:
         if name not in self._splits:

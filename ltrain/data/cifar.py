@@ -1,0 +1,129 @@
+"""`CIFAR10`: CIFAR-10's binary release read into whole uint8 tensors; batches are slices.
+
+The binary release (`cifar-10-batches-bin`) is fixed-size records: one label byte and 3,072 pixel
+bytes (32x32 red, then green, then blue). Reading it is one `frombuffer` per file and, unlike the
+Python release, involves no pickle, so a data file cannot run code. `download: true` fetches and
+unpacks it with torchvision's download helper where there is internet.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ltrain.data.datamodule import DataModule
+from ltrain.data.loader import TensorLoader
+from ltrain.data.split import Split, check_val_split, seeded_split
+from ltrain.errors import MisconfigurationException, MissingDataError
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+FOLDER = "cifar-10-batches-bin"
+TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+TEST_FILES = ("test_batch.bin",)
+RECORD = 1 + 3 * 32 * 32
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def read_batches(paths: list[str]) -> Split:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from CIFAR-10 binary files."""
+    chunks = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        if len(raw) % RECORD:
+            raise MisconfigurationException(
+                f"CIFAR10: {path} is not a CIFAR-10 binary batch ({len(raw)} bytes is not a "
+                f"multiple of the {RECORD}-byte record)"
+            )
+        chunks.append(torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, RECORD))
+    records = torch.cat(chunks)
+    return records[:, 1:].reshape(-1, 3, 32, 32).clone(), records[:, 0].to(torch.int64)
+
+
+class CIFAR10(DataModule):
+    """Seeded train/val split of the 50k training images plus the 10k test images."""
+
+    num_classes = 10
+    dims = (3, 32, 32)
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        batch_size: int = 128,
+        val_split: int | float = 5000,
+        seed: int = 0,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MisconfigurationException(
+                f"CIFAR10: batch_size must be an int >= 1, got {batch_size!r}"
+            )
+        check_val_split("CIFAR10", val_split)
+        self.root = root
+        self.download = download
+        self.batch_size = batch_size
+        self.val_split = val_split
+        self.seed = seed
+        self.normalize = normalize
+        self._splits: dict[str, Split] = {}
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.root, FOLDER)
+
+    def prepare_data(self) -> None:
+        if self.download and not os.path.isdir(self.folder):
+            from torchvision.datasets.utils import download_and_extract_archive
+
+            download_and_extract_archive(URL, self.root)
+
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and "train" not in self._splits:
+            images, labels = self._read(TRAIN_FILES)
+            self._splits.update(seeded_split(images, labels, self.val_split, self.seed, "CIFAR10"))
+        if stage in ("test", "predict") and "test" not in self._splits:
+            self._splits["test"] = self._read(TEST_FILES)
+
+    def _read(self, names: tuple[str, ...]) -> Split:
+        expected = TRAIN_FILES + TEST_FILES
+        missing = [n for n in expected if not os.path.isfile(os.path.join(self.folder, n))]
+        if missing:
+            raise MissingDataError(
+                f"CIFAR10: {self.folder} must hold {', '.join(expected)} (missing: "
+                f"{', '.join(missing)}); unpack cifar-10-binary.tar.gz into {self.root}, "
+                "or set download: true where there is internet"
+            )
+        return read_batches([os.path.join(self.folder, n) for n in names])
+
+    def _split(self, name: str) -> Split:
+        if name not in self._splits:
+            raise RuntimeError(f"CIFAR10: call setup() for a stage that uses the {name} set first")
+        return self._splits[name]
+
+    def train_dataloader(self) -> TensorLoader:
+        return TensorLoader(
+            *self._split("train"), batch_size=self.batch_size, shuffle=True, seed=self.seed
+        )
+
+    def val_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self._split("val"), batch_size=self.batch_size)
+
+    def test_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
+
+    def predict_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        images = images.float().div_(255)
+        if self.normalize:
+            mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+            std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+            images = images.sub_(mean).div_(std)
+        return images, labels
