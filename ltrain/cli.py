@@ -41,11 +41,11 @@ def _complete_set_keys(ctx: click.Context, param: click.Parameter, incomplete: s
 
     from ltrain.config import config_keys
 
-    return [
-        CompletionItem(k + "=")
-        for k in config_keys(ctx.params.get("config"))
-        if k.startswith(incomplete)
-    ]
+    # while completing, click's resilient parsing leaves the CONFIG argument in ctx.args
+    config = ctx.params.get("config") or next(
+        (a for a in ctx.args if a.endswith((".yaml", ".yml"))), None
+    )
+    return [CompletionItem(k + "=") for k in config_keys(config) if k.startswith(incomplete)]
 
 
 def set_option(function: Any) -> Any:

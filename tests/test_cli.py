@@ -38,3 +38,28 @@ def test_import_ltrain_is_lazy_until_a_name_is_used():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False True"
+
+
+def test_set_key_completion_works_without_importing_torch(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: {class_path: MLPClassifier, init_args: {lr: 0.1}}\n")
+    code = (
+        "import sys\n"
+        "from ltrain.cli import main\n"
+        "try:\n"
+        "    main(prog_name='ltrain')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    env = {
+        "_LTRAIN_COMPLETE": "bash_complete",
+        "COMP_WORDS": f"ltrain fit {config} --set ",
+        "COMP_CWORD": "4",
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    candidates = [line.split(",", 1)[1] for line in out.stdout.splitlines()]
+    assert "model.lr=" in candidates
+    assert "trainer.max_epochs=" in candidates
+    assert out.stderr.strip() == "False"
