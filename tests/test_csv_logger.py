@@ -565,3 +565,37 @@ def test_loggers_started_together_claim_distinct_versions(tmp_path):
         "version_2",
         "version_3",
     ]
+
+
+_FIT_WHEN_GO = """
+import os, sys, time
+sys.path.insert(0, sys.argv[3])
+from boring import BoringModel, boring_loader, quiet_trainer
+import ltrain as pl
+model, loader = BoringModel(), boring_loader(samples=16)
+trainer = quiet_trainer(sys.argv[1], max_epochs=1, log_every_n_steps=1, logger=pl.loggers.CSVLogger(sys.argv[1], name="same"))
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+trainer.fit(model, loader)
+print(trainer.log_dir)
+"""
+
+
+def test_fits_started_together_with_one_logger_name_get_distinct_folders(tmp_path):
+    go = tmp_path / "go"
+    tests_dir = str(Path(__file__).parent)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FIT_WHEN_GO, str(tmp_path), str(go), tests_dir],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    time.sleep(3)  # let every process import and build its trainer, then wait for "go"
+    go.touch()
+    outputs = [p.communicate(timeout=120)[0].strip().splitlines()[-1] for p in processes]
+    assert all(p.returncode == 0 for p in processes)
+    assert sorted(Path(o).name for o in outputs) == ["version_0", "version_1", "version_2"]
+    for output in outputs:
+        assert (Path(output) / "metrics.csv").is_file()

@@ -9,13 +9,10 @@ unpacks it with torchvision's download helper where there is internet.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 
-from ltrain.data.datamodule import DataModule
-from ltrain.data.loader import TensorLoader
-from ltrain.data.split import Split, check_val_split, seeded_split
+from ltrain.data.images import ImageDataModule, Split, check_val_split, seeded_split
 from ltrain.errors import MisconfigurationException, MissingDataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -23,8 +20,6 @@ FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 TEST_FILES = ("test_batch.bin",)
 RECORD = 1 + 3 * 32 * 32
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
 
 
 def read_batches(paths: list[str]) -> Split:
@@ -43,11 +38,12 @@ def read_batches(paths: list[str]) -> Split:
     return records[:, 1:].reshape(-1, 3, 32, 32).clone(), records[:, 0].to(torch.int64)
 
 
-class CIFAR10(DataModule):
+class CIFAR10(ImageDataModule):
     """Seeded train/val split of the 50k training images plus the 10k test images."""
 
     num_classes = 10
     dims = (3, 32, 32)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
     def __init__(
         self,
@@ -58,19 +54,11 @@ class CIFAR10(DataModule):
         seed: int = 0,
         normalize: bool = True,
     ) -> None:
-        super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MisconfigurationException(
-                f"CIFAR10: batch_size must be an int >= 1, got {batch_size!r}"
-            )
+        super().__init__(batch_size, seed, normalize)
         check_val_split("CIFAR10", val_split)
         self.root = root
         self.download = download
-        self.batch_size = batch_size
         self.val_split = val_split
-        self.seed = seed
-        self.normalize = normalize
-        self._splits: dict[str, Split] = {}
 
     @property
     def folder(self) -> str:
@@ -99,31 +87,3 @@ class CIFAR10(DataModule):
                 "or set download: true where there is internet"
             )
         return read_batches([os.path.join(self.folder, n) for n in names])
-
-    def _split(self, name: str) -> Split:
-        if name not in self._splits:
-            raise RuntimeError(f"CIFAR10: call setup() for a stage that uses the {name} set first")
-        return self._splits[name]
-
-    def train_dataloader(self) -> TensorLoader:
-        return TensorLoader(
-            *self._split("train"), batch_size=self.batch_size, shuffle=True, seed=self.seed
-        )
-
-    def val_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("val"), batch_size=self.batch_size)
-
-    def test_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
-
-    def predict_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
-        images = images.float().div_(255)
-        if self.normalize:
-            mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-            std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-            images = images.sub_(mean).div_(std)
-        return images, labels

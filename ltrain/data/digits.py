@@ -7,15 +7,10 @@ become floats in `on_after_batch_transfer`, after the batch reached the device.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from ltrain.data.datamodule import DataModule
-from ltrain.data.loader import TensorLoader
+from ltrain.data.images import ImageDataModule, Split
 from ltrain.errors import MisconfigurationException
-
-Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -23,11 +18,12 @@ def _check_fraction(name: str, value: float) -> None:
         raise MisconfigurationException(f"Digits: {name} must be a number in [0, 1), got {value!r}")
 
 
-class Digits(DataModule):
+class Digits(ImageDataModule):
     """Seeded train/val/test split of the 8x8 digits; batches are `(images, labels)`."""
 
     num_classes = 10
     dims = (1, 8, 8)
+    max_value = 16.0
 
     def __init__(
         self,
@@ -36,11 +32,7 @@ class Digits(DataModule):
         test_fraction: float = 0.15,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MisconfigurationException(
-                f"Digits: batch_size must be an int >= 1, got {batch_size!r}"
-            )
+        super().__init__(batch_size, seed)
         _check_fraction("val_fraction", val_fraction)
         _check_fraction("test_fraction", test_fraction)
         if val_fraction + test_fraction >= 1:
@@ -48,14 +40,11 @@ class Digits(DataModule):
                 "Digits: val_fraction + test_fraction must be < 1 to leave training data, "
                 f"got {val_fraction} + {test_fraction}"
             )
-        self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
-        self.seed = seed
-        self._splits: dict[str, Split] | None = None
 
     def setup(self, stage: str) -> None:
-        if self._splits is None:
+        if not self._splits:
             self._splits = self._load_splits()
 
     def _load_splits(self) -> dict[str, Split]:
@@ -83,26 +72,3 @@ class Digits(DataModule):
             idx = perm[lo:hi].sort().values
             splits[name] = (images[idx], labels[idx])
         return splits
-
-    def _split(self, name: str) -> Split:
-        if self._splits is None:
-            raise RuntimeError(f"Digits: call setup() before asking for the {name} loader")
-        return self._splits[name]
-
-    def train_dataloader(self) -> TensorLoader:
-        return TensorLoader(
-            *self._split("train"), batch_size=self.batch_size, shuffle=True, seed=self.seed
-        )
-
-    def val_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("val"), batch_size=self.batch_size)
-
-    def test_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
-
-    def predict_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
-        return images.float().div_(16), labels

@@ -9,16 +9,11 @@ reported by this module, naming the folder and files, because there may be no ne
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 
-from ltrain.data.datamodule import DataModule
-from ltrain.data.loader import TensorLoader
-from ltrain.data.split import check_val_split, seeded_split
-from ltrain.errors import MisconfigurationException, MissingDataError
-
-Split = tuple[torch.Tensor, torch.Tensor]
+from ltrain.data.images import ImageDataModule, Split, check_val_split, seeded_split
+from ltrain.errors import MissingDataError
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -26,14 +21,14 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-MEAN, STD = 0.1307, 0.3081
 
 
-class MNIST(DataModule):
+class MNIST(ImageDataModule):
     """Seeded train/val split of MNIST's 60k training images plus its 10k test images."""
 
     num_classes = 10
     dims = (1, 28, 28)
+    mean, std = (0.1307,), (0.3081,)
 
     def __init__(
         self,
@@ -44,19 +39,11 @@ class MNIST(DataModule):
         seed: int = 0,
         normalize: bool = False,
     ) -> None:
-        super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MisconfigurationException(
-                f"MNIST: batch_size must be an int >= 1, got {batch_size!r}"
-            )
+        super().__init__(batch_size, seed, normalize)
         check_val_split("MNIST", val_split)
         self.root = root
         self.download = download
-        self.batch_size = batch_size
         self.val_split = val_split
-        self.seed = seed
-        self.normalize = normalize
-        self._splits: dict[str, Split] = {}
 
     @property
     def raw_folder(self) -> str:
@@ -91,29 +78,3 @@ class MNIST(DataModule):
 
     def _train_val(self) -> dict[str, Split]:
         return seeded_split(*self._read(train=True), self.val_split, self.seed, "MNIST")
-
-    def _split(self, name: str) -> Split:
-        if name not in self._splits:
-            raise RuntimeError(f"MNIST: call setup() for a stage that uses the {name} set first")
-        return self._splits[name]
-
-    def train_dataloader(self) -> TensorLoader:
-        return TensorLoader(
-            *self._split("train"), batch_size=self.batch_size, shuffle=True, seed=self.seed
-        )
-
-    def val_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("val"), batch_size=self.batch_size)
-
-    def test_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
-
-    def predict_dataloader(self) -> TensorLoader:
-        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, labels = batch
-        images = images.float().div_(255)
-        if self.normalize:
-            images = images.sub_(MEAN).div_(STD)
-        return images, labels

@@ -1,0 +1,107 @@
+"""`ImageDataModule`: image data sets held as whole uint8 tensors, split once, batched by slicing.
+
+The built-in data sets (Digits, MNIST, CIFAR10) only differ in how they read their files. Here is
+what they share: argument checks, a seeded train/validation split, the loaders (whole-tensor
+`TensorLoader`s; only training shuffles), and the uint8 -> float conversion, done in
+`on_after_batch_transfer` so it runs on the device, on a quarter of float32's bytes in transit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ltrain.data.datamodule import DataModule
+from ltrain.data.loader import TensorLoader
+from ltrain.errors import MisconfigurationException
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def check_val_split(owner: str, val_split: int | float) -> None:
+    """`val_split` is a count >= 0 or a fraction in [0, 1)."""
+    if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
+        raise MisconfigurationException(
+            f"{owner}: val_split must be a count or a fraction, got {val_split!r}"
+        )
+    if isinstance(val_split, float) and not 0 <= val_split < 1:
+        raise MisconfigurationException(
+            f"{owner}: val_split as a fraction must be in [0, 1), got {val_split}"
+        )
+    if isinstance(val_split, int) and val_split < 0:
+        raise MisconfigurationException(
+            f"{owner}: val_split as a count must be >= 0, got {val_split}"
+        )
+
+
+def seeded_split(
+    images: torch.Tensor, labels: torch.Tensor, val_split: int | float, seed: int, owner: str
+) -> dict[str, Split]:
+    """{'train': ..., 'val': ...}: the same split for the same seed, each in the file's order."""
+    n = len(labels)
+    n_val = int(n * val_split) if isinstance(val_split, float) else val_split
+    if n_val >= n:
+        raise MisconfigurationException(
+            f"{owner}: val_split={val_split} leaves no training images out of {n}"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    # Sorted so both sets keep the file's order; only the training loader shuffles.
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return {
+        "train": (images[train_idx], labels[train_idx]),
+        "val": (images[val_idx], labels[val_idx]),
+    }
+
+
+class ImageDataModule(DataModule):
+    """Serves the splits a subclass's `setup` puts in `self._splits` as `(images, labels)` batches.
+
+    Subclasses set `max_value` (the largest pixel value) and, for `normalize=True`, per-channel
+    `mean` / `std` of the [0, 1]-scaled images.
+    """
+
+    max_value = 255.0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __init__(self, batch_size: int, seed: int, normalize: bool = False) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MisconfigurationException(
+                f"{type(self).__name__}: batch_size must be an int >= 1, got {batch_size!r}"
+            )
+        self.batch_size = batch_size
+        self.seed = seed
+        self.normalize = normalize
+        self._splits: dict[str, Split] = {}
+
+    def _split(self, name: str) -> Split:
+        if name not in self._splits:
+            raise RuntimeError(
+                f"{type(self).__name__}: call setup() for a stage that uses the {name} set first"
+            )
+        return self._splits[name]
+
+    def train_dataloader(self) -> TensorLoader:
+        return TensorLoader(
+            *self._split("train"), batch_size=self.batch_size, shuffle=True, seed=self.seed
+        )
+
+    def val_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self._split("val"), batch_size=self.batch_size)
+
+    def test_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
+
+    def predict_dataloader(self) -> TensorLoader:
+        return TensorLoader(*self._split("test"), batch_size=self.batch_size)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        images = images.float().div_(self.max_value)
+        if self.normalize and self.mean:
+            shape = (1, len(self.mean), 1, 1)
+            images = images.sub_(torch.tensor(self.mean, device=images.device).view(shape))
+            images = images.div_(torch.tensor(self.std, device=images.device).view(shape))
+        return images, labels
