@@ -487,7 +487,7 @@ def config_keys(path: str | None) -> list[str]:
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "__init__":
                     keys += [f"trainer.{a.arg}" for a in item.args.kwonlyargs]
-    keys += [k for k in TOP_LEVEL_KEYS]
+    keys += TOP_LEVEL_KEYS
     return list(dict.fromkeys(keys))
 
 
