@@ -94,8 +94,15 @@ def fit(config: str | None, overrides: tuple[str, ...], resume: str | None) -> N
     if config is None:
         raise CommandError("fit needs a CONFIG file, e.g. ltrain fit configs/digits.yaml")
     from ltrain.experiment import run_command
+    from ltrain.trainer import RunInterrupted
 
-    _guard(run_command, "fit", config, overrides, ckpt=resume)
+    try:
+        _guard(run_command, "fit", config, overrides, ckpt=resume)
+    except RunInterrupted as stop:
+        sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+        command = f"ltrain fit {shlex.quote(config)}{sets} --resume {shlex.quote(stop.checkpoint)}"
+        click.echo(f"Resume with: {command}", err=True)
+        sys.exit(128 + stop.signum)
 
 
 @main.command()

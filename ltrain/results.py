@@ -305,6 +305,57 @@ class Results:
             self._batch_size = infer_batch_size(self.batch)
         return self._batch_size
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        """The running aggregates of this loop run, so a resumed epoch ends with the same values.
+
+        A torchmetrics object is found again by its attribute path in `module`; its states are
+        saved with it (they are not part of the module's state_dict).
+        """
+        paths = {id(m): name for name, m in module.named_modules()}
+        entries = []
+        for entry in self.entries.values():
+            item: dict[str, Any] = {
+                "name": entry.name,
+                "hook": entry.hook,
+                "resolved": list(entry.resolved()),
+                "total": entry.total,
+                "weight": entry.weight,
+                "epoch_value": entry.epoch_value,
+            }
+            if entry.metric is not None and id(entry.metric) in paths:
+                item["metric"] = paths[id(entry.metric)]
+                item["metric_state"] = dict(entry.metric.metric_state)
+                item["metric_updates"] = int(getattr(entry.metric, "_update_count", 0))
+            entries.append(item)
+        return {"entries": entries, "step_values": dict(self.step_values)}
+
+    def load_state_dict(self, state: dict[str, Any], module: torch.nn.Module) -> None:
+        for item in state["entries"]:
+            on_step, on_epoch, reduce, prog_bar, logger, sync_dist = item["resolved"]
+            # empty options: the next `self.log` call re-checks its options against these
+            entry = _Entry(
+                item["name"],
+                item["hook"],
+                (),
+                on_step,
+                on_epoch,
+                reduce,
+                prog_bar,
+                logger,
+                sync_dist,
+            )
+            entry.total, entry.weight = item["total"], item["weight"]
+            entry.epoch_value = item["epoch_value"]
+            if "metric" in item:
+                metric = module.get_submodule(item["metric"])
+                for key, value in item["metric_state"].items():
+                    setattr(metric, key, value)
+                metric._update_count = item["metric_updates"]
+                entry.metric = metric
+            self.entries[entry.name] = entry
+        self.step_values = dict(state["step_values"])
+
     # ------------------------------------------------------------------ epoch end
     def epoch_values(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The epoch value of every on_epoch entry (each computed once, then reused).

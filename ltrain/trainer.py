@@ -30,11 +30,14 @@ read them. Nothing is kept at module level, so a second Trainer in one process s
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
+import signal
+import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +56,7 @@ from ltrain.loggers.csv_logs import CSVLogger
 from ltrain.module import LightningOptimizer, Module
 from ltrain.precision import make_precision
 from ltrain.results import Results, to_floats
+from ltrain.seed import rng_state, set_rng_state
 from ltrain.strategy import gpu_available, make_strategy
 
 _STAGE_LOADER = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
@@ -198,8 +202,18 @@ class Trainer:
 
         self._lightning_optimizers: list[LightningOptimizer] = []
         self._batches_that_stepped = 0  # the logger's step: batches that ran an optimizer step
-        # where training goes on: (epoch, index of its next batch); checkpoints store it
-        self._position = (0, 0)
+        # Where the fit loop stands, stored in checkpoints so a resume replays exactly what was
+        # still to come: (phase, epoch, index of the next batch, is_last, stepped). Phases:
+        # "epoch_start" (nothing pending), "batch_end" (saved in on_train_batch_end: that batch's
+        # step row and validation are to come), "between_batches" (nothing pending in the epoch),
+        # "epoch_end" (saved in on_train_epoch_end: the epoch row is to come).
+        self._loop_phase: tuple[str, int, int, bool, bool] = ("epoch_start", 0, 0, False, False)
+        self._resume: dict[str, Any] | None = None  # what _restore found, used by _train_epoch
+        self._epoch_start_rng: dict[str, Any] | None = None
+        # (isfinite(loss) on the device, global step, epoch, batch): checked when the host syncs
+        self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
+        self._received_signal: int | None = None
+        self._batch_idx = 0
         self._results = self._new_results()
         self._hook_callbacks: dict[str, tuple[list[Callback], list[Callback]]] = {}
         self._val_check_batch: float = math.inf
@@ -335,6 +349,7 @@ class Trainer:
         """Write a checkpoint of the current state (atomically; plain data only)."""
         if self.lightning_module is None:
             raise MisconfigurationException("save_checkpoint needs a model: call fit() first.")
+        self._check_losses()  # never write a checkpoint over a good one after a nan loss
         save_checkpoint(self._checkpoint_state(weights_only), filepath)
 
     # ------------------------------------------------------------------ one run of any stage
@@ -375,7 +390,8 @@ class Trainer:
             status = "success"
         except KeyboardInterrupt as interrupt:
             status = "interrupted"
-            info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
+            if not isinstance(interrupt, RunInterrupted):  # that one already said what it did
+                info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
             self._call_hook("on_exception", interrupt)
             raise
         except BaseException as error:
@@ -616,6 +632,10 @@ class Trainer:
             )
 
     def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        # checked later, at the next row or checkpoint: reading it now would sync the GPU
+        self._loss_checks.append(
+            (torch.isfinite(loss.detach()), self.global_step, self.current_epoch, self._batch_idx)
+        )
         self._call_hook("on_before_backward", loss)
         self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
         self._call_hook("on_after_backward")
@@ -649,13 +669,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def _fit_loop(self) -> None:
-        self._run_sanity_check()
+        if self._resume is None:  # a resumed run was checked before it was interrupted
+            self._run_sanity_check()
         self._call_hook("on_train_start")
-        while True:
-            stop_reason = self._fit_stop_reason()
-            if stop_reason is not None:
-                break
-            self._train_epoch()
+        with _graceful_signals(self):
+            while True:
+                stop_reason = self._fit_stop_reason()
+                if stop_reason is not None:
+                    break
+                self._train_epoch()
+                self._stop_if_signaled()
         if stop_reason and self.is_global_zero:
             info(f"`Trainer.fit` stopped: {stop_reason}.")
         self._call_hook("on_train_end")
@@ -700,34 +723,71 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         model = self.lightning_module
+        resume, self._resume = self._resume, None
+        self._results = results = self._new_results()
+        if resume is not None and resume["phase"] != "epoch_start":
+            results.load_state_dict(resume["results"], model)
+        if resume is not None and resume["phase"] == "epoch_end":
+            self._finish_train_epoch(results)
+            return
         loader = self.train_dataloader
         _set_loader_epoch(loader, self.current_epoch)
-        epoch, start = self._position
-        start = start if epoch == self.current_epoch else 0  # > 0 only when resumed mid-epoch
-        self._results = results = self._new_results()
         model.train()
+        start = resume["batch"] if resume is not None else 0
+        if start == 0 and resume is not None:
+            set_rng_state(resume["rng"])
         self._call_hook("on_train_epoch_start")
-        for batch_idx, batch, is_last in _with_last_flag(loader, self.num_training_batches, start):
-            self.is_last_batch = is_last
-            batch = self._to_device(batch, 0)
-            results.start_batch(batch)
-            if self._call_hook("on_train_batch_start", batch, batch_idx) == -1:
-                break
-            stepped = self._train_batch(batch, batch_idx, is_last)
-            # counted before any hook can save a checkpoint, so a checkpoint's position is exact
-            self._batches_that_stepped += stepped
-            self._position = (self.current_epoch, batch_idx + 1)
-            self._call_hook("on_train_batch_end", self._step_output, batch, batch_idx)
-            done = self._train_epoch_done()
-            if stepped:
-                every = self.log_every_n_steps
-                if every and self._batches_that_stepped % every == 0:
-                    self._log_row(results.step_values, self._batches_that_stepped - 1)
-                if self._validation_due(batch_idx, is_last or done):
-                    self._validate_during_fit()
-            if done:
-                break
+        if start:
+            # the epoch's data order came from the generators' state when its iterator was made
+            set_rng_state(resume["epoch_start_rng"])
+        self._epoch_start_rng = rng_state()
+        batches = iter(loader)
+        for _ in range(start):  # trained before the checkpoint: drawn and dropped
+            next(batches, None)
+        if start:
+            set_rng_state(resume["rng"])
+        done = False
+        if resume is not None and resume["phase"] == "batch_end":
+            done = self._after_train_batch(results, start - 1, resume["is_last"], resume["stepped"])
+        if not done:
+            for batch_idx, batch, is_last in _with_last_flag(
+                batches, self.num_training_batches, start
+            ):  # noqa: E501
+                self.is_last_batch = is_last
+                self._batch_idx = batch_idx
+                batch = self._to_device(batch, 0)
+                results.start_batch(batch)
+                if self._call_hook("on_train_batch_start", batch, batch_idx) == -1:
+                    break
+                stepped = self._train_batch(batch, batch_idx, is_last)
+                # counted before any hook can save a checkpoint, so a checkpoint's position is exact
+                self._batches_that_stepped += stepped
+                self._loop_phase = (
+                    "batch_end",
+                    self.current_epoch,
+                    batch_idx + 1,
+                    is_last,
+                    stepped,
+                )
+                self._call_hook("on_train_batch_end", self._step_output, batch, batch_idx)
+                if self._after_train_batch(results, batch_idx, is_last, stepped):
+                    break
+                self._stop_if_signaled()
         self._end_train_epoch(results)
+
+    def _after_train_batch(
+        self, results: Results, batch_idx: int, is_last: bool, stepped: bool
+    ) -> bool:  # noqa: E501
+        """What follows on_train_batch_end: the step row and validation when due. True ends the epoch."""  # noqa: E501
+        done = self._train_epoch_done()
+        if stepped:
+            every = self.log_every_n_steps
+            if every and self._batches_that_stepped % every == 0:
+                self._log_row(results.step_values, self._batches_that_stepped - 1)
+            if self._validation_due(batch_idx, is_last or done):
+                self._validate_during_fit()
+        self._loop_phase = ("between_batches", self.current_epoch, batch_idx + 1, is_last, stepped)
+        return done
 
     def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
         """Run one training batch; returns whether it completed an optimizer step."""
@@ -798,10 +858,15 @@ class Trainer:
         model.train()
 
     def _end_train_epoch(self, results: Results) -> None:
-        self._position = (self.current_epoch + 1, 0)
         results.start_batch(None)
         results.epoch_values()  # callbacks in on_train_epoch_end see this epoch's values
+        self._loop_phase = ("epoch_end", self.current_epoch, 0, False, False)
         self._call_hook("on_train_epoch_end")
+        self._finish_train_epoch(results)
+
+    def _finish_train_epoch(self, results: Results) -> None:
+        """What follows on_train_epoch_end: the epoch row, the epoch count, plateau schedulers."""
+        self._check_losses()
         logged, _ = results.epoch_values()
         if logged:
             self._log_row(logged, self._batches_that_stepped - 1)
@@ -810,6 +875,40 @@ class Trainer:
         self.current_epoch += 1
         if self.lr_scheduler_configs and self.lightning_module.automatic_optimization:
             self._step_schedulers("epoch", plateau=True)
+        self._loop_phase = ("epoch_start", self.current_epoch, 0, False, False)
+
+    # ------------------------------------------------------------------ safety
+    def _check_losses(self) -> None:
+        """Raise if a loss since the last check was nan/inf, naming where (one host sync)."""
+        checks, self._loss_checks = self._loss_checks, []
+        if not checks or bool(torch.stack([c[0] for c in checks]).all()):
+            return
+        _, step, epoch, batch_idx = next(c for c in checks if not bool(c[0]))
+        raise NonFiniteLossError(
+            f"the loss was nan or inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
+            "training stopped and no checkpoint was written after it. Lower the learning rate, "
+            "clip gradients (gradient_clip_val) or check the data."
+        )
+
+    def _stop_if_signaled(self) -> None:
+        """After SIGINT/SIGTERM, stop at this consistent point: save last.ckpt, flush, exit."""
+        signum = self._received_signal
+        if signum is None:
+            return
+        path = self._save_resume_checkpoint()
+        for logger in self.loggers:
+            logger.save()
+        name = signal.Signals(signum).name
+        info(f"Received {name}: saved {path}; resume with trainer.fit(..., ckpt_path={path!r}).")
+        raise RunInterrupted(signum, path)
+
+    def _save_resume_checkpoint(self) -> str:
+        callback = self.checkpoint_callback
+        if callback is not None and callback.dirpath:
+            return callback.save_last_checkpoint(self)
+        path = os.path.join(self.log_dir, "checkpoints", "last.ckpt")
+        self.save_checkpoint(path)
+        return path
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, stage: str, verbose: bool) -> list[dict[str, float]]:
@@ -841,7 +940,7 @@ class Trainer:
             step_name = f"{kind}_step"
             for loader_idx, (loader, count) in enumerate(zip(loaders, counts, strict=True)):
                 extra = (loader_idx,) if several else ()
-                for batch_idx, batch, _ in _with_last_flag(loader, count):
+                for batch_idx, batch, _ in _with_last_flag(iter(loader), count):
                     batch = self._to_device(batch, loader_idx)
                     results.start_batch(batch, loader_idx if several else None)
                     self._call_hook(f"on_{kind}_batch_start", batch, batch_idx, *extra)
@@ -883,7 +982,7 @@ class Trainer:
             ):
                 extra = (loader_idx,) if several else ()
                 outputs: list[Any] = []
-                for batch_idx, batch, _ in _with_last_flag(loader, count):
+                for batch_idx, batch, _ in _with_last_flag(iter(loader), count):
                     batch = self._to_device(batch, loader_idx)
                     results.start_batch(batch)
                     self._call_hook("on_predict_batch_start", batch, batch_idx, *extra)
@@ -905,6 +1004,7 @@ class Trainer:
     # ------------------------------------------------------------------ loggers
     def _log_row(self, values: Mapping[str, torch.Tensor], step: int) -> None:
         """Send one row to every logger; the single point where logged tensors become floats."""
+        self._check_losses()
         if not self.loggers or not values:
             return
         row: dict[str, Any] = to_floats(values)
@@ -932,12 +1032,7 @@ class Trainer:
             "epoch": self.current_epoch,
             "global_step": self.global_step,
             "state_dict": model.state_dict(),
-            "loops": {
-                "batches_that_stepped": self._batches_that_stepped,
-                "current_epoch": self.current_epoch,
-                "resume_epoch": self._position[0],
-                "resume_batch": self._position[1],
-            },
+            "loops": self._loop_state(),
             "precision_name": self.precision_plugin.name,
             "device": str(self.strategy.root_device),
         }
@@ -945,6 +1040,8 @@ class Trainer:
         if hparams:
             state["hyper_parameters"] = hparams
         if not weights_only:
+            state["rng"] = rng_state()
+            state["loggers"] = [logger.state_dict() for logger in self.loggers]
             state["optimizer_states"] = [opt.state_dict() for opt in self.optimizers]
             state["lr_schedulers"] = [c.scheduler.state_dict() for c in self.lr_scheduler_configs]
             state["precision"] = self.precision_plugin.state_dict()
@@ -956,6 +1053,25 @@ class Trainer:
                 callback.on_save_checkpoint(self, model, state)
         model.on_save_checkpoint(state)
         return state
+
+    def _loop_state(self) -> dict[str, Any]:
+        phase, epoch, batch, is_last, stepped = self._loop_phase
+        loops: dict[str, Any] = {
+            "phase": phase,
+            "epoch": epoch,
+            "batch": batch,
+            "is_last": is_last,
+            "stepped": stepped,
+            "batches_that_stepped": self._batches_that_stepped,
+            "should_stop": self.should_stop,
+            "callback_metrics": dict(self.callback_metrics),
+            "progress_bar_metrics": dict(self.progress_bar_metrics),
+        }
+        if phase != "epoch_start" and self.training:
+            loops["results"] = self._results.state_dict(self.lightning_module)
+            if batch:
+                loops["epoch_start_rng"] = self._epoch_start_rng
+        return loops
 
     def _restore(self, path: str, stage: str) -> None:
         checkpoint = load_checkpoint(path, map_location=self.strategy.root_device)
@@ -983,14 +1099,22 @@ class Trainer:
             if callback.state_key in callback_states:
                 callback.load_state_dict(callback_states[callback.state_key])
         self.global_step = int(checkpoint["global_step"])
-        loops = checkpoint.get("loops", {})
-        self._batches_that_stepped = int(loops.get("batches_that_stepped", self.global_step))
-        epoch = int(loops.get("resume_epoch", int(checkpoint["epoch"]) + 1))
-        batch = int(loops.get("resume_batch", 0))
-        if batch >= self.num_training_batches:  # saved after the epoch's last batch
-            epoch, batch = epoch + 1, 0
-        self.current_epoch = epoch
-        self._position = (epoch, batch)
+        loops = checkpoint["loops"]
+        self._batches_that_stepped = int(loops["batches_that_stepped"])
+        self.current_epoch = int(loops["epoch"])
+        self.should_stop = bool(loops["should_stop"])
+        self.callback_metrics.update(loops["callback_metrics"])
+        self.progress_bar_metrics.update(loops["progress_bar_metrics"])
+        for logger, state in zip(self.loggers, checkpoint.get("loggers", []), strict=False):
+            logger.load_state_dict(state)
+        self._resume = {**loops, "rng": checkpoint["rng"]}
+        self._loop_phase = (
+            loops["phase"],
+            self.current_epoch,
+            int(loops["batch"]),
+            loops["is_last"],
+            loops["stepped"],
+        )
 
     def _resolve_ckpt_path(self, ckpt_path: str) -> str:
         if ckpt_path in ("best", "last"):
@@ -1008,6 +1132,47 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+_END = object()
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became nan or inf; the message names the step and the batch."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Fit stopped on SIGINT/SIGTERM after saving `checkpoint`; exit with 128 + `signum`."""
+
+    def __init__(self, signum: int, checkpoint: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+@contextlib.contextmanager
+def _graceful_signals(trainer: Trainer) -> Iterator[None]:
+    """During fit, SIGINT/SIGTERM ask the loop to stop at its next consistent point.
+
+    A second signal gets the previous handler (a second Ctrl-C interrupts at once).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(signum: int, frame: Any) -> None:
+        trainer._received_signal = signum
+        signal.signal(signum, previous[signum])
+
+    for signum in previous:
+        signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        trainer._received_signal = None
+
+
 def _no_closure() -> None:
     return None
 
@@ -1059,33 +1224,16 @@ def _batch_end_outputs(output: Any) -> Any:
 
 
 def _with_last_flag(
-    loader: Iterable, limit: int | float, start: int = 0
+    batches: Iterator[Any], limit: int | float, start: int = 0
 ) -> Iterator[tuple[int, Any, bool]]:
-    """Yield (index, batch, is_last) for batches `start` to `limit - 1`, looking one batch ahead.
-
-    Batches before `start` (trained before a mid-epoch checkpoint) are drawn and dropped, so the
-    loader's order for the epoch, set by `set_epoch`, carries on where the checkpoint left it.
-    """
+    """Yield (index, batch, is_last) from `start` until `limit`, looking one batch ahead."""
     if limit <= start:
         return
-    iterator = iter(loader)
-    try:
-        for _ in range(start):
-            next(iterator)
-        batch = next(iterator)
-    except StopIteration:
-        return
+    batch = next(batches, _END)
     index = start
-    while True:
-        if index + 1 >= limit:
-            yield index, batch, True
-            return
-        try:
-            following = next(iterator)
-        except StopIteration:
-            yield index, batch, True
-            return
-        yield index, batch, False
+    while batch is not _END:
+        following = _END if index + 1 >= limit else next(batches, _END)
+        yield index, batch, following is _END
         batch = following
         index += 1
 

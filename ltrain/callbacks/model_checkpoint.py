@@ -121,7 +121,7 @@ class ModelCheckpoint(Callback):
     ) -> None:
         n = self.every_n_train_steps
         if n and trainer.global_step % n == 0 and not trainer.sanity_checking:
-            self.save(trainer)
+            self.save(trainer, step_triggered=True)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._epoch_due(trainer) and self._saves_on_train_epoch_end(trainer):
@@ -138,22 +138,32 @@ class ModelCheckpoint(Callback):
         return bool(n) and (trainer.current_epoch + 1) % n == 0
 
     # ------------------------------------------------------------------ saving
-    def save(self, trainer: Any) -> None:
-        """Save for the current position: a top-k file and/or `last.ckpt`."""
+    def save(self, trainer: Any, step_triggered: bool = False) -> None:
+        """Save for the current position: a top-k file and/or `last.ckpt`.
+
+        A step-triggered save that comes before the monitored metric exists (validation has not
+        run yet) only refreshes `last.ckpt`; the top-k files wait for the metric.
+        """
         # fast_dev_run suppresses checkpointing whichever trigger (epoch or step) asked for it
-        if trainer.fast_dev_run or trainer.global_step == self._last_global_step_saved:
+        if trainer.fast_dev_run:
             return
-        self._last_global_step_saved = trainer.global_step
         metrics = self._metrics(trainer)
-        if self.save_top_k != 0:
+        if self.save_top_k != 0 and trainer.global_step != self._last_global_step_saved:
             if self.monitor is None:
+                self._last_global_step_saved = trainer.global_step
                 self._save_latest(trainer, metrics)
-            else:
+            elif self.monitor in metrics or not step_triggered:
+                self._last_global_step_saved = trainer.global_step
                 self._save_if_top_k(trainer, metrics)
         if self.save_last:
-            path = self._path(self.CHECKPOINT_NAME_LAST)
-            trainer.save_checkpoint(path, self.save_weights_only)
-            self.last_model_path = path
+            self.save_last_checkpoint(trainer)
+
+    def save_last_checkpoint(self, trainer: Any) -> str:
+        """Write `last.ckpt` for the current position (what `--resume last` continues from)."""
+        path = self._path(self.CHECKPOINT_NAME_LAST)
+        trainer.save_checkpoint(path, self.save_weights_only)
+        self.last_model_path = path
+        return path
 
     def _metrics(self, trainer: Any) -> dict[str, Any]:
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}

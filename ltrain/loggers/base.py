@@ -42,6 +42,13 @@ class Logger:
     def save(self) -> None:
         """Make everything logged so far durable."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint records of the logger, so a resume can continue it exactly."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Return to the state a checkpoint recorded (e.g. drop rows written after it)."""
+
     def finalize(self, status: str) -> None:
         """Called once when a run ends with status 'success', 'failed' or 'interrupted'."""
         self.save()

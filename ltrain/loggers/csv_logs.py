@@ -98,6 +98,19 @@ class CSVLogger(Logger):
         if self._metrics is not None:
             self._metrics.flush()
 
+    def state_dict(self) -> dict[str, Any]:
+        rows = self._metrics.rows if self._metrics is not None else None
+        return {"metrics_file": os.path.abspath(self.metrics_file_path), "rows": rows}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """On resume into the same file, drop the rows written after the checkpoint was taken."""
+        rows = state.get("rows")
+        if rows is None or state.get("metrics_file") != os.path.abspath(self.metrics_file_path):
+            return
+        if self._metrics is None:
+            self._metrics = _MetricsFile(self.metrics_file_path)
+        self._metrics.truncate(rows)
+
     def finalize(self, status: str) -> None:
         if self._metrics is not None:
             self._metrics.close()
@@ -105,36 +118,46 @@ class CSVLogger(Logger):
 
 
 class _MetricsFile:
-    """An append-only CSV whose header grows by atomic rewrite."""
+    """An append-only CSV whose header grows by atomic rewrite; `rows` counts its data rows."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.columns: list[str] = []
+        self.rows = 0
         self._handle: IO[str] | None = None
         if os.path.exists(path):
             with open(path, newline="") as existing:
-                self.columns = next(csv.reader(existing), [])
+                reader = csv.reader(existing)
+                self.columns = next(reader, [])
+                self.rows = sum(1 for _ in reader)
 
     def append(self, row: Mapping[str, Any]) -> None:
         if not set(row) <= set(self.columns):
-            self._rewrite_with_columns(sorted(set(self.columns) | set(row)))
+            self._rewrite(sorted(set(self.columns) | set(row)), keep=self.rows)
         if self._handle is None:
             self._handle = open(self.path, "a", newline="")
         csv.DictWriter(self._handle, self.columns, lineterminator="\n").writerow(row)
         self._handle.flush()
+        self.rows += 1
 
-    def _rewrite_with_columns(self, columns: list[str]) -> None:
+    def truncate(self, rows: int) -> None:
+        """Keep the first `rows` data rows (atomically); a resume goes on from there."""
+        if rows < self.rows:
+            self._rewrite(self.columns, keep=rows)
+
+    def _rewrite(self, columns: list[str], keep: int) -> None:
         self.close()
-        rows: list[dict[str, str]] = []
+        kept: list[dict[str, str]] = []
         if os.path.exists(self.path):
             with open(self.path, newline="") as existing:
-                rows = list(csv.DictReader(existing))
+                kept = list(csv.DictReader(existing))[:keep]
         text = io.StringIO()
         writer = csv.DictWriter(text, columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept)
         write_text_atomically(self.path, text.getvalue())
         self.columns = columns
+        self.rows = len(kept)
 
     def flush(self) -> None:
         if self._handle is not None:
