@@ -30,6 +30,12 @@ class CommandError(click.ClickException):
             click.echo(f"error: {line}", err=True)
 
 
+class TrainingFailed(CommandError):
+    """Training itself went wrong (e.g. the loss diverged): one line, exit code 1."""
+
+    exit_code = 1
+
+
 SET_HELP = (
     "Override a config value, e.g. --set trainer.max_epochs=3 --set model.lr=3e-4 (repeatable)."
 )
@@ -93,8 +99,8 @@ def fit(config: str | None, overrides: tuple[str, ...], resume: str | None) -> N
     """
     if config is None:
         raise CommandError("fit needs a CONFIG file, e.g. ltrain fit configs/digits.yaml")
+    from ltrain.errors import RunInterrupted
     from ltrain.experiment import run_command
-    from ltrain.trainer import RunInterrupted
 
     try:
         _guard(run_command, "fit", config, overrides, ckpt=resume)
@@ -170,6 +176,44 @@ def predict(
     _guard(run_command, "predict", config, overrides, ckpt=ckpt, out=out)
 
 
+@main.command(name="lr-find")
+@config_argument
+@set_option
+@click.option(
+    "--min-lr", type=float, default=1e-8, show_default=True, help="First rate of the sweep."
+)
+@click.option(
+    "--max-lr", type=float, default=1.0, show_default=True, help="Last rate of the sweep."
+)
+@click.option(
+    "--num-training", type=int, default=100, show_default=True, help="Steps in the sweep."
+)
+@click.option(
+    "--apply", is_flag=True, help="Write CONFIG's copy <name>.lr-find.yaml with the suggested lr."
+)
+def lr_find(
+    config: str | None,
+    overrides: tuple[str, ...],
+    min_lr: float,
+    max_lr: float,
+    num_training: int,
+    apply: bool,
+) -> None:
+    """Sweep the learning rate and suggest one (lr_find.csv and lr_find.png in the run folder).
+
+    \b
+    Example:
+      ltrain lr-find configs/digits.yaml --apply
+      ltrain fit configs/digits.lr-find.yaml
+    """
+    if config is None:
+        raise CommandError("lr-find needs a CONFIG file, e.g. ltrain lr-find configs/digits.yaml")
+    from ltrain.experiment import run_command
+
+    options = {"min_lr": min_lr, "max_lr": max_lr, "num_training": num_training}
+    _guard(run_command, "lr-find", config, overrides, lr_find=options, apply=apply)
+
+
 @main.command(name="config")
 @config_argument
 @set_option
@@ -198,12 +242,14 @@ def show_config(config: str | None, overrides: tuple[str, ...]) -> None:
 
 def _guard(function: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a command body, turning input errors into one-line messages (exit code 2)."""
-    from ltrain.errors import MisconfigurationException
+    from ltrain.errors import MisconfigurationException, NonFiniteLossError
 
     try:
         return function(*args, **kwargs)
     except ConfigError as error:
         raise CommandError(str(error)) from None
+    except NonFiniteLossError as error:
+        raise TrainingFailed(str(error)) from None
     except MisconfigurationException as error:
         raise CommandError(str(error).strip().splitlines()[0]) from None
 

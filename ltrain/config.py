@@ -27,6 +27,7 @@ SHORT_NAMES = {
     "EarlyStopping": "ltrain.callbacks.EarlyStopping",
     "ModelCheckpoint": "ltrain.callbacks.ModelCheckpoint",
     "ModelSummary": "ltrain.callbacks.ModelSummary",
+    "LearningRateMonitor": "ltrain.callbacks.LearningRateMonitor",
     "TQDMProgressBar": "ltrain.callbacks.TQDMProgressBar",
     "CSVLogger": "ltrain.loggers.CSVLogger",
     "Digits": "ltrain.data.Digits",

@@ -6,6 +6,8 @@ ValueError, since every one of them is a value ltrain cannot run with.
 
 from __future__ import annotations
 
+import signal
+
 
 class MisconfigurationException(ValueError):
     """A setting, hook or return value ltrain cannot run with; the message says what would be valid."""
@@ -13,3 +15,16 @@ class MisconfigurationException(ValueError):
 
 class MissingDataError(MisconfigurationException, FileNotFoundError):
     """Data files are not where a data module looks; the message says where to put them."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became nan or inf; the message names the step and the batch."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Fit stopped on SIGINT/SIGTERM after saving `checkpoint`; exit with 128 + `signum`."""
+
+    def __init__(self, signum: int, checkpoint: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint

@@ -8,6 +8,7 @@ empty run folder behind.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -36,8 +37,14 @@ def run_command(
     overrides: Sequence[str],
     ckpt: str | None = None,
     out: str | None = None,
+    lr_find: Mapping[str, Any] | None = None,
+    apply: bool = False,
 ) -> Any:
-    """Run `fit`, `validate`, `test` or `predict` as the command line does."""
+    """Run `fit`, `validate`, `test`, `predict` or `lr-find` as the command line does.
+
+    `lr_find` holds the finder's options (min_lr, max_lr, num_training); with `apply`, the
+    suggestion is written into a copy of the config next to it.
+    """
     from ltrain.cli import command_line
 
     checkpoint_path = None
@@ -106,12 +113,14 @@ def run_command(
     write_text_atomically(folder / "config.yaml", config_text)
     info(f"Run folder: {folder}")
     try:
-        result = _call_trainer(trainer, command, model, datamodule, checkpoint_path)
+        result = _call_trainer(trainer, command, model, datamodule, checkpoint_path, lr_find)
     except BaseException:
         _remove_if_only_config(folder, created)
         raise
     if command == "predict":
         _write_predictions(result, Path(out) if out else folder / "predictions.csv")
+    if command == "lr-find":
+        _report_lr_find(result, folder, raw, config_path if apply else None)
     _summary(trainer, command, folder)
     return result
 
@@ -125,9 +134,19 @@ def _build(spec: Any, key: str) -> Any:
 
 
 def _call_trainer(
-    trainer: Any, command: str, model: Any, datamodule: Any, ckpt: Path | None
+    trainer: Any,
+    command: str,
+    model: Any,
+    datamodule: Any,
+    ckpt: Path | None,
+    lr_find: Mapping[str, Any] | None = None,
 ) -> Any:
     ckpt_path = os.fspath(ckpt) if ckpt is not None else None
+    if command == "lr-find":
+        from ltrain.tuner import Tuner
+
+        options = dict(lr_find or {})
+        return Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)
     if command == "fit":
         return trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if command == "validate":
@@ -330,6 +349,32 @@ def _write_predictions(outputs: Any, path: Path) -> None:
         plain = plain_data(outputs, "predictions")
         write_atomically(path, lambda handle: torch.save(plain, handle))
     info(f"Predictions: {path}")
+
+
+def _report_lr_find(
+    finder: Any, folder: Path, raw: Mapping[str, Any], apply_to: str | None
+) -> None:
+    """Write lr_find.csv/.png, print the suggestion, and with --apply a config that uses it."""
+    csv_path, png_path = finder.save(folder)
+    suggestion = finder.suggestion()
+    info(f"Learning-rate sweep: {csv_path}, {png_path}")
+    if suggestion is None:
+        info(
+            "No suggestion: the sweep ended before the loss had a falling stretch; raise num_training."
+        )
+        return
+    info(f"Suggested learning rate: {suggestion:.3g}")
+    if apply_to is None:
+        return
+    from ltrain.runs import write_text_atomically
+
+    updated = copy.deepcopy(dict(raw))
+    apply_override(updated, f"model.lr={suggestion!r}")
+    source = Path(apply_to)
+    target = source.with_name(f"{source.stem}.lr-find{source.suffix}")
+    header = f"{source} with model.init_args.lr set by ltrain lr-find ({csv_path})"
+    write_text_atomically(target, to_yaml(updated, header))
+    info(f"Config with the suggested learning rate: {target}")
 
 
 def _summary(trainer: Any, command: str, folder: Path) -> None:

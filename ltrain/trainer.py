@@ -24,6 +24,12 @@ Hook order (Lightning's; callbacks that decide from metrics run after the module
         on_train_epoch_end; training epoch row; plateau schedulers
     on_train_end; on_fit_end; teardown(stage)
 
+A checkpoint records where in this loop it was taken (`_loop_phase`: before a batch's step row and
+validation, between batches, or before an epoch's row), the generators' state now and when the
+epoch's data order was drawn, and the epoch's running aggregates; a resume replays exactly what
+was still to come, so a run killed anywhere ends as it would have. SIGINT/SIGTERM stop at the next
+point between batches, after saving last.ckpt.
+
 The Trainer owns every counter (`current_epoch`, `global_step`) as a public attribute; callbacks
 read them. Nothing is kept at module level, so a second Trainer in one process starts clean.
 """
@@ -50,7 +56,7 @@ from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
 from ltrain.checkpoint import load_checkpoint, plain_data, save_checkpoint
 from ltrain.console import info
 from ltrain.data.datamodule import DataModule
-from ltrain.errors import MisconfigurationException
+from ltrain.errors import MisconfigurationException, NonFiniteLossError, RunInterrupted
 from ltrain.loggers.base import Logger
 from ltrain.loggers.csv_logs import CSVLogger
 from ltrain.module import LightningOptimizer, Module
@@ -1122,6 +1128,13 @@ class Trainer:
             path = None
             if callback is not None:
                 path = callback.best_model_path if ckpt_path == "best" else callback.last_model_path
+            if not path and ckpt_path == "last":
+                # a new trainer resuming a run: its logger's version folder holds last.ckpt
+                folder = (callback.dirpath if callback else None) or os.path.join(
+                    self.log_dir, "checkpoints"
+                )
+                candidate = os.path.join(folder, "last.ckpt")
+                path = candidate if os.path.isfile(candidate) else None
             if not path:
                 raise MisconfigurationException(
                     f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint was saved by this "
@@ -1133,19 +1146,6 @@ class Trainer:
 
 # ---------------------------------------------------------------------- helpers
 _END = object()
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became nan or inf; the message names the step and the batch."""
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Fit stopped on SIGINT/SIGTERM after saving `checkpoint`; exit with 128 + `signum`."""
-
-    def __init__(self, signum: int, checkpoint: str) -> None:
-        super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
-        self.signum = signum
-        self.checkpoint = checkpoint
 
 
 @contextlib.contextmanager

@@ -56,3 +56,44 @@ def test_missing_file_and_non_checkpoint_have_clear_errors(tmp_path):
     torch.save({"weights": torch.ones(1)}, tmp_path / "plain.pt")
     with pytest.raises(UnsafeCheckpointError, match="no 'state_dict'"):
         load_checkpoint(tmp_path / "plain.pt")
+
+
+class _CreatesFile:
+    target = ""
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickle_that_would_create_a_file_is_refused_and_the_file_never_appears(tmp_path):
+    payload = _CreatesFile()
+    payload.target = str(tmp_path / "created-by-unpickling")
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": payload}, path)
+    with pytest.raises(UnsafeCheckpointError, match="not a safe ltrain checkpoint"):
+        load_checkpoint(path)
+    assert not (tmp_path / "created-by-unpickling").exists()
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from boring import BoringModel, boring_loader, quiet_trainer
+
+    from ltrain.callbacks import ModelCheckpoint
+    from ltrain.errors import NonFiniteLossError
+
+    class Diverges(BoringModel):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_step == 5 else loss
+
+    checkpoint = ModelCheckpoint(save_last=True, every_n_train_steps=2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, callbacks=[checkpoint], log_every_n_steps=50)
+    with pytest.raises(NonFiniteLossError, match=r"global step 5 \(epoch 0, batch 5\)"):
+        trainer.fit(Diverges(), boring_loader(samples=64, batch_size=8))
+    last = torch.load(checkpoint.last_model_path, weights_only=True)
+    assert last["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())

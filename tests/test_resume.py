@@ -45,3 +45,22 @@ def test_killed_run_resumed_from_last_ckpt_matches_an_uninterrupted_run_bitwise(
         assert torch.equal(expected[name], resumed[name]), name
     metrics = "run/version_0/metrics.csv"
     assert (tmp_path / metrics).read_text() == (reference / metrics).read_text()
+
+
+def test_fit_ckpt_path_last_finds_last_ckpt_in_the_loggers_version_folder(tmp_path):
+    from boring import BoringModel, boring_loader, quiet_trainer
+
+    import ltrain as pl
+
+    def trainer(epochs: int) -> pl.Trainer:
+        return quiet_trainer(
+            tmp_path,
+            max_epochs=epochs,
+            logger=pl.loggers.CSVLogger(tmp_path, name="r", version=0),
+            callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)],
+        )
+
+    trainer(1).fit(BoringModel(), boring_loader())
+    second = trainer(2)
+    second.fit(BoringModel(), boring_loader(), ckpt_path="last")
+    assert second.current_epoch == 2 and second.global_step == 16

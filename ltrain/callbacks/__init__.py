@@ -2,6 +2,7 @@
 
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.early_stopping import EarlyStopping
+from ltrain.callbacks.lr_monitor import LearningRateMonitor
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
@@ -9,6 +10,7 @@ from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
 __all__ = [
     "Callback",
     "EarlyStopping",
+    "LearningRateMonitor",
     "ModelCheckpoint",
     "ModelSummary",
     "ProgressBar",
