@@ -438,6 +438,23 @@ class Module(nn.Module):
 
 LightningModule = Module
 
+# Hooks whose default does nothing: when neither the module nor a callback overrides one, the
+# trainer does not call it at all (several run every batch).
+NO_OP_HOOKS = frozenset(
+    {
+        "prepare_data", "setup", "teardown", "on_fit_start", "on_fit_end", "on_train_start",
+        "on_train_end", "on_validation_start", "on_validation_end", "on_test_start",
+        "on_test_end", "on_predict_start", "on_predict_end", "on_train_epoch_start",
+        "on_train_epoch_end", "on_validation_epoch_start", "on_validation_epoch_end",
+        "on_test_epoch_start", "on_test_epoch_end", "on_predict_epoch_start",
+        "on_predict_epoch_end", "on_train_batch_start", "on_train_batch_end",
+        "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
+        "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
+        "on_before_zero_grad", "on_before_backward", "on_after_backward",
+        "on_before_optimizer_step", "on_save_checkpoint", "on_load_checkpoint",
+    }
+)  # fmt: skip
+
 
 def _init_args_of(module: nn.Module, frame: Any) -> dict[str, Any]:
     """The arguments of every `__init__` frame of `module` on the stack, innermost last.

@@ -286,8 +286,10 @@ class Results:
     def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
         if entry.reduce == "mean":
             size = batch_size if batch_size is not None else self.batch_size()
-            weighted = value * size
-            entry.total = weighted if entry.total is None else entry.total + weighted
+            if entry.total is None:
+                entry.total = value * size  # a new tensor: the in-place adds below stay ours
+            else:
+                entry.total.add_(value, alpha=size)  # one kernel per logged value
             entry.weight += size
         elif entry.total is None:
             entry.total = value
@@ -412,7 +414,7 @@ def _as_scalar_tensor(name: str, value: Any) -> torch.Tensor:
         value = value.detach()
         if value.dtype not in (torch.float32, torch.float64):
             value = value.to(torch.float32)  # sums of half-precision values lose digits
-        return value.reshape(())
+        return value if value.dim() == 0 else value.reshape(())
     if isinstance(value, (int, float)):
         return torch.tensor(float(value))
     if hasattr(value, "item") and getattr(value, "size", 2) == 1:  # NumPy scalars

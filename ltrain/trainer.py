@@ -59,7 +59,7 @@ from ltrain.data.datamodule import DataModule
 from ltrain.errors import MisconfigurationException, NonFiniteLossError, RunInterrupted
 from ltrain.loggers.base import Logger
 from ltrain.loggers.csv_logs import CSVLogger
-from ltrain.module import LightningOptimizer, Module
+from ltrain.module import NO_OP_HOOKS, LightningOptimizer, Module
 from ltrain.precision import make_precision
 from ltrain.results import Results, to_floats
 from ltrain.seed import rng_state, set_rng_state
@@ -216,12 +216,12 @@ class Trainer:
         self._loop_phase: tuple[str, int, int, bool, bool] = ("epoch_start", 0, 0, False, False)
         self._resume: dict[str, Any] | None = None  # what _restore found, used by _train_epoch
         self._epoch_start_rng: dict[str, Any] | None = None
-        # (isfinite(loss) on the device, global step, epoch, batch): checked when the host syncs
+        # (detached loss, global step, epoch, batch): checked for nan/inf when the host syncs
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
         self._received_signal: int | None = None
         self._batch_idx = 0
         self._results = self._new_results()
-        self._hook_callbacks: dict[str, tuple[list[Callback], list[Callback]]] = {}
+        self._hook_plans: dict[str, tuple[list[Callback], Any, list[Callback]]] = {}
         self._val_check_batch: float = math.inf
         self._step_output: Any = None
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
@@ -431,7 +431,7 @@ class Trainer:
             datamodule.trainer = self
             self.datamodule = datamodule
         self.callbacks = _order_callbacks(_merge_model_callbacks(self.callbacks, model))
-        self._hook_callbacks = {}
+        self._hook_plans = {}
         return model
 
     def _set_stage(self, stage: str) -> None:
@@ -483,24 +483,35 @@ class Trainer:
 
         Callbacks that override the hook run first, then the module, then the callbacks that
         decide from metrics (`runs_after_module`). The hook name is handed to the results
-        aggregator, which decides what `self.log` may do inside it.
+        aggregator, which decides what `self.log` may do inside it. A hook nobody overrides
+        costs one dict lookup (several run every batch).
         """
-        callbacks = self._hook_callbacks.get(name)
-        if callbacks is None:
-            callbacks = self._hook_callbacks[name] = _split_callbacks(self.callbacks, name)
-        before, after = callbacks
+        plan = self._hook_plans.get(name)
+        if plan is None:
+            plan = self._hook_plans[name] = self._plan_hook(name)
+        before, method, after = plan
+        if method is None and not before and not after:
+            return None
         module = self.lightning_module
         results = self._results
         outer_hook = results.hook
         results.hook = name
         for callback in before:
             getattr(callback, name)(self, module, *args)
-        method = getattr(module, name, None)
         output = method(*args) if method is not None else None
         for callback in after:
             getattr(callback, name)(self, module, *args)
         results.hook = outer_hook
         return output
+
+    def _plan_hook(self, name: str) -> tuple[list[Callback], Any, list[Callback]]:
+        """Who implements hook `name` in this run: (callbacks before, module method, after)."""
+        before, after = _split_callbacks(self.callbacks, name)
+        module = self.lightning_module
+        method = getattr(module, name, None)
+        if name in NO_OP_HOOKS and not _overrides_hook(module, name, Module):
+            method = None
+        return before, method, after
 
     def _new_results(self) -> Results:
         reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
@@ -629,7 +640,11 @@ class Trainer:
 
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, automatic: bool) -> None:
         self._call_hook("on_before_optimizer_step", optimizer)
-        if automatic:
+        # without a clip value the default hook clips nothing: skip the call unless overridden
+        clips = self.gradient_clip_val or _overrides_hook(
+            self.lightning_module, "configure_gradient_clipping", Module
+        )
+        if automatic and clips:
             self._call_hook(
                 "configure_gradient_clipping",
                 optimizer,
@@ -638,9 +653,10 @@ class Trainer:
             )
 
     def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        # checked later, at the next row or checkpoint: reading it now would sync the GPU
+        # kept (detached, no kernel) and checked at the next row or checkpoint: reading it now
+        # would sync the GPU every step
         self._loss_checks.append(
-            (torch.isfinite(loss.detach()), self.global_step, self.current_epoch, self._batch_idx)
+            (loss.detach(), self.global_step, self.current_epoch, self._batch_idx)
         )
         self._call_hook("on_before_backward", loss)
         self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
@@ -887,9 +903,12 @@ class Trainer:
     def _check_losses(self) -> None:
         """Raise if a loss since the last check was nan/inf, naming where (one host sync)."""
         checks, self._loss_checks = self._loss_checks, []
-        if not checks or bool(torch.stack([c[0] for c in checks]).all()):
+        if not checks:
             return
-        _, step, epoch, batch_idx = next(c for c in checks if not bool(c[0]))
+        finite = torch.isfinite(torch.stack([c[0].float() for c in checks])).tolist()
+        if all(finite):
+            return
+        _, step, epoch, batch_idx = checks[finite.index(False)]
         raise NonFiniteLossError(
             f"the loss was nan or inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
             "training stopped and no checkpoint was written after it. Lower the learning rate, "
@@ -1332,14 +1351,18 @@ def _batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> tuple
 
 
 def _split_callbacks(callbacks: list[Callback], name: str) -> tuple[list[Callback], list[Callback]]:
-    base = getattr(Callback, name, None)
-    if base is None:
+    if getattr(Callback, name, None) is None:
         return [], []
-    overriding = [c for c in callbacks if getattr(type(c), name, None) is not base]
+    overriding = [c for c in callbacks if _overrides_hook(c, name, Callback)]
     return (
         [c for c in overriding if not c.runs_after_module],
         [c for c in overriding if c.runs_after_module],
     )
+
+
+def _overrides_hook(obj: Any, name: str, base: type) -> bool:
+    """`obj` implements `name` itself: in its class, or as an attribute set on the instance."""
+    return name in vars(obj) or getattr(type(obj), name, None) is not getattr(base, name, None)
 
 
 def _merge_model_callbacks(callbacks: list[Callback], model: Module) -> list[Callback]:
