@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check ltrain tests benchmarks

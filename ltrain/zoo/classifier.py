@@ -1,7 +1,10 @@
 """`ImageClassifier`: a `Module` around any backbone, with cross-entropy, accuracy and an optimizer.
 
 It logs `train_loss`/`train_acc` per step and epoch (on the progress bar), `valid_loss`/`valid_acc`
-and `test_loss`/`test_acc` per epoch: the names the shipped configs monitor.
+and `test_loss`/`test_acc` per epoch: the names the shipped configs monitor. Training accuracy is
+computed with two tensor ops and averaged over the epoch by `self.log` (batch-size weighted, so
+the same number as torchmetrics' micro accuracy): torchmetrics' per-step `forward` costs about
+0.5 ms on a CPU, more than the seed MLP's whole step. Validation and test use torchmetrics.
 `MLPClassifier` and `CNNClassifier` fix the backbone, so a config only sets numbers.
 """
 
@@ -46,7 +49,6 @@ class ImageClassifier(Module):
         self.optimizer_name = optimizer
         self.weight_decay = weight_decay
         self.momentum = momentum
-        self.train_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.valid_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.test_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
 
@@ -57,9 +59,9 @@ class ImageClassifier(Module):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
+        accuracy = (logits.argmax(dim=1) == y).float().mean()
         self.log_dict(
-            {"train_loss": loss, "train_acc": self.train_acc},
+            {"train_loss": loss, "train_acc": accuracy},
             prog_bar=True,
             on_step=True,
             on_epoch=True,

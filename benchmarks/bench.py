@@ -1,0 +1,235 @@
+"""`make bench`: ltrain against a plain PyTorch loop (and Lightning, when installed), side by side.
+
+Every measurement is a fresh process (workloads.py); the two sides of a comparison alternate for
+several rounds, and the table gives medians and the median of the per-round ratios, so a slow
+moment hits both sides instead of one. Before each round the script waits (up to a minute) for the
+machine to be quiet and prints the load it saw. Nothing here asserts a timing: it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def run(name: str, *args: object, env: dict | None = None) -> dict:
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "workloads.py"), name, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def busy_fraction(seconds: float = 0.5) -> float:
+    """Share of all cores' time spent by any process over `seconds` (ours is idle meanwhile)."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]
+
+    total0, idle0 = read()
+    time.sleep(seconds)
+    total1, idle1 = read()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(limit: float = 0.1, patience: float = 60.0) -> float:
+    deadline = time.monotonic() + patience
+    while True:
+        busy = busy_fraction()
+        if busy < limit or time.monotonic() > deadline:
+            return busy
+
+
+def alternate(sides: list[tuple[str, tuple]], rounds: int) -> tuple[list[list[dict]], list[float]]:
+    """Each side's results, the sides run in turn (A B A B ...), and the load before each round."""
+    results: list[list[dict]] = [[] for _ in sides]
+    loads = []
+    for _ in range(rounds):
+        loads.append(wait_until_quiet())
+        for i, (name, args) in enumerate(sides):
+            results[i].append(run(name, *args))
+    return results, loads
+
+
+def column(results: list[dict], key: str) -> list[float]:
+    return [r[key] for r in results]
+
+
+def stats(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def paired(ours: list[float], base: list[float]) -> float:
+    return statistics.median(o / b for o, b in zip(ours, base, strict=True))
+
+
+def startup_seconds(args: list[str], repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(args, capture_output=True, cwd=ROOT, check=True)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2000, help="tiny MLP steps per run")
+    parser.add_argument("--samples", type=int, default=60_000, help="MNIST-shaped samples")
+    parser.add_argument(
+        "--quick", action="store_true", help="one small round of each (a smoke test)"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.steps, args.samples = 1, 200, 2_000
+
+    import torch
+
+    import ltrain
+
+    rows: list[tuple[str, str, str, str, str]] = []
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, ltrain {ltrain.__version__}, "
+        f"cuda: {torch.cuda.is_available()}; medians over {args.rounds} rounds (min-max)"
+    )
+
+    # 1a. engine overhead, tiny MLP
+    (plain, ours), loads = alternate(
+        [("tiny_plain", (args.steps,)), ("tiny_ltrain", (args.steps,))], args.rounds
+    )
+    plain_ms = [v * 1e3 for v in column(plain, "seconds_per_step")]
+    ours_ms = [v * 1e3 for v in column(ours, "seconds_per_step")]
+    overhead = statistics.median(o - p for o, p in zip(ours_ms, plain_ms, strict=True))
+    rows.append(
+        (
+            f"tiny MLP 32-64-4, batch 32, {args.steps} steps, CPU 1 thread (ms/step)",
+            stats(ours_ms),
+            stats(plain_ms),
+            f"{paired(ours_ms, plain_ms):.3f}",
+            f"{overhead:+.3f} ms/step (target <= +0.15)",
+        )
+    )
+    print(f"  load before tiny rounds: {', '.join(f'{b:.0%}' for b in loads)}")
+
+    # 1b. engine overhead, seed MLP on MNIST-shaped tensors
+    (plain, ours), loads = alternate(
+        [("seed_plain", (args.samples,)), ("seed_ltrain", (args.samples,))], args.rounds
+    )
+    plain, ours = column(plain, "seconds"), column(ours, "seconds")
+    steps = -(-args.samples // 128)
+    overhead = statistics.median((o - p) / steps * 1e3 for o, p in zip(ours, plain, strict=True))
+    rows.append(
+        (
+            f"seed two-branch MLP, {args.samples} samples, batch 128, 1 epoch (s)",
+            stats(ours),
+            stats(plain),
+            f"{paired(ours, plain):.3f} (target <= 1.03)",
+            f"{overhead:+.3f} ms/step",
+        )
+    )
+    print(f"  load before seed rounds: {', '.join(f'{b:.0%}' for b in loads)}")
+
+    # 2. data path: the MNIST config against the classic recipe
+    with tempfile.TemporaryDirectory() as data:
+        run("write_mnist_idx", data)
+        data_rounds = max(1, min(args.rounds, 3))
+        (classic_runs, preloaded_runs, config_runs), loads = alternate(
+            [
+                ("classic_recipe", (data,)),
+                ("preloaded_plain", (data,)),
+                ("ltrain_mnist_config", (data,)),
+            ],
+            data_rounds,
+        )
+    classic, preloaded = column(classic_runs, "seconds"), column(preloaded_runs, "seconds")
+    config = column(config_runs, "seconds")
+    accuracy = {
+        "classic_recipe": statistics.median(column(classic_runs, "accuracy")),
+        "ltrain_mnist_config": statistics.median(column(config_runs, "accuracy")),
+    }
+    rows.append(
+        (
+            "MNIST-shaped epoch: `ltrain fit configs/mnist.yaml` vs classic recipe, plain loop (s)",
+            stats(config),
+            stats(classic),
+            f"{paired(classic, config):.2f}x faster (target >= 5)",
+            f"test accuracy {accuracy['ltrain_mnist_config']:.3f} vs {accuracy['classic_recipe']:.3f}",
+        )
+    )
+    rows.append(
+        (
+            "  same, plain loop on preloaded tensors vs classic recipe (s)",
+            stats(preloaded),
+            stats(classic),
+            f"{paired(classic, preloaded):.2f}x faster",
+            f"ltrain within {paired(config, preloaded):.2f}x of it",
+        )
+    )
+    print(f"  load before data-path rounds: {', '.join(f'{b:.0%}' for b in loads)}")
+
+    # 4. start-up
+    ltrain_cli = [sys.executable, "-m", "ltrain"]
+    for label, command in (
+        ("`ltrain --help`", [*ltrain_cli, "--help"]),
+        ("`ltrain fit --help`", [*ltrain_cli, "fit", "--help"]),
+        ("`ltrain config configs/digits.yaml`", [*ltrain_cli, "config", "configs/digits.yaml"]),
+    ):
+        rows.append(
+            (
+                f"start-up: {label} (s, best of 5)",
+                f"{startup_seconds(command):.3f}",
+                "",
+                "",
+                "target <= 0.3",
+            )
+        )
+    rows.append(
+        (
+            "start-up: `import ltrain` vs `import torch` (s, best of 5)",
+            f"{startup_seconds([sys.executable, '-c', 'import ltrain']):.3f}",
+            f"{startup_seconds([sys.executable, '-c', 'import torch']):.3f}",
+            "",
+            "",
+        )
+    )
+
+    # 5. peers
+    lightning = run("lightning_installed")
+    note = (
+        f"installed ({lightning['version']}), not run by this harness yet"
+        if lightning["installed"]
+        else "not installed"
+    )
+    rows.append(("PyTorch Lightning, same workloads", note, "", "", ""))
+    if not torch.cuda.is_available():
+        rows.append(("GPU rows (CUDA, 16-mixed, bf16-mixed)", "no GPU on this machine", "", "", ""))
+
+    headers = ("workload", "ltrain", "baseline", "ratio", "overhead / note")
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(5)]
+    print()
+    for row in [headers, tuple("-" * w for w in widths), *rows]:
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
