@@ -1,10 +1,12 @@
 """Run configs: YAML loading, `--set` overrides, validation against real signatures, instantiation.
 
-The `__init__` signatures are the schema. Every `class_path` is imported, its `init_args` are bound
+The `__init__` signatures are the schema. Every `class_path` is found, its `init_args` are bound
 to the parameters and checked against their type hints (int, float, bool, str, Optional, Literal,
 list, dict, nested classes), and every problem is collected with its dotted key before anything
-is instantiated, so a typo costs a second, not a crashed run. Config targets are code: a
-`class_path` imports a module, which runs it; only classes that fit their slot are accepted.
+is instantiated, so a typo costs a second, not a crashed run. ltrain's own classes are read from
+their source (signatures.py), because importing them imports torch and `ltrain config` should
+answer at once; any other `class_path` is imported, and config targets are code: importing a
+module runs it. Only classes that fit their slot are accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ltrain.signatures import ClassByName, ClassInfo, SourceReader, stand_in
 
 TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")
 
@@ -40,12 +44,14 @@ SHORT_NAMES = {
     "SmallCNN": "ltrain.zoo.SmallCNN",
 }
 
-# what each slot must hold: (module, class name) imported lazily
+TRAINER = "ltrain.trainer.Trainer"
+
+# the class each slot must hold, where it is defined
 _SLOTS = {
-    "model": ("ltrain.module", "Module"),
-    "data": ("ltrain.data.datamodule", "DataModule"),
-    "callback": ("ltrain.callbacks.base", "Callback"),
-    "logger": ("ltrain.loggers.base", "Logger"),
+    "model": "ltrain.module.Module",
+    "data": "ltrain.data.datamodule.DataModule",
+    "callback": "ltrain.callbacks.base.Callback",
+    "logger": "ltrain.loggers.base.Logger",
 }
 
 
@@ -205,9 +211,8 @@ def resolve(
             f"trainer: expected a mapping of Trainer arguments, got {trainer!r}"
         )
     else:
-        from ltrain.trainer import Trainer
-
-        out["trainer"] = checker.arguments(Trainer, trainer, "trainer")
+        target = checker.source.read_class(TRAINER) or _import_qualified(TRAINER)
+        out["trainer"] = checker.arguments(target, trainer, "trainer")
     if checker.problems:
         raise ConfigError(checker.problems, source)
     return Resolved(out, checker.unchecked)
@@ -219,6 +224,7 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.unchecked: list[str] = []
+        self.source = SourceReader()
 
     def unknown(self, key: str, name: str, valid: Sequence[str]) -> None:
         close = difflib.get_close_matches(name, list(valid), n=1)
@@ -245,9 +251,8 @@ class _Checker:
         if not isinstance(init_args, Mapping):
             self.problems.append(f"{key}.init_args: expected a mapping, got {_short(init_args)}")
             return dict(spec)
-        full_path = f"{target.__module__}.{target.__qualname__}"
         return {
-            "class_path": full_path,
+            "class_path": _path(target),
             "init_args": self.arguments(target, init_args, f"{key}.init_args"),
         }
 
@@ -265,6 +270,9 @@ class _Checker:
                 f"(module.Class){hint}"
             )
             return None
+        found = self.source.read_class(dotted)  # ltrain's own classes, without importing torch
+        if found is not None:
+            return found
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -282,30 +290,38 @@ class _Checker:
 
     def fits(self, target: Any, key: str, slot: str | None, base: Any) -> bool:
         """A slot's class must subclass the slot's base; a nested value must fit its type hint."""
-        required = _slot_class(slot) if slot else base
+        required = stand_in(_SLOTS[slot]) if slot else base
         if required is None:
-            if not callable(target):
+            if not (isinstance(target, ClassInfo) or callable(target)):
                 self.problems.append(f"{key}: {_name(target)} is not a class or function")
                 return False
             return True
-        if not (inspect.isclass(target) and issubclass(target, required)):
-            if slot is None and not inspect.isclass(target) and callable(target):
-                return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
+        if isinstance(target, ClassInfo):
+            ok = target.derives_from(_path(required))
+            if ok is None:  # a base outside ltrain that the source cannot see into
+                ok = issubclass(_import_qualified(target.path), _real(required))
+        elif slot is None and not inspect.isclass(target) and callable(target):
+            return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
+        else:
+            ok = inspect.isclass(target) and issubclass(target, _real(required))
+        if not ok:
             self.problems.append(
                 f"{key}: {_name(target)} is not a {required.__name__} subclass, which "
                 f"{slot or 'this value'} must be"
             )
-            return False
-        return True
+        return ok
 
     def arguments(self, target: Any, given: Mapping[str, Any], key: str) -> dict[str, Any]:
         """Check `given` against `target`'s signature; return every argument, defaults included."""
-        try:
-            signature = inspect.signature(target)
-        except (TypeError, ValueError):
-            self.unchecked.append(key)
-            return dict(given)
-        hints = _type_hints(target)
+        if isinstance(target, ClassInfo):
+            signature, hints = target.signature, target.hints
+        else:
+            try:
+                signature = inspect.signature(target)
+            except (TypeError, ValueError):
+                self.unchecked.append(key)
+                return dict(given)
+            hints = _type_hints(target)
         parameters = {
             name: p
             for name, p in signature.parameters.items()
@@ -404,6 +420,7 @@ class _Checker:
         if inspect.isclass(hint):
             if isinstance(value, Mapping) and "class_path" in value:
                 return True, self.class_spec(value, key, base=hint)
+            # a stand-in has no instances; no YAML value is an instance of the class it names
             return isinstance(value, hint), value
         return True, value
 
@@ -412,8 +429,7 @@ class _Checker:
 def instantiate(spec: Any) -> Any:
     """Build the object a resolved `{class_path, init_args}` describes (nested specs first)."""
     if isinstance(spec, Mapping) and "class_path" in spec:
-        module_name, _, attribute = spec["class_path"].rpartition(".")
-        target = _import_qualified(module_name, attribute)
+        target = _import_qualified(spec["class_path"])
         kwargs = {k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()}
         return target(**kwargs)
     if isinstance(spec, list):
@@ -457,10 +473,8 @@ def config_keys(path: str | None) -> list[str]:
     """Dotted keys for `--set` completion, read without importing torch.
 
     The config file's own keys (with `init_args` left out, as `--set` allows), plus every
-    argument of `Trainer.__init__`, read from trainer.py's syntax tree.
+    argument of `Trainer.__init__`, read from trainer.py's source.
     """
-    import ast
-
     keys: list[str] = []
     if path:
         try:
@@ -482,12 +496,9 @@ def config_keys(path: str | None) -> list[str]:
                     walk(child, f"{prefix}{index}.")
 
         walk(config, "")
-    source = Path(__file__).with_name("trainer.py").read_text(encoding="utf-8")
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    keys += [f"trainer.{a.arg}" for a in item.args.kwonlyargs]
+    trainer = SourceReader().read_class(TRAINER)
+    if trainer is not None:
+        keys += [f"trainer.{name}" for name in trainer.signature.parameters]
     keys += TOP_LEVEL_KEYS
     return list(dict.fromkeys(keys))
 
@@ -500,9 +511,9 @@ def _make_importable(base_dir: str | None) -> None:
             sys.path.insert(0, folder)
 
 
-def _import_qualified(module_name: str, qualname: str) -> Any:
+def _import_qualified(dotted: str) -> Any:
     """Import `module.Outer.Inner` where the class path may include nested attributes."""
-    parts = f"{module_name}.{qualname}".split(".")
+    parts = dotted.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:
             target: Any = importlib.import_module(".".join(parts[:split]))
@@ -511,12 +522,19 @@ def _import_qualified(module_name: str, qualname: str) -> Any:
         for attribute in parts[split:]:
             target = getattr(target, attribute)
         return target
-    raise ConfigError(f"cannot import {module_name}.{qualname}")
+    raise ConfigError(f"cannot import {dotted}")
 
 
-def _slot_class(slot: str) -> type:
-    module_name, class_name = _SLOTS[slot]
-    return getattr(importlib.import_module(module_name), class_name)
+def _path(target: Any) -> str:
+    """`module.Class`: where a class (imported, read from source, or a stand-in) is defined."""
+    if isinstance(target, ClassInfo):
+        return target.path
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+def _real(cls: type) -> type:
+    """The class itself: a stand-in is imported now, since an imported class is checked against it."""
+    return _import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
 
 
 def _type_hints(target: Any) -> dict[str, Any]:
@@ -549,6 +567,8 @@ def _is_plain(value: Any) -> bool:
 
 
 def _name(target: Any) -> str:
+    if isinstance(target, ClassInfo):
+        return target.qualname
     return getattr(target, "__qualname__", None) or type(target).__name__
 
 

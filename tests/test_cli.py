@@ -1,24 +1,93 @@
-"""The `ltrain` command starts without importing the heavy libraries."""
+"""The `ltrain` command starts, and checks configs, without importing the heavy libraries.
+
+`ltrain config` reads ltrain's own signatures from source (ltrain/signatures.py); the tests here
+also hold that reading to what `inspect` says of every built-in class once imported.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import subprocess
 import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from ltrain.config import SHORT_NAMES, TRAINER
+from ltrain.signatures import SourceReader
 
 HEAVY = ("torch", "pandas", "matplotlib")
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def test_help_does_not_import_torch_pandas_or_matplotlib():
+def heavy_modules_after(args: list[str]) -> list[str]:
+    """Run `ltrain ARGS` in a fresh interpreter; the heavy modules it left in sys.modules."""
     code = (
         "import sys\n"
-        "from click.testing import CliRunner\n"
         "from ltrain.cli import main\n"
-        "result = CliRunner().invoke(main, ['--help'])\n"
-        "assert result.exit_code == 0, result.output\n"
-        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+        f"main({args!r}, prog_name='ltrain', standalone_mode=False)\n"
+        f"print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return out.stdout.splitlines()[-1].split()[1:]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["fit", "--help"]], ids=" ".join)
+def test_help_does_not_import_torch_pandas_or_matplotlib(args):
+    assert heavy_modules_after(args) == []
+
+
+@pytest.mark.parametrize("config", ["digits.yaml", "mnist.yaml"])
+def test_config_command_validates_without_importing_torch_pandas_or_matplotlib(config):
+    assert heavy_modules_after(["config", str(CONFIGS / config)]) == []
+
+
+def test_nested_ltrain_backbone_is_checked_without_importing_torch(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "model:\n"
+        "  class_path: ImageClassifier\n"
+        "  init_args: {backbone: {class_path: SmallCNN, init_args: {width: 4}}}\n"
+    )
+    assert heavy_modules_after(["config", str(config)]) == []
+
+
+def _shape(hint: typing.Any) -> typing.Any:
+    """A hint with every class reduced to its name: a stand-in and the class it names agree."""
+    args = typing.get_args(hint)
+    if args:
+        return (_shape(typing.get_origin(hint)), tuple(_shape(a) for a in args))
+    return getattr(hint, "__name__", repr(hint))
+
+
+@pytest.mark.parametrize("dotted", [*SHORT_NAMES.values(), TRAINER])
+def test_signature_read_from_source_matches_the_imported_class(dotted):
+    read = SourceReader().read_class(dotted)
+    assert read is not None, f"{dotted} is no longer readable from source: checking would import it"
+    module, _, name = dotted.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    assert read.path == f"{cls.__module__}.{cls.__qualname__}"
+
+    def described(parameters):
+        return [(p.name, p.kind, repr(p.default)) for p in parameters.values()]
+
+    assert described(read.signature.parameters) == described(inspect.signature(cls).parameters)
+    hints = typing.get_type_hints(cls.__init__)
+    hints.pop("return", None)
+    assert {k: _shape(h) for k, h in read.hints.items()} == {k: _shape(h) for k, h in hints.items()}
+    slots = [
+        "ltrain.module.Module",
+        "ltrain.data.datamodule.DataModule",
+        "ltrain.callbacks.base.Callback",
+        "ltrain.loggers.base.Logger",
+        "torch.nn.Module",  # the hint of ImageClassifier's backbone
+    ]
+    for slot in slots:
+        slot_module, _, slot_name = slot.rpartition(".")
+        slot_class = getattr(importlib.import_module(slot_module), slot_name)
+        assert read.derives_from(slot) is issubclass(cls, slot_class), slot
 
 
 def test_python_dash_m_ltrain_prints_version():
