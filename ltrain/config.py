@@ -252,7 +252,7 @@ class _Checker:
             self.problems.append(f"{key}.init_args: expected a mapping, got {_short(init_args)}")
             return dict(spec)
         return {
-            "class_path": _path(target),
+            "class_path": _path(target, path),
             "init_args": self.arguments(target, init_args, f"{key}.init_args"),
         }
 
@@ -525,11 +525,18 @@ def _import_qualified(dotted: str) -> Any:
     raise ConfigError(f"cannot import {dotted}")
 
 
-def _path(target: Any) -> str:
-    """`module.Class`: where a class (imported, read from source, or a stand-in) is defined."""
+def _path(target: Any, given: str | None = None) -> str:
+    """`module.Class`: where a class (imported, read from source, or a stand-in) is defined.
+
+    A class made inside a function has no importable qualified name; the path the config gave
+    (`given`, short names expanded) is kept for it.
+    """
     if isinstance(target, ClassInfo):
         return target.path
-    return f"{target.__module__}.{target.__qualname__}"
+    path = f"{target.__module__}.{target.__qualname__}"
+    if "<locals>" in path and given is not None:
+        return SHORT_NAMES.get(given, given)
+    return path
 
 
 def _real(cls: type) -> type:

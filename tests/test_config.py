@@ -173,3 +173,20 @@ def test_ltrain_names_the_source_cannot_answer_for_are_imported_instead():
         "class_path": "ltrain.module.Module",
         "init_args": {},
     }
+
+
+def test_class_made_in_a_function_keeps_the_path_the_config_gave(tmp_path):
+    (tmp_path / "made.py").write_text(
+        "from ltrain.zoo import MLPClassifier\n"
+        "def build():\n"
+        "    class Local(MLPClassifier):\n"
+        "        pass\n"
+        "    return Local\n"
+        "Model = build()\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "model: {class_path: made.Model, init_args: {in_features: 64}}\n"
+    )
+    resolved = resolve(load_config(tmp_path / "c.yaml"), base_dir=str(tmp_path)).config
+    assert resolved["model"]["class_path"] == "made.Model"
+    assert type(instantiate(resolved["model"])).__name__ == "Local"
