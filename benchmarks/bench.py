@@ -79,7 +79,7 @@ def paired(ours: list[float], base: list[float]) -> float:
     return statistics.median(o / b for o, b in zip(ours, base, strict=True))
 
 
-def startup_seconds(args: list[str], repeats: int = 5) -> float:
+def startup_seconds(args: list[str], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -151,7 +151,7 @@ def main() -> None:
 
     # 2. data path: the MNIST config against the classic recipe
     with tempfile.TemporaryDirectory() as data:
-        run("write_mnist_idx", data)
+        run("write_mnist_idx", data, args.samples, args.samples // 6)
         data_rounds = max(1, min(args.rounds, 3))
         (classic_runs, preloaded_runs, config_runs), loads = alternate(
             [
@@ -188,6 +188,7 @@ def main() -> None:
     print(f"  load before data-path rounds: {', '.join(f'{b:.0%}' for b in loads)}")
 
     # 4. start-up
+    repeats = 1 if args.quick else 5
     ltrain_cli = [sys.executable, "-m", "ltrain"]
     for label, command in (
         ("`ltrain --help`", [*ltrain_cli, "--help"]),
@@ -205,9 +206,9 @@ def main() -> None:
         )
     rows.append(
         (
-            "start-up: `import ltrain` vs `import torch` (s, best of 5)",
-            f"{startup_seconds([sys.executable, '-c', 'import ltrain']):.3f}",
-            f"{startup_seconds([sys.executable, '-c', 'import torch']):.3f}",
+            f"start-up: `import ltrain` vs `import torch` (s, best of {repeats})",
+            f"{startup_seconds([sys.executable, '-c', 'import ltrain'], repeats):.3f}",
+            f"{startup_seconds([sys.executable, '-c', 'import torch'], repeats):.3f}",
             "",
             "",
         )

@@ -278,6 +278,7 @@ def ltrain_mnist_config(root: str) -> dict:
         env = {**os.environ, "PYTHONPATH": here}
         subprocess.run(
             [sys.executable, "-m", "ltrain", "fit", config, "--set", f"data.root={root}",
+             "--set", "data.val_split=0.0833",  # the config's 5,000 of 60,000, at any size
              "--set", "trainer.max_epochs=1", "--set", f"trainer.callbacks={callbacks}"],
             cwd=work, env=env, check=True, capture_output=True,
         )  # fmt: skip
@@ -331,7 +332,7 @@ WORKLOADS = {
     "classic_recipe": classic_recipe,
     "preloaded_plain": preloaded_plain,
     "ltrain_mnist_config": ltrain_mnist_config,
-    "write_mnist_idx": lambda root: write_mnist_idx(root) or {},
+    "write_mnist_idx": lambda root, train, test: write_mnist_idx(root, train, test) or {},
     "lightning_installed": lightning_installed,
 }
 

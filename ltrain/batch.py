@@ -26,7 +26,10 @@ def apply_to_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """`batch` with every tensor on `device` (asynchronous copies from pinned memory)."""
-    return apply_to_tensors(batch, lambda t: t.to(device, non_blocking=True))
+    # tensors already there pass untouched: even a no-op `.to()` costs a dispatch per tensor
+    return apply_to_tensors(
+        batch, lambda t: t if t.device == device else t.to(device, non_blocking=True)
+    )
 
 
 def infer_batch_size(batch: Any) -> int:

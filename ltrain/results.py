@@ -411,7 +411,8 @@ def _as_scalar_tensor(name: str, value: Any) -> torch.Tensor:
                 f"self.log({name!r}, value): value must be a scalar, got a tensor of shape "
                 f"{tuple(value.shape)}"
             )
-        value = value.detach()
+        if value.requires_grad:  # the sums must not hold the step's graph
+            value = value.detach()
         if value.dtype not in (torch.float32, torch.float64):
             value = value.to(torch.float32)  # sums of half-precision values lose digits
         return value if value.dim() == 0 else value.reshape(())

@@ -216,7 +216,7 @@ class Trainer:
         self._loop_phase: tuple[str, int, int, bool, bool] = ("epoch_start", 0, 0, False, False)
         self._resume: dict[str, Any] | None = None  # what _restore found, used by _train_epoch
         self._epoch_start_rng: dict[str, Any] | None = None
-        # (detached loss, global step, epoch, batch): checked for nan/inf when the host syncs
+        # (loss, global step, epoch, batch): checked for nan/inf when the host syncs
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
         self._received_signal: int | None = None
         self._batch_idx = 0
@@ -653,11 +653,9 @@ class Trainer:
             )
 
     def _backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        # kept (detached, no kernel) and checked at the next row or checkpoint: reading it now
-        # would sync the GPU every step
-        self._loss_checks.append(
-            (loss.detach(), self.global_step, self.current_epoch, self._batch_idx)
-        )
+        # kept and checked at the next row or checkpoint: reading it now would sync the GPU every
+        # step. Backward frees the graph's buffers, so holding the loss costs a few small objects.
+        self._loss_checks.append((loss, self.global_step, self.current_epoch, self._batch_idx))
         self._call_hook("on_before_backward", loss)
         self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
         self._call_hook("on_after_backward")
@@ -905,7 +903,8 @@ class Trainer:
         checks, self._loss_checks = self._loss_checks, []
         if not checks:
             return
-        finite = torch.isfinite(torch.stack([c[0].float() for c in checks])).tolist()
+        with torch.no_grad():
+            finite = torch.isfinite(torch.stack([c[0].float() for c in checks])).tolist()
         if all(finite):
             return
         _, step, epoch, batch_idx = checks[finite.index(False)]
