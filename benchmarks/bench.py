@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000, help="tiny MLP steps per run")
     parser.add_argument("--samples", type=int, default=60_000, help="MNIST-shaped samples")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs for the accuracy comparison")
     parser.add_argument(
         "--quick", action="store_true", help="one small round of each (a smoke test)"
     )
