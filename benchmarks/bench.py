@@ -200,8 +200,8 @@ def main() -> None:
     ):
         rows.append(
             (
-                f"start-up: {label} (s, best of 5)",
-                f"{startup_seconds(command):.3f}",
+                f"start-up: {label} (s, best of {repeats})",
+                f"{startup_seconds(command, repeats):.3f}",
                 "",
                 "",
                 "target <= 0.3",
