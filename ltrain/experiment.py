@@ -158,9 +158,11 @@ def _call_trainer(
 
 # ---------------------------------------------------------------------- checkpoints
 def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a version folder's best checkpoint (else `last.ckpt`)."""
-    from ltrain.checkpoint import load_checkpoint
+    """A checkpoint file, or a version folder's best checkpoint (else `last.ckpt`).
 
+    The best one is named by ModelCheckpoint's state in the folder's newest checkpoint; only its
+    file name is used, so a moved run folder still works and a checkpoint cannot point elsewhere.
+    """
     path = Path(path)
     if path.is_file():
         return path
@@ -170,24 +172,28 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not files:
         raise ConfigError(f"--ckpt {path}: no .ckpt files in {folder}")
-    newest = load_checkpoint(files[-1], map_location="cpu")
+    newest = _load(files[-1])
     for key, state in newest.get("callbacks", {}).items():
         best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
-        if best and Path(best).is_file():
-            return Path(best)
+        if best and (folder / Path(best).name).is_file():
+            return folder / Path(best).name
     last = folder / "last.ckpt"
     return last if last.is_file() else files[-1]
 
 
-def _checkpoint_and_config(ckpt: str) -> tuple[Path, str | None]:
+def _load(path: Path) -> dict[str, Any]:
+    """A checkpoint read safely; any reason it can't be is one config error naming the file."""
     from ltrain.checkpoint import UnsafeCheckpointError, load_checkpoint
 
-    path = find_checkpoint(ckpt)
     try:
-        checkpoint = load_checkpoint(path, map_location="cpu")
-    except (UnsafeCheckpointError, FileNotFoundError, PermissionError, IsADirectoryError) as error:
-        raise ConfigError(f"--ckpt {ckpt}: {error}") from None
-    stored = checkpoint.get("config")
+        return load_checkpoint(path, map_location="cpu")
+    except (UnsafeCheckpointError, OSError) as error:
+        raise ConfigError(f"--ckpt {path}: {error}") from None
+
+
+def _checkpoint_and_config(ckpt: str) -> tuple[Path, str | None]:
+    path = find_checkpoint(ckpt)
+    stored = _load(path).get("config")
     return path, stored if isinstance(stored, str) else None
 
 

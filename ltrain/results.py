@@ -176,11 +176,6 @@ class Results:
         if self.step_values:
             self.step_values = {}
 
-    def reset(self) -> None:
-        """Forget the previous loop run's aggregates (torchmetrics objects are reset at epoch end)."""
-        self.entries = {}
-        self.step_values = {}
-
     # ------------------------------------------------------------------ called by Module.log
     def log(
         self,

@@ -772,7 +772,7 @@ class Trainer:
         if not done:
             for batch_idx, batch, is_last in _with_last_flag(
                 batches, self.num_training_batches, start
-            ):  # noqa: E501
+            ):
                 self.is_last_batch = is_last
                 self._batch_idx = batch_idx
                 batch = self._to_device(batch, 0)
@@ -797,8 +797,8 @@ class Trainer:
 
     def _after_train_batch(
         self, results: Results, batch_idx: int, is_last: bool, stepped: bool
-    ) -> bool:  # noqa: E501
-        """What follows on_train_batch_end: the step row and validation when due. True ends the epoch."""  # noqa: E501
+    ) -> bool:
+        """What follows on_train_batch_end: the step row and validation when due. True ends the epoch."""
         done = self._train_epoch_done()
         if stepped:
             every = self.log_every_n_steps
@@ -1103,14 +1103,22 @@ class Trainer:
         model.on_load_checkpoint(checkpoint)
         for callback in self.callbacks:
             callback.on_load_checkpoint(self, model, checkpoint)
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as error:  # torch lists every key on many lines: keep the first fact
+            detail = " ".join(str(error).split("\n", 2)[1:2]).strip()
+            raise MisconfigurationException(
+                f"{path}: its weights do not fit {type(model).__name__} ({detail})"
+            ) from None
         if stage != "fit":
             return
-        states = checkpoint.get("optimizer_states")
-        if states is None:
+        missing = [k for k in ("optimizer_states", "loops", "rng") if k not in checkpoint]
+        if missing:
             raise MisconfigurationException(
-                f"{path}: a weights-only checkpoint cannot resume training (no optimizer state)"
+                f"{path}: cannot resume training from it (no {', '.join(missing)}; a weights-only "
+                "or foreign checkpoint); load its weights with validate/test instead"
             )
+        states = checkpoint["optimizer_states"]
         for optimizer, state in zip(self.optimizers, states, strict=False):
             optimizer.load_state_dict(state)
         for config, state in zip(
@@ -1147,12 +1155,14 @@ class Trainer:
             if callback is not None:
                 path = callback.best_model_path if ckpt_path == "best" else callback.last_model_path
             if not path and ckpt_path == "last":
-                # a new trainer resuming a run: its logger's version folder holds last.ckpt
-                folder = (callback.dirpath if callback else None) or os.path.join(
-                    self.log_dir, "checkpoints"
-                )
-                candidate = os.path.join(folder, "last.ckpt")
-                path = candidate if os.path.isfile(candidate) else None
+                # a new trainer resuming a run: its logger's version folder holds last.ckpt (asked
+                # without claiming a new version folder, which a failed lookup would leave empty)
+                folder = callback.dirpath if callback else None
+                if folder is None:
+                    log_dir = self.loggers[0].fixed_log_dir if self.loggers else self.log_dir
+                    folder = os.path.join(log_dir, "checkpoints") if log_dir else None
+                candidate = os.path.join(folder, "last.ckpt") if folder else None
+                path = candidate if candidate and os.path.isfile(candidate) else None
             if not path:
                 raise MisconfigurationException(
                     f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint was saved by this "

@@ -114,7 +114,7 @@ class _ExponentialSweep(Callback):
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:  # noqa: E501
+    ) -> None:
         step = trainer.global_step - 1
         loss = outputs.get("loss") if isinstance(outputs, dict) else None
         if loss is None:

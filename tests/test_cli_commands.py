@@ -241,3 +241,22 @@ def test_each_command_runs_as_a_real_subprocess(workdir):
         bad.stderr.strip()
         == "error: trainer.max_epoch: unknown key; did you mean 'max_epochs'? (tiny.yaml)"
     )
+
+
+def test_checkpoint_of_another_model_is_one_line(trained, workdir):
+    other = dict(TINY, model={"class_path": "CNNClassifier", "init_args": {"width": 4}})
+    (workdir / "other.yaml").write_text(yaml.safe_dump(other))
+    result = CliRunner().invoke(main, ["test", "other.yaml", "--ckpt", str(trained)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "its weights do not fit CNNClassifier" in result.stderr
+    assert not (trained.parent / "version_1").exists()
+
+
+def test_version_folder_whose_newest_checkpoint_is_junk_is_one_line(trained):
+    junk = trained / "checkpoints" / "zz.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["test", "--ckpt", str(trained)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert f"{junk}: " in result.stderr and "not a safe ltrain checkpoint" in result.stderr

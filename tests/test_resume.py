@@ -64,3 +64,29 @@ def test_fit_ckpt_path_last_finds_last_ckpt_in_the_loggers_version_folder(tmp_pa
     second = trainer(2)
     second.fit(BoringModel(), boring_loader(), ckpt_path="last")
     assert second.current_epoch == 2 and second.global_step == 16
+
+
+def test_ckpt_path_last_with_nothing_saved_is_refused_without_claiming_a_folder(tmp_path):
+    from boring import BoringModel, boring_loader, quiet_trainer
+
+    import ltrain as pl
+
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    with pytest.raises(pl.MisconfigurationException, match="no last checkpoint"):
+        trainer.fit(BoringModel(), boring_loader(), ckpt_path="last")
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+def test_resuming_from_a_foreign_checkpoint_names_what_is_missing(tmp_path):
+    from boring import BoringModel, boring_loader, quiet_trainer
+
+    import ltrain as pl
+
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": BoringModel().state_dict(), "optimizer_states": []}, foreign)
+    with pytest.raises(
+        pl.MisconfigurationException, match=r"cannot resume training .*no loops, rng"
+    ):
+        quiet_trainer(tmp_path, max_epochs=1).fit(
+            BoringModel(), boring_loader(), ckpt_path=str(foreign)
+        )

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ltrain.data.images import ImageDataModule, Split, check_val_split, seeded_split
+from ltrain.data.images import ImageDataModule, Split
 from ltrain.errors import MisconfigurationException, MissingDataError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
@@ -54,11 +54,9 @@ class CIFAR10(ImageDataModule):
         seed: int = 0,
         normalize: bool = True,
     ) -> None:
-        super().__init__(batch_size, seed, normalize)
-        check_val_split("CIFAR10", val_split)
+        super().__init__(batch_size, seed, normalize, val_split)
         self.root = root
         self.download = download
-        self.val_split = val_split
 
     @property
     def folder(self) -> str:
@@ -70,14 +68,7 @@ class CIFAR10(ImageDataModule):
 
             download_and_extract_archive(URL, self.root)
 
-    def setup(self, stage: str) -> None:
-        if stage in ("fit", "validate") and "train" not in self._splits:
-            images, labels = self._read(TRAIN_FILES)
-            self._splits.update(seeded_split(images, labels, self.val_split, self.seed, "CIFAR10"))
-        if stage in ("test", "predict") and "test" not in self._splits:
-            self._splits["test"] = self._read(TEST_FILES)
-
-    def _read(self, names: tuple[str, ...]) -> Split:
+    def read(self, train: bool) -> Split:
         expected = TRAIN_FILES + TEST_FILES
         missing = [n for n in expected if not os.path.isfile(os.path.join(self.folder, n))]
         if missing:
@@ -86,4 +77,5 @@ class CIFAR10(ImageDataModule):
                 f"{', '.join(missing)}); unpack cifar-10-binary.tar.gz into {self.root}, "
                 "or set download: true where there is internet"
             )
+        names = TRAIN_FILES if train else TEST_FILES
         return read_batches([os.path.join(self.folder, n) for n in names])

@@ -19,7 +19,7 @@ from ltrain.errors import MisconfigurationException
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
-def check_val_split(owner: str, val_split: int | float) -> None:
+def _check_val_split(owner: str, val_split: int | float) -> None:
     """`val_split` is a count >= 0 or a fraction in [0, 1)."""
     if isinstance(val_split, bool) or not isinstance(val_split, (int, float)):
         raise MisconfigurationException(
@@ -35,7 +35,7 @@ def check_val_split(owner: str, val_split: int | float) -> None:
         )
 
 
-def seeded_split(
+def _seeded_split(
     images: torch.Tensor, labels: torch.Tensor, val_split: int | float, seed: int, owner: str
 ) -> dict[str, Split]:
     """{'train': ..., 'val': ...}: the same split for the same seed, each in the file's order."""
@@ -55,18 +55,23 @@ def seeded_split(
 
 
 class ImageDataModule(DataModule):
-    """Serves the splits a subclass's `setup` puts in `self._splits` as `(images, labels)` batches.
+    """Serves `self._splits` as `(images, labels)` batches.
 
-    Subclasses set `max_value` (the largest pixel value) and, for `normalize=True`, per-channel
-    `mean` / `std` of the [0, 1]-scaled images.
+    A subclass implements `read(train)` (the training or the test set, whole); `setup` reads each
+    once and splits `val_split` off the training set. A subclass with another split (Digits)
+    fills `self._splits` in its own `setup`. Subclasses set `max_value` (the largest pixel value)
+    and, for `normalize=True`, per-channel `mean` / `std` of the [0, 1]-scaled images.
     """
 
     max_value = 255.0
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
 
-    def __init__(self, batch_size: int, seed: int, normalize: bool = False) -> None:
+    def __init__(
+        self, batch_size: int, seed: int, normalize: bool = False, val_split: int | float = 0
+    ) -> None:
         super().__init__()
+        _check_val_split(type(self).__name__, val_split)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise MisconfigurationException(
                 f"{type(self).__name__}: batch_size must be an int >= 1, got {batch_size!r}"
@@ -74,7 +79,20 @@ class ImageDataModule(DataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.normalize = normalize
+        self.val_split = val_split
         self._splits: dict[str, Split] = {}
+
+    def read(self, train: bool) -> Split:
+        """The whole training (or test) set: uint8 images (N, C, H, W) and int64 labels."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read(train)")
+
+    def setup(self, stage: str) -> None:
+        owner = type(self).__name__
+        if stage in ("fit", "validate") and "train" not in self._splits:
+            images, labels = self.read(train=True)
+            self._splits.update(_seeded_split(images, labels, self.val_split, self.seed, owner))
+        if stage in ("test", "predict") and "test" not in self._splits:
+            self._splits["test"] = self.read(train=False)
 
     def _split(self, name: str) -> Split:
         if name not in self._splits:

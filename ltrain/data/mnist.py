@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ltrain.data.images import ImageDataModule, Split, check_val_split, seeded_split
+from ltrain.data.images import ImageDataModule, Split
 from ltrain.errors import MissingDataError
 
 RAW_FILES = (
@@ -39,11 +39,9 @@ class MNIST(ImageDataModule):
         seed: int = 0,
         normalize: bool = False,
     ) -> None:
-        super().__init__(batch_size, seed, normalize)
-        check_val_split("MNIST", val_split)
+        super().__init__(batch_size, seed, normalize, val_split)
         self.root = root
         self.download = download
-        self.val_split = val_split
 
     @property
     def raw_folder(self) -> str:
@@ -57,13 +55,7 @@ class MNIST(ImageDataModule):
             # One instance fetches all four files, the test set's included.
             TorchvisionMNIST(self.root, train=True, download=True)
 
-    def setup(self, stage: str) -> None:
-        if stage in ("fit", "validate") and "train" not in self._splits:
-            self._splits.update(self._train_val())
-        if stage in ("test", "predict") and "test" not in self._splits:
-            self._splits["test"] = self._read(train=False)
-
-    def _read(self, train: bool) -> Split:
+    def read(self, train: bool) -> Split:
         missing = [f for f in RAW_FILES if not os.path.isfile(os.path.join(self.raw_folder, f))]
         if missing:
             raise MissingDataError(
@@ -75,6 +67,3 @@ class MNIST(ImageDataModule):
 
         dataset = TorchvisionMNIST(self.root, train=train, download=False)
         return dataset.data.unsqueeze(1), dataset.targets.to(torch.int64)
-
-    def _train_val(self) -> dict[str, Split]:
-        return seeded_split(*self._read(train=True), self.val_split, self.seed, "MNIST")

@@ -33,6 +33,11 @@ class Logger:
     def log_dir(self) -> str | None:
         return None
 
+    @property
+    def fixed_log_dir(self) -> str | None:
+        """`log_dir` if asking for it creates nothing (no version folder to claim first)."""
+        return self.log_dir
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Store one row of values."""
 

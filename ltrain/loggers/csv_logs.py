@@ -52,18 +52,31 @@ class CSVLogger(Logger):
     def version(self) -> int | str:
         """The version number; asking for it claims the folder (one `mkdir`, never shared)."""
         if self._version is None:
-            self._version, path = claim_version_folder(self.root_dir)
-            self._log_dir = os.fspath(path)
+            self._claim()
         return self._version
 
     @property
     def log_dir(self) -> str:
         if self._log_dir is None:
-            version = self.version
-            folder = version if isinstance(version, str) else f"version_{version}"
-            self._log_dir = os.path.join(self.root_dir, folder)
-            os.makedirs(self._log_dir, exist_ok=True)
+            if self._version is None:
+                self._claim()
+            else:
+                self._log_dir = self.fixed_log_dir
+                os.makedirs(self._log_dir, exist_ok=True)
         return self._log_dir
+
+    def _claim(self) -> None:
+        self._version, path = claim_version_folder(self.root_dir)
+        self._log_dir = os.fspath(path)
+
+    @property
+    def fixed_log_dir(self) -> str | None:
+        """The version folder if the version is already known, without creating anything."""
+        if self._version is None:
+            return None
+        version = self._version
+        folder = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self.root_dir, folder)
 
     @property
     def metrics_file_path(self) -> str:
