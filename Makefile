@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOGGERS_STAMP := $(VENV)/.installed-loggers
 
 .PHONY: run test bench lint clean
 
@@ -13,10 +14,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,examples]'
 	touch $(STAMP)
 
+# the optional loggers' extras (~40 s on first use), so their tests run instead of skipping
+$(LOGGERS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[tensorboard,wandb,mlflow]'
+	touch $(LOGGERS_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/ltrain fit configs/digits.yaml
 
-test: $(STAMP)
+test: $(LOGGERS_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -1,6 +1,20 @@
-"""Loggers: where logged rows and hyperparameters are stored."""
+"""Loggers: where logged rows and hyperparameters are stored.
+
+TensorBoard, W&B and MLflow need optional extras (`pip install 'ltrain[tensorboard]'`, `[wandb]`,
+`[mlflow]`); their packages are imported on first use, never by `import ltrain`.
+"""
 
 from ltrain.loggers.base import Logger
 from ltrain.loggers.csv_logs import CSVLogger
+from ltrain.loggers.mlflow import MLFlowLogger, MLflowLogger
+from ltrain.loggers.tensorboard import TensorBoardLogger
+from ltrain.loggers.wandb import WandbLogger
 
-__all__ = ["CSVLogger", "Logger"]
+__all__ = [
+    "CSVLogger",
+    "Logger",
+    "MLFlowLogger",
+    "MLflowLogger",
+    "TensorBoardLogger",
+    "WandbLogger",
+]

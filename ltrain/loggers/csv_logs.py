@@ -10,15 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import os
-import warnings
 from collections.abc import Mapping
 from typing import IO, Any
 
-from ltrain.loggers.base import Logger
-from ltrain.runs import claim_version_folder, write_text_atomically
+from ltrain.loggers.base import FolderLogger, add_prefix
+from ltrain.runs import write_text_atomically
 
 
-class CSVLogger(Logger):
+class CSVLogger(FolderLogger):
     """Writes `<save_dir>/<name>/version_<N>/metrics.csv` (N: one past the largest existing)."""
 
     def __init__(
@@ -29,54 +28,8 @@ class CSVLogger(Logger):
         prefix: str = "",
         flush_logs_every_n_steps: int = 100,
     ) -> None:
-        self._save_dir = os.fspath(save_dir)
-        self._name = name or ""
-        self._version = version
-        self._prefix = prefix
-        self._log_dir: str | None = None
+        super().__init__(save_dir, name, version, prefix)
         self._metrics: _MetricsFile | None = None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def version(self) -> int | str:
-        """The version number; asking for it claims the folder (one `mkdir`, never shared)."""
-        if self._version is None:
-            self._claim()
-        return self._version
-
-    @property
-    def log_dir(self) -> str:
-        if self._log_dir is None:
-            if self._version is None:
-                self._claim()
-            else:
-                self._log_dir = self.fixed_log_dir
-                os.makedirs(self._log_dir, exist_ok=True)
-        return self._log_dir
-
-    def _claim(self) -> None:
-        self._version, path = claim_version_folder(self.root_dir)
-        self._log_dir = os.fspath(path)
-
-    @property
-    def fixed_log_dir(self) -> str | None:
-        """The version folder if the version is already known, without creating anything."""
-        if self._version is None:
-            return None
-        version = self._version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, folder)
 
     @property
     def metrics_file_path(self) -> str:
@@ -85,27 +38,12 @@ class CSVLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         if self._metrics is None:
             self._metrics = _MetricsFile(self.metrics_file_path)
-        row = {f"{self._prefix}-{k}" if self._prefix else k: v for k, v in metrics.items()}
+        row: dict[str, Any] = add_prefix(metrics, self._prefix)
         row["step"] = step
         self._metrics.append(row)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        import yaml
-
-        plain = {}
-        for key, value in params.items():
-            try:
-                yaml.safe_dump(value)
-            except yaml.YAMLError:
-                warnings.warn(
-                    f"hparams.yaml: skipping {key!r}, a {type(value).__name__} cannot be written as "
-                    "plain YAML",
-                    stacklevel=2,
-                )
-                continue
-            plain[key] = value
-        text = yaml.safe_dump(plain, sort_keys=True) if plain else "{}\n"
-        write_text_atomically(os.path.join(self.log_dir, "hparams.yaml"), text)
+        self._write_hparams_yaml(params)
 
     def save(self) -> None:
         if self._metrics is not None:

@@ -1,0 +1,135 @@
+"""`TensorBoardLogger`: TensorBoard event files (and `hparams.yaml`) in a version folder.
+
+Every row becomes one scalar per key at the row's step, named exactly as in `metrics.csv`
+(`epoch` included), so TensorBoard and pandas show the same numbers. The `tensorboard` package is
+an optional extra (`ltrain[tensorboard]`) imported on first use, so `import ltrain` and the CLI
+stay fast without it.
+
+On resume, the writer starts with TensorBoard's purge marker at the step of the checkpoint's last
+row and writes that step's rows again, so the events logged after the checkpoint are hidden and
+none logged before it are lost, as the CSV logger truncates its file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ltrain.loggers.base import FolderLogger, add_prefix, flatten_params, require_package
+
+
+class TensorBoardLogger(FolderLogger):
+    """Writes `<save_dir>/<name>/version_<N>[/<sub_dir>]/events.out.tfevents.*` and hparams.yaml.
+
+    `default_hp_metric` declares an `hp_metric` column for TensorBoard's HPARAMS tab (filled when
+    the module logs `hp_metric`); unlike Lightning, no placeholder value of -1 is written, so the
+    scalars stay exactly those of metrics.csv. Other keyword arguments go to `SummaryWriter`.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike = ".",
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        default_hp_metric: bool = True,
+        prefix: str = "",
+        sub_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> None:
+        require_package("tensorboard", "TensorBoardLogger", "tensorboard")
+        super().__init__(save_dir, name, version, prefix)
+        self._default_hp_metric = default_hp_metric
+        self._sub_dir = os.fspath(sub_dir) if sub_dir is not None else None
+        self._purge_step: int | None = kwargs.pop("purge_step", None)
+        self._writer_kwargs = kwargs
+        self._writer: Any = None
+        self._hparams: dict[str, Any] | None = None
+        self._last_step: int | None = None
+        self._rows_at_last_step: list[dict[str, Any]] = []
+
+    @property
+    def sub_dir(self) -> str | None:
+        return self._sub_dir
+
+    @property
+    def fixed_log_dir(self) -> str | None:
+        folder = super().fixed_log_dir
+        if folder is None or self._sub_dir is None:
+            return folder
+        return os.path.join(folder, self._sub_dir)
+
+    @property
+    def experiment(self) -> Any:
+        """The `torch.utils.tensorboard.SummaryWriter`, created on first use."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(
+                log_dir=self.log_dir, purge_step=self._purge_step, **self._writer_kwargs
+            )
+            self._purge_step = None  # written once, at the start of this writer's file
+        return self._writer
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._write_row(add_prefix(metrics, self._prefix), step)
+
+    def _write_row(self, row: Mapping[str, float], step: int) -> None:
+        writer = self.experiment
+        for key, value in row.items():
+            writer.add_scalar(key, value, global_step=step)
+        # a resume re-writes the rows of the checkpoint's last step after the purge marker
+        if step != self._last_step:
+            self._last_step, self._rows_at_last_step = step, []
+        self._rows_at_last_step.append(dict(row))
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """hparams.yaml (as the CSV logger writes it) and the HPARAMS tab's summaries."""
+        self._write_hparams_yaml(params)
+        self._hparams = dict(params)
+        self._write_hparams_summary()
+
+    def _write_hparams_summary(self) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {}
+        for key, value in flatten_params(self._hparams).items():
+            if isinstance(value, (bool, int, float, str)):
+                values[key] = value
+            elif value is not None:
+                values[key] = str(value)
+        metrics = dict.fromkeys(["hp_metric"] if self._default_hp_metric else [])
+        writer = self.experiment.file_writer
+        for summary in hparams(values, metrics):
+            writer.add_summary(summary)
+
+    def save(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "event_dir": os.path.abspath(self.log_dir),
+            "step": self._last_step,
+            "rows": [dict(row) for row in self._rows_at_last_step],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """On resume into the same folder, hide what was logged after the checkpoint."""
+        if state.get("event_dir") != os.path.abspath(self.log_dir):
+            return
+        step = state.get("step")
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._purge_step = step if step is not None else 0
+        if self._hparams is not None:
+            self._write_hparams_summary()  # a purge at step 0 would hide the earlier ones
+        self._last_step, self._rows_at_last_step = None, []
+        for row in state.get("rows", []):
+            self._write_row(row, step)
+
+    def finalize(self, status: str) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
