@@ -27,6 +27,10 @@ def apply_to_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> 
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """`batch` with every tensor on `device` (asynchronous copies from pinned memory)."""
     # tensors already there pass untouched: even a no-op `.to()` costs a dispatch per tensor
+    if type(batch) is tuple and all(
+        isinstance(t, torch.Tensor) and t.device == device for t in batch
+    ):
+        return batch  # the usual (x, y) already in place: no rebuild
     return apply_to_tensors(
         batch, lambda t: t if t.device == device else t.to(device, non_blocking=True)
     )
@@ -34,6 +38,9 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 
 def infer_batch_size(batch: Any) -> int:
     """Lightning's rule: the length of the first tensor in the batch, 1 when there is none."""
+    if type(batch) in (tuple, list) and batch and isinstance(batch[0], torch.Tensor):
+        first = batch[0]  # the usual (x, y): answered without the recursive walk
+        return int(first.shape[0]) if first.dim() > 0 else 1
     size = _first_tensor_length(batch)
     return 1 if size is None else size
 
@@ -49,3 +56,42 @@ def _first_tensor_length(batch: Any) -> int | None:
             if size is not None:
                 return size
     return None
+
+
+def split_samples(batch: Any) -> list[Any] | None:
+    """`batch` cut into one entry per sample (tensors along dim 0), or None if it cannot be.
+
+    Nested tuples, lists and dicts are cut alongside, so `stack_samples` puts a batch back together.
+    """
+    if isinstance(batch, torch.Tensor):
+        return list(batch.unbind(0)) if batch.dim() > 0 else None
+    if isinstance(batch, Mapping):
+        keys = list(batch)
+        columns = [split_samples(batch[key]) for key in keys]
+    elif isinstance(batch, (list, tuple)):
+        columns = [split_samples(item) for item in batch]
+    else:
+        return None
+    if not columns or any(c is None for c in columns) or len({len(c) for c in columns}) != 1:
+        return None
+    rows = zip(*columns, strict=True)
+    if isinstance(batch, Mapping):
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+    return [_same_sequence(batch, row) for row in rows]
+
+
+def stack_samples(samples: list[Any]) -> Any:
+    """The inverse of `split_samples`: one batch from a list of per-sample entries."""
+    first = samples[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(samples)
+    if isinstance(first, Mapping):
+        return {key: stack_samples([s[key] for s in samples]) for key in first}
+    return _same_sequence(first, [stack_samples(list(c)) for c in zip(*samples, strict=True)])
+
+
+def _same_sequence(like: Any, items: Any) -> Any:
+    """A list, tuple or named tuple of `like`'s type holding `items`."""
+    if isinstance(like, tuple) and hasattr(like, "_fields"):
+        return type(like)(*items)
+    return type(like)(items)

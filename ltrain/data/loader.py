@@ -9,6 +9,7 @@ epoch alone, so a run can stop mid-epoch and resume onto exactly the batches it 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,9 @@ class TensorLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        # data-parallel runs: this process reads every `num_replicas`-th sample from `rank` on
+        self.num_replicas = 1
+        self.rank = 0
         self.epoch = 0
         # `_batches_yielded` is the position inside the pass of `epoch`; `_resume_at` is where the
         # next pass starts, non-zero only after `load_state_dict`.
@@ -60,7 +64,22 @@ class TensorLoader:
 
     @property
     def num_samples(self) -> int:
-        return len(self.tensors[0])
+        """Samples one pass yields (this rank's share, padded as DistributedSampler pads)."""
+        return -(-len(self.tensors[0]) // self.num_replicas)
+
+    def shard(self, rank: int, num_replicas: int) -> TensorLoader:
+        """This loader as rank `rank` of `num_replicas` sees it (same tensors, no copies).
+
+        Every rank draws the same permutation and takes every `num_replicas`-th index of it, so
+        batch i of all ranks together holds the samples of batch i of one process with a batch
+        `num_replicas` times larger. The last samples are repeated from the start when the data
+        does not divide evenly, so every rank runs the same number of steps.
+        """
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"TensorLoader.shard: rank {rank} is not in [0, {num_replicas})")
+        sharded = copy.copy(self)
+        sharded.rank, sharded.num_replicas = rank, num_replicas
+        return sharded
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -77,7 +96,20 @@ class TensorLoader:
     def _permutation(self, epoch: int) -> torch.Tensor:
         # A private generator: the order must not depend on who else drew from the global RNG.
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.num_samples, generator=generator)
+        return torch.randperm(len(self.tensors[0]), generator=generator)
+
+    def _order(self, epoch: int) -> torch.Tensor | None:
+        """The sample indices of this pass, or None for all samples in order (sliced, no copy)."""
+        if not self.shuffle and self.num_replicas == 1:
+            return None
+        n = len(self.tensors[0])
+        order = self._permutation(epoch) if self.shuffle else torch.arange(n)
+        if self.num_replicas > 1:
+            total = self.num_samples * self.num_replicas
+            if total > n:
+                order = order.repeat(-(-total // n))[:total]
+            order = order[self.rank : total : self.num_replicas]
+        return order
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         start, self._resume_at = self._resume_at, 0
@@ -86,13 +118,13 @@ class TensorLoader:
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
         bs = self.batch_size
-        if self.shuffle:
-            perm = self._permutation(epoch)
-            # One copy of the permutation per device, made once per pass rather than per batch.
-            on_device = {t.device: perm.to(t.device) for t in self.tensors}
+        order = self._order(epoch)
+        if order is not None:
+            # One copy of the order per device, made once per pass rather than per batch.
+            on_device = {t.device: order.to(t.device) for t in self.tensors}
         for b in range(start, len(self)):
             lo = b * bs
-            if self.shuffle:
+            if order is not None:
                 batch = tuple(t[on_device[t.device][lo : lo + bs]] for t in self.tensors)
             else:
                 batch = tuple(t[lo : lo + bs] for t in self.tensors)
