@@ -21,6 +21,7 @@ $(LOGGERS_STAMP): $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/ltrain fit configs/digits.yaml
+	$(VENV)/bin/ltrain plot runs/digits-mlp --out runs/digits-mlp.png
 
 test: $(LOGGERS_STAMP)
 	$(PY) -m pytest -q

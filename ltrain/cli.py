@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -79,6 +79,8 @@ def main() -> None:
     ltrain fit configs/digits.yaml --set trainer.max_epochs=3
     ltrain test --ckpt runs/digits-mlp/version_0
     ltrain predict --ckpt runs/digits-mlp/version_0/checkpoints/last.ckpt
+    ltrain runs
+    ltrain plot runs/digits-mlp
     """
 
 
@@ -90,25 +92,48 @@ def main() -> None:
     metavar="PATH|last",
     help="Continue from a checkpoint (or 'last') in its version folder.",
 )
-def fit(config: str | None, overrides: tuple[str, ...], resume: str | None) -> None:
+@click.option(
+    "--multirun",
+    is_flag=True,
+    help="Sweep: one run per combination of comma-separated --set values, one after another.",
+)
+def fit(config: str | None, overrides: tuple[str, ...], resume: str | None, multirun: bool) -> None:
     """Train the model a CONFIG describes.
 
     \b
     Example:
       ltrain fit configs/digits.yaml --set trainer.max_epochs=3 --set model.lr=3e-4
+      ltrain fit configs/digits.yaml --set model.lr=1e-3,3e-4 --set seed=0,1 --multirun
     """
     if config is None:
         raise CommandError("fit needs a CONFIG file, e.g. ltrain fit configs/digits.yaml")
     from ltrain.errors import RunInterrupted
     from ltrain.experiment import run_command
+    from ltrain.sweeps import is_value_list, run_sweep
 
+    if multirun:
+        if resume is not None:
+            raise CommandError("--multirun starts new runs; it cannot be combined with --resume")
+        code = _guard(run_sweep, config, overrides)
+        if code:
+            sys.exit(code)
+        return
     try:
         _guard(run_command, "fit", config, overrides, ckpt=resume)
     except RunInterrupted as stop:
-        sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
-        command = f"ltrain fit {shlex.quote(config)}{sets} --resume {shlex.quote(stop.checkpoint)}"
-        click.echo(f"Resume with: {command}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # one line, from rank 0 of a data-parallel run
+            click.echo(f"Resume with: {resume_command(config, overrides, stop)}", err=True)
         sys.exit(128 + stop.signum)
+    except CommandError as error:
+        if type(error) is CommandError and any(is_value_list(o) for o in overrides):
+            error.message += "; to run one fit per comma-separated value, add --multirun"
+        raise
+
+
+def resume_command(config: str, overrides: Sequence[str], stop: Any) -> str:
+    """The command that continues a fit stopped by a signal (`stop`: the RunInterrupted)."""
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+    return f"ltrain fit {shlex.quote(config)}{sets} --resume {shlex.quote(stop.checkpoint)}"
 
 
 @main.command()
@@ -240,20 +265,87 @@ def show_config(config: str | None, overrides: tuple[str, ...]) -> None:
     _guard(show)
 
 
+@main.command(name="runs")
+@click.argument("root", default="runs", required=False, type=click.Path(path_type=str))
+@click.option("--name", metavar="NAME", help="Only the runs of this name (a pattern: 'digits*').")
+@click.option(
+    "--sort",
+    metavar="METRIC",
+    help="Sort by a column: a metric (best first when monitored), duration, epochs, ...; "
+    "-METRIC reverses.",
+)
+@click.option("--csv", "as_csv", is_flag=True, help="Print every column as CSV.")
+def list_runs(root: str, name: str | None, sort: str | None, as_csv: bool) -> None:
+    """Show every run under ROOT (default: runs) as one table.
+
+    State, epochs, duration, best monitored value, last epoch metrics, and what changed in the
+    config since the previous version of the same name.
+
+    \b
+    Example:
+      ltrain runs --name digits-mlp --sort valid_acc
+      ltrain runs runs --csv > runs.csv
+    """
+
+    def show() -> None:
+        from ltrain.runs_table import render, runs_frame, sort_frame, to_csv, version_folders
+
+        folders = version_folders(root, name)
+        if not folders:
+            click.echo(f"No runs under {root}", err=True)
+            return
+        frame = sort_frame(runs_frame(folders), sort)
+        click.echo(to_csv(frame) if as_csv else render(frame), nl=not as_csv)
+
+    _guard(show)
+
+
+@main.command(name="plot")
+@click.argument("targets", nargs=-1, required=True, metavar="RUN_OR_VERSION...")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="Only this metric: an axes name (loss) or a logged name (valid_loss). Repeatable.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Image to write (.png, .svg, .pdf); default: plot.png in the first version folder.",
+)
+def plot_command(targets: tuple[str, ...], metrics: tuple[str, ...], out: str | None) -> None:
+    """Plot the metrics of runs (runs/NAME: its latest version) or version folders.
+
+    Step values are lines and epoch values markers, against the step; train and valid values of
+    one metric share an axes; several runs are overlaid.
+
+    \b
+    Example:
+      ltrain plot runs/digits-mlp
+      ltrain plot runs/digits-mlp/version_0 runs/digits-mlp/version_1 --metric loss --out cmp.png
+    """
+
+    def draw() -> None:
+        from ltrain.plots import plot_runs
+
+        _, path = plot_runs(targets, metrics, out)
+        click.echo(str(path))
+
+    _guard(draw)
+
+
 def _guard(function: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a command body, turning input errors into one-line messages (exit code 2)."""
-    from ltrain.errors import MisconfigurationException, NonFiniteLossError
+    from ltrain.errors import MisconfigurationException, NonFiniteLossError, WorkersFailed
 
     try:
         return function(*args, **kwargs)
+    except WorkersFailed as failed:  # the launcher and the rank have said what happened
+        raise click.exceptions.Exit(failed.code) from None
     except ConfigError as error:
         raise CommandError(str(error)) from None
     except NonFiniteLossError as error:
         raise TrainingFailed(str(error)) from None
     except MisconfigurationException as error:
         raise CommandError(str(error).strip().splitlines()[0]) from None
-
-
-def command_line() -> str:
-    """The command as typed, for the header of config.yaml."""
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])

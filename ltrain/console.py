@@ -9,6 +9,7 @@ bar is open does not tear the bar.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 log = logging.getLogger("ltrain")
@@ -31,5 +32,6 @@ if not log.handlers:
 
 
 def info(message: str) -> None:
-    """Print one line of run information (rank zero only once DDP exists)."""
-    log.info(message)
+    """Print one line of run information; in a data-parallel run only rank 0 prints."""
+    if os.environ.get("RANK", "0") == "0":
+        log.info(message)

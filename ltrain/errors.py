@@ -28,3 +28,14 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
         self.signum = signum
         self.checkpoint = checkpoint
+
+
+class WorkersFailed(RuntimeError):
+    """A data-parallel rank started by ltrain's launcher failed; exit with its `code`.
+
+    The launcher has already said which rank and code, and the rank printed its own error.
+    """
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"a worker exited with code {code}")
+        self.code = code

@@ -3,7 +3,8 @@
 Order matters for "nothing half-written": the whole config is validated first, then the objects are
 built, and only then is `runs/<name>/version_N` claimed and `config.yaml` written into it. If the
 run dies before writing anything else, the folder is removed again, so a failed start leaves no
-empty run folder behind.
+empty run folder behind. Otherwise `run.json` (runinfo.py) records how the run ended, whatever
+ended it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ltrain.config import (
     to_yaml,
 )
 from ltrain.console import info
-from ltrain.errors import MisconfigurationException
+from ltrain.errors import MisconfigurationException, WorkersFailed
+from ltrain.runinfo import RUN_FILE, RunRecord, command_line
+from ltrain.strategy import launcher_environment
 
 DEFAULT_SAVE_DIR = "runs"
 
@@ -39,13 +42,16 @@ def run_command(
     out: str | None = None,
     lr_find: Mapping[str, Any] | None = None,
     apply: bool = False,
+    record: RunRecord | None = None,
 ) -> Any:
     """Run `fit`, `validate`, `test`, `predict` or `lr-find` as the command line does.
 
     `lr_find` holds the finder's options (min_lr, max_lr, num_training); with `apply`, the
-    suggestion is written into a copy of the config next to it.
+    suggestion is written into a copy of the config next to it. `record` (the version folder's
+    run.json) defaults to one naming the command line as typed; a sweep passes its member's.
     """
-    from ltrain.cli import command_line
+    if record is None:
+        record = RunRecord(command, command_line())
 
     checkpoint_path = None
     stored_config = None
@@ -68,6 +74,20 @@ def run_command(
     resolved = resolve(raw, source=source, base_dir=base_dir).config
     if command == "fit" and ckpt == "last":
         checkpoint_path = _last_checkpoint(resolved)
+    strategy = _strategy(resolved["trainer"])
+    if strategy.distributed and command == "lr-find":
+        raise MisconfigurationException(
+            "trainer: lr-find runs in one process; add --set trainer.devices=1 "
+            "--set trainer.strategy=auto, then train with several"
+        )
+    if strategy.distributed and launcher_environment() is None:
+        from ltrain.launcher import run_workers
+
+        code = run_workers(strategy.world_size)  # each worker runs this same command
+        if code:
+            raise WorkersFailed(code)
+        return None
+    strategy.setup()  # a worker joins its group first: rank 0 claims the folder for all ranks
 
     import ltrain as pl
 
@@ -82,7 +102,10 @@ def run_command(
     resume_folder = (
         _version_folder_of(checkpoint_path) if command == "fit" and checkpoint_path else None
     )
-    folder, created = _run_folder(resolved["name"], logger_spec, resume_folder)
+    folder, created = None, False
+    if strategy.is_global_zero:
+        folder, created = _run_folder(resolved["name"], logger_spec, resume_folder)
+    folder = strategy.broadcast(folder)
     try:
         loggers = _loggers(
             logger_spec,
@@ -98,7 +121,10 @@ def run_command(
             logger=loggers if loggers else False,
             callbacks=[*callbacks, StoreConfig(to_yaml(resolved))],
         )
-        header = [command_line(), f"device: {trainer.device}, precision: {trainer.precision}"]
+        header = [
+            record.command_line,
+            f"device: {trainer.device}, precision: {trainer.precision}",
+        ]
         if checkpoint_path is not None:
             header.append(f"checkpoint: {checkpoint_path}")
         config_text = to_yaml(resolved, "\n".join(header))
@@ -110,19 +136,41 @@ def run_command(
         raise
     from ltrain.runs import write_text_atomically
 
-    write_text_atomically(folder / "config.yaml", config_text)
+    if trainer.is_global_zero:
+        write_text_atomically(folder / "config.yaml", config_text)
     info(f"Run folder: {folder}")
+    record.start(folder, trainer, checkpoint_path)
+    trainer.run_record = record  # the trainer records how its run ends
     try:
         result = _call_trainer(trainer, command, model, datamodule, checkpoint_path, lr_find)
-    except BaseException:
-        _remove_if_only_config(folder, created)
+        if command == "predict" and trainer.is_global_zero:  # rank 0 holds every rank's
+            _write_predictions(result, Path(out) if out else folder / "predictions.csv")
+        if command == "lr-find" and trainer.is_global_zero:
+            _report_lr_find(result, folder, raw, config_path if apply else None)
+            record.end(trainer)  # the finder trained with a trainer of its own
+    except BaseException as error:
+        if _remove_if_only_config(folder, created):
+            record.discard()
+        elif record.folder is not None:  # a failure after the trainer ended (writing outputs)
+            record.end(trainer, error)
         raise
-    if command == "predict":
-        _write_predictions(result, Path(out) if out else folder / "predictions.csv")
-    if command == "lr-find":
-        _report_lr_find(result, folder, raw, config_path if apply else None)
     _summary(trainer, command, folder)
     return result
+
+
+def _strategy(trainer: Mapping[str, Any]) -> Any:
+    """The process layout the trainer settings ask for (checked before anything is built)."""
+    from ltrain.strategy import make_strategy
+
+    try:
+        return make_strategy(
+            trainer.get("strategy", "auto"),
+            trainer.get("accelerator", "auto"),
+            trainer.get("devices", "auto"),
+            trainer.get("num_nodes", 1),
+        )
+    except MisconfigurationException as error:
+        raise MisconfigurationException(f"trainer: {error}") from None
 
 
 def _build(spec: Any, key: str) -> Any:
@@ -245,11 +293,8 @@ def _raw_trainer(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _save_dir(logger_spec: Any) -> str:
-    first = (
-        _as_list(logger_spec)[0]
-        if isinstance(logger_spec, (list, Mapping)) and logger_spec
-        else None
-    )
+    folder_loggers = [s for s in _as_list(logger_spec) if _writes_version_folder(s)]
+    first = folder_loggers[0] if folder_loggers else None
     if isinstance(first, Mapping):
         save_dir = (first.get("init_args") or {}).get("save_dir")
         if isinstance(save_dir, str) and save_dir not in (".", ""):
@@ -286,6 +331,8 @@ def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
             if i < len(raw_items) and isinstance(raw_items[i], Mapping)
             else {}
         )
+        if not _writes_version_folder(item):
+            given = init_args  # W&B and MLflow keep their own stores: given nothing
         if "version" in init_args and "version" not in given:
             init_args["version"] = version
         if "name" in init_args and "name" not in given:
@@ -295,6 +342,15 @@ def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
         item["init_args"] = init_args
         loggers.append(instantiate(item))
     return loggers
+
+
+def _writes_version_folder(spec: Any) -> bool:
+    """Whether a resolved logger spec names a class that writes into runs/<name>/version_N."""
+    from ltrain.config import _import_qualified
+
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("class_path"), str):
+        return False
+    return getattr(_import_qualified(spec["class_path"]), "writes_version_folder", True)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -313,14 +369,16 @@ def _remove_if_empty(folder: Path, created: bool) -> None:
                 return
 
 
-def _remove_if_only_config(folder: Path, created: bool) -> None:
-    """A run that failed before producing anything leaves no folder behind."""
+def _remove_if_only_config(folder: Path, created: bool) -> bool:
+    """A run that failed before producing anything leaves no folder behind; True if removed."""
     if created and folder.is_dir():
         contents = {p.name for p in folder.iterdir()}
-        if contents <= {"config.yaml", "checkpoints"} and not any(
+        if contents <= {"config.yaml", RUN_FILE, "checkpoints"} and not any(
             (folder / "checkpoints").glob("*")
         ):
             shutil.rmtree(folder, ignore_errors=True)
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------- outputs

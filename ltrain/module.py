@@ -67,6 +67,7 @@ class Module(nn.Module):
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
         self.automatic_optimization: bool = True
+        self.prepare_data_per_node: bool = True  # as DataModule's: where prepare_data runs
         self._hparams: AttributeDict = AttributeDict()
         self._hparams_initial: AttributeDict = AttributeDict()
         self._toggled_requires_grad: dict[nn.Parameter, bool] = {}

@@ -101,6 +101,8 @@ class _Entry:
         "weight",
         "metric",
         "epoch_value",
+        "step_key",
+        "epoch_key",
     )
 
     def __init__(self, name: str, hook: str, options: tuple, on_step: bool, on_epoch: bool,
@@ -121,6 +123,10 @@ class _Entry:
         self.weight = 0
         self.metric: Any = None
         self.epoch_value: torch.Tensor | None = None
+        # the names rows use; fixed per entry, so not rebuilt on every `self.log`
+        forked = on_step and on_epoch
+        self.step_key = f"{name}_step" if forked else name
+        self.epoch_key = f"{name}_epoch" if forked else name
 
     def resolved(self) -> tuple:
         """The options after defaults are applied: what makes two `self.log` calls the same."""
@@ -133,23 +139,14 @@ class _Entry:
             self.sync_dist,
         )
 
-    @property
-    def forked(self) -> bool:
-        return self.on_step and self.on_epoch
-
-    def step_key(self) -> str:
-        return f"{self.name}_step" if self.forked else self.name
-
-    def epoch_key(self) -> str:
-        return f"{self.name}_epoch" if self.forked else self.name
-
 
 class Results:
     """Aggregates the values logged during one loop run (a training epoch, a validation run, ...).
 
     `step_values` holds what was logged on step in the current batch (logger keys, suffixed);
     `callback_metrics` / `progress_bar_metrics` are the trainer's dicts, updated in place.
-    `reduce_across_processes(tensor)` sums a tensor over processes for `sync_dist` (identity on one).
+    `reduce_across_processes(tensor, op)` reduces a tensor over processes for `sync_dist` with op
+    'mean', 'sum', 'max' or 'min' (None with one process).
     """
 
     def __init__(
@@ -199,7 +196,8 @@ class Results:
         if entry is None or entry.options != options or entry.hook != hook:
             entry = self._new_entry(name, hook, options, entry)
 
-        if _is_metric(value):
+        # a tensor is the common case: tested first, it skips the metric's attribute probing
+        if not isinstance(value, torch.Tensor) and _is_metric(value):
             entry.metric = value
             if not entry.on_step:
                 return
@@ -213,11 +211,11 @@ class Results:
                 self._accumulate(entry, step_value, batch_size)
         if entry.on_step:
             if entry.sync_dist and self.reduce_across_processes is not None:
-                step_value = self.reduce_across_processes(step_value, "mean")
-            key = entry.step_key()
+                step_value = self.reduce_across_processes(step_value, entry.reduce)
+            key = entry.step_key
             if entry.step_to_callbacks:
                 self.callback_metrics[entry.name] = step_value
-                if entry.forked:
+                if key != entry.name:
                     self.callback_metrics[key] = step_value
             if entry.logger:
                 self.step_values[key] = step_value
@@ -371,7 +369,7 @@ class Results:
             if value is None:
                 continue
             callback[entry.name] = value
-            key = entry.epoch_key()
+            key = entry.epoch_key
             callback[key] = value
             if entry.logger:
                 logged[key] = value

@@ -45,10 +45,12 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
+from ltrain.batch import apply_to_tensors, split_samples, stack_samples
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
@@ -62,6 +64,7 @@ from ltrain.loggers.csv_logs import CSVLogger
 from ltrain.module import NO_OP_HOOKS, LightningOptimizer, Module
 from ltrain.precision import make_precision
 from ltrain.results import Results, to_floats
+from ltrain.runinfo import RunRecord, command_line
 from ltrain.seed import rng_state, set_rng_state
 from ltrain.strategy import gpu_available, make_strategy
 
@@ -224,6 +227,8 @@ class Trainer:
         self._hook_plans: dict[str, tuple[list[Callback], Any, list[Callback]]] = {}
         self._val_check_batch: float = math.inf
         self._step_output: Any = None
+        self._training_step_runner: Any = None  # the module's training_step, or DDP around it
+        self.run_record: RunRecord | None = None  # run.json's writer, when the CLI provides one
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         self._announce()
 
@@ -231,6 +236,11 @@ class Trainer:
     @property
     def logger(self) -> Logger | None:
         return self.loggers[0] if self.loggers else None
+
+    @property
+    def _writing_loggers(self) -> list[Logger]:
+        """The loggers that write files: all of them on rank 0, none on the other ranks."""
+        return self.loggers if self.is_global_zero else []
 
     @property
     def log_dir(self) -> str:
@@ -356,7 +366,10 @@ class Trainer:
         if self.lightning_module is None:
             raise MisconfigurationException("save_checkpoint needs a model: call fit() first.")
         self._check_losses()  # never write a checkpoint over a good one after a nan loss
-        save_checkpoint(self._checkpoint_state(weights_only), filepath)
+        state = self._checkpoint_state(weights_only)
+        if self.is_global_zero:
+            save_checkpoint(state, filepath)
+        self.strategy.barrier()  # no rank reads or lists the file before it exists
 
     # ------------------------------------------------------------------ one run of any stage
     def _run(
@@ -380,10 +393,17 @@ class Trainer:
         self._said_minimum_not_met = False
         previous_determinism = _set_determinism(self.deterministic, self.benchmark)
         status = "failed"
+        # run.json of the version folder: the CLI hands in its record (any command); a Python
+        # fit gets one of its own (a later test() in the same folder keeps the fit's record)
+        record = self.run_record or (RunRecord("fit", command_line()) if stage == "fit" else None)
+        ended_by: BaseException | None = None
         try:
+            self.strategy.setup()
+            self._agree_on_log_dirs()
             self._prepare(stage, model, datamodule, loaders)
             if path is not None:
                 self._restore(path, stage)
+            self._start_record(record, path)
             if stage == "fit":
                 self._call_hook("on_fit_start")
                 self._fit_loop()
@@ -395,17 +415,22 @@ class Trainer:
                 result = self._evaluate(stage, verbose)
             status = "success"
         except KeyboardInterrupt as interrupt:
-            status = "interrupted"
+            status, ended_by = "interrupted", interrupt
             if not isinstance(interrupt, RunInterrupted):  # that one already said what it did
                 info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
             self._call_hook("on_exception", interrupt)
             raise
         except BaseException as error:
+            ended_by = error
             self._call_hook("on_exception", error)
             raise
         finally:
-            self._teardown(stage, model, datamodule, status)
-            _restore_determinism(previous_determinism)
+            try:
+                self._teardown(stage, model, datamodule, status)
+            finally:
+                _restore_determinism(previous_determinism)
+                if record is not None:
+                    self._end_record(record, ended_by)
         return result
 
     def _attach(self, stage: str, model: Module | None, datamodule: DataModule | None) -> Module:
@@ -434,6 +459,40 @@ class Trainer:
         self._hook_plans = {}
         return model
 
+    def _version_folder(self) -> str | None:
+        """The version folder the loggers write into, once it exists."""
+        for logger in self.loggers:
+            if logger.writes_version_folder:
+                folder = logger.fixed_log_dir
+                return folder if folder is not None and os.path.isdir(folder) else None
+        return None
+
+    def _start_record(self, record: RunRecord | None, checkpoint: str | None) -> None:
+        """Write the `running` record, unless the CLI already did (it knows its folder first)."""
+        folder = self._version_folder()
+        if record is not None and record.folder is None and folder is not None:
+            record.start(folder, self, checkpoint)
+
+    def _end_record(self, record: RunRecord, ended_by: BaseException | None) -> None:
+        """Say how the run ended (a folder made only during the run gets its record now).
+
+        A record that cannot be written is a warning: it must not replace the run's outcome.
+        """
+        try:
+            if record.folder is None:
+                self._start_record(record, None)
+            record.end(self, ended_by)
+        except OSError as error:
+            warnings.warn(f"could not write run.json: {error}", stacklevel=2)
+
+    def _agree_on_log_dirs(self) -> None:
+        """Every rank uses the version folder rank 0 claims (only rank 0 creates folders)."""
+        if self.world_size == 1 or not self.loggers:
+            return
+        versions = [logger.version if self.is_global_zero else None for logger in self.loggers]
+        for logger, version in zip(self.loggers, self.strategy.broadcast(versions), strict=True):
+            logger.use_version(version)
+
     def _set_stage(self, stage: str) -> None:
         self.training = stage == "fit"
         self.validating = stage == "validate"
@@ -443,9 +502,15 @@ class Trainer:
     def _prepare(
         self, stage: str, model: Module, datamodule: DataModule | None, loaders: tuple
     ) -> None:
-        if datamodule is not None:
-            datamodule.prepare_data()
-        model.prepare_data()
+        # downloads and unpacking happen once per machine (Lightning's prepare_data_per_node),
+        # or once in all; the other ranks wait, then every rank reads the files in setup
+        for owner in (datamodule, model):
+            if owner is None:
+                continue
+            per_node = getattr(owner, "prepare_data_per_node", True)
+            if (self.local_rank if per_node else self.global_rank) == 0:
+                owner.prepare_data()
+        self.strategy.barrier()
         if datamodule is not None:
             datamodule.setup(stage)
         self._call_hook("setup", stage)
@@ -457,6 +522,7 @@ class Trainer:
         if stage == "fit":
             self._configure_optimizers(model)
             self._log_hyperparameters(model)
+            self._training_step_runner = self.strategy.wrap(model) or model.training_step
 
     def _announce(self) -> None:
         if not self.is_global_zero:
@@ -473,7 +539,8 @@ class Trainer:
             datamodule.teardown(stage)
         self._call_hook("teardown", stage)
         self._results.hook = None
-        for logger in self.loggers:
+        self._training_step_runner = None  # DDP's buckets are as large as the gradients
+        for logger in self._writing_loggers:
             logger.finalize(status)
         self.training = self.validating = self.testing = self.predicting = False
 
@@ -530,6 +597,7 @@ class Trainer:
                 )
             if self.overfit_batches:
                 train = _without_shuffle(train)
+            train = self.strategy.shard_loader(train, "train")
             self.train_dataloader = train
             self.num_training_batches = _num_batches(train, self.limit_train_batches, "train")
             val = self._loader_source("val", model, datamodule, loaders[1])
@@ -540,7 +608,7 @@ class Trainer:
                 )
             if val is not None and not _overrides(model, "validation_step", Module):
                 val = None
-            self.val_dataloaders = _as_list(val)
+            self.val_dataloaders = [self.strategy.shard_loader(v, "val") for v in _as_list(val)]
             self.num_val_batches = [
                 _num_batches(v, self.limit_val_batches, "val") for v in self.val_dataloaders
             ]
@@ -558,7 +626,7 @@ class Trainer:
                 f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
                 f"`{kind}_dataloader()` in the module."
             )
-        found = _as_list(found)
+        found = [self.strategy.shard_loader(loader, kind) for loader in _as_list(found)]
         limit = getattr(self, f"limit_{kind}_batches" if kind != "val" else "limit_val_batches")
         counts = [_num_batches(loader, limit, kind) for loader in found]
         attribute = {"val": "val_dataloaders"}.get(kind, f"{kind}_dataloaders")
@@ -622,6 +690,7 @@ class Trainer:
                     "self.clip_gradients(opt, ...) in training_step instead."
                 )
         self.optimizers = optimizers
+        self._clipping_overridden = _overrides_hook(model, "configure_gradient_clipping", Module)
         self._lightning_optimizers = [LightningOptimizer(opt, self) for opt in optimizers]
         self.lr_scheduler_configs = configs
 
@@ -641,10 +710,7 @@ class Trainer:
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, automatic: bool) -> None:
         self._call_hook("on_before_optimizer_step", optimizer)
         # without a clip value the default hook clips nothing: skip the call unless overridden
-        clips = self.gradient_clip_val or _overrides_hook(
-            self.lightning_module, "configure_gradient_clipping", Module
-        )
-        if automatic and clips:
+        if automatic and (self.gradient_clip_val or self._clipping_overridden):
             self._call_hook(
                 "configure_gradient_clipping",
                 optimizer,
@@ -657,6 +723,8 @@ class Trainer:
         # step. Backward frees the graph's buffers, so holding the loss costs a few small objects.
         self._loss_checks.append((loss, self.global_step, self.current_epoch, self._batch_idx))
         self._call_hook("on_before_backward", loss)
+        if not self.lightning_module.automatic_optimization:
+            self.strategy.before_manual_backward(self._training_step_runner, loss)
         self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
         self._call_hook("on_after_backward")
 
@@ -698,7 +766,7 @@ class Trainer:
                 if stop_reason is not None:
                     break
                 self._train_epoch()
-                self._stop_if_signaled()
+                self._stop_if_signaled(agree=True)
         if stop_reason and self.is_global_zero:
             info(f"`Trainer.fit` stopped: {stop_reason}.")
         self._call_hook("on_train_end")
@@ -746,7 +814,7 @@ class Trainer:
         resume, self._resume = self._resume, None
         self._results = results = self._new_results()
         if resume is not None and resume["phase"] != "epoch_start":
-            results.load_state_dict(resume["results"], model)
+            results.load_state_dict(self._own_results_state(resume["results"]), model)
         if resume is not None and resume["phase"] == "epoch_end":
             self._finish_train_epoch(results)
             return
@@ -792,8 +860,15 @@ class Trainer:
                 self._call_hook("on_train_batch_end", self._step_output, batch, batch_idx)
                 if self._after_train_batch(results, batch_idx, is_last, stepped):
                     break
-                self._stop_if_signaled()
+                self._stop_if_signaled(agree=(batch_idx + 1) % SIGNAL_AGREEMENT_BATCHES == 0)
         self._end_train_epoch(results)
+
+    def _own_results_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's epoch sums from a checkpoint (rank 0's if the number of ranks changed)."""
+        if "per_rank" not in state:
+            return state
+        states = state["per_rank"]
+        return states[self.global_rank] if len(states) == self.world_size else states[0]
 
     def _after_train_batch(
         self, results: Results, batch_idx: int, is_last: bool, stepped: bool
@@ -814,7 +889,7 @@ class Trainer:
         model = self.lightning_module
         if not model.automatic_optimization:
             with self.precision_plugin.forward_context():
-                output = model.training_step(
+                output = self._training_step_runner(
                     *_step_args(self._results, "training_step", batch, batch_idx)
                 )
             self._results.hook = None
@@ -827,7 +902,7 @@ class Trainer:
 
         def closure() -> torch.Tensor | None:
             with self.precision_plugin.forward_context():
-                output = model.training_step(
+                output = self._training_step_runner(
                     *_step_args(self._results, "training_step", batch, batch_idx)
                 )
             self._results.hook = None
@@ -841,7 +916,8 @@ class Trainer:
             return loss
 
         if not steps_now:
-            closure()
+            with self._no_gradient_sync():
+                closure()
             return False
         self._call_hook(
             "optimizer_step", self.current_epoch, batch_idx, self._lightning_optimizers[0], closure
@@ -851,6 +927,11 @@ class Trainer:
             if is_last or self._train_epoch_done():
                 self._step_schedulers("epoch", plateau=False)
         return True
+
+    def _no_gradient_sync(self) -> Any:
+        """While gradients accumulate, DDP need not average them: only the stepping batch does."""
+        no_sync = getattr(self._training_step_runner, "no_sync", None)
+        return no_sync() if no_sync is not None else contextlib.nullcontext()
 
     def _train_epoch_done(self) -> bool:
         if self.max_steps != -1 and self.global_step >= self.max_steps:
@@ -890,7 +971,7 @@ class Trainer:
         logged, _ = results.epoch_values()
         if logged:
             self._log_row(logged, self._batches_that_stepped - 1)
-        for logger in self.loggers:
+        for logger in self._writing_loggers:
             logger.save()
         self.current_epoch += 1
         if self.lr_scheduler_configs and self.lightning_module.automatic_optimization:
@@ -901,12 +982,20 @@ class Trainer:
     def _check_losses(self) -> None:
         """Raise if a loss since the last check was nan/inf, naming where (one host sync)."""
         checks, self._loss_checks = self._loss_checks, []
-        if not checks:
+        finite = [True]
+        if checks:
+            with torch.no_grad():
+                finite = torch.isfinite(torch.stack([c[0].float() for c in checks])).tolist()
+        # data-parallel ranks stop together, or the others would wait in their next collective
+        if self.world_size > 1 and self.strategy.reduce_boolean_decision(all(finite), all=True):
             return
-        with torch.no_grad():
-            finite = torch.isfinite(torch.stack([c[0].float() for c in checks])).tolist()
         if all(finite):
-            return
+            if self.world_size == 1:
+                return
+            raise NonFiniteLossError(
+                f"the loss was nan or inf on another rank by global step {self.global_step}; "
+                "training stopped and no checkpoint was written after it."
+            )
         _, step, epoch, batch_idx = checks[finite.index(False)]
         raise NonFiniteLossError(
             f"the loss was nan or inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
@@ -914,13 +1003,23 @@ class Trainer:
             "clip gradients (gradient_clip_val) or check the data."
         )
 
-    def _stop_if_signaled(self) -> None:
-        """After SIGINT/SIGTERM, stop at this consistent point: save last.ckpt, flush, exit."""
+    def _stop_if_signaled(self, agree: bool) -> None:
+        """After SIGINT/SIGTERM, stop at this consistent point: save last.ckpt, flush, exit.
+
+        With several processes, all must stop after the same batch, so they compare what they
+        received only at points where `agree` is True (every SIGNAL_AGREEMENT_BATCHES batches
+        and at epoch ends): one small collective there instead of one every batch.
+        """
         signum = self._received_signal
+        if self.world_size > 1:
+            if not agree:
+                return
+            flag = torch.tensor(float(signum or 0), device=self.strategy.root_device)
+            signum = int(self.strategy.reduce(flag, "max").item()) or None
         if signum is None:
             return
         path = self._save_resume_checkpoint()
-        for logger in self.loggers:
+        for logger in self._writing_loggers:
             logger.save()
         name = signal.Signals(signum).name
         info(f"Received {name}: saved {path}; resume with trainer.fit(..., ckpt_path={path!r}).")
@@ -1018,12 +1117,54 @@ class Trainer:
                     self._call_hook("on_predict_batch_end", output, batch, batch_idx, *extra)
                     if keep:
                         outputs.append(output)
+                if keep and self.world_size > 1:
+                    outputs = self._gather_predictions(outputs, loader)
                 all_outputs.append(outputs)
             self._call_hook("on_predict_epoch_end")
             self._call_hook("on_predict_end")
         if not keep:
             return None
         return all_outputs if several else all_outputs[0]
+
+    def _gather_predictions(self, outputs: list[Any], loader: Any) -> list[Any]:
+        """On rank 0, every rank's predictions in the data set's order, in batches of this
+        loader's batch size (padding repeats dropped); the other ranks keep their own.
+
+        A loader that was not split (every rank predicted everything) keeps rank 0's own; one
+        whose outputs cannot be cut into samples gives the ranks' batches in rank order.
+        """
+        indices = _sample_indices(loader)
+        if indices is None:
+            return outputs
+        size = getattr(loader, "batch_size", None)
+        samples: list[Any] | None = []
+        for number, output in enumerate(outputs, start=1):
+            split = split_samples(output)
+            # one entry per sample: full batches hold `size` (the first dim is the batch's)
+            fits = split is not None and (number == len(outputs) or len(split) == size)
+            if samples is None or not fits:
+                samples = None
+                continue
+            samples.extend(split)
+        if samples is not None and len(samples) > len(indices):
+            samples = None
+        if samples is None:
+            mine: tuple[str, Any] = ("batches", outputs)
+        else:
+            to_cpu = partial(apply_to_tensors, fn=lambda t: t.cpu())
+            mine = ("samples", list(zip(indices, map(to_cpu, samples), strict=False)))
+        everyone = self.strategy.gather_objects(mine)
+        if not self.is_global_zero:
+            return outputs
+        if any(kind != "samples" for kind, _ in everyone):
+            return [output for _, part in everyone for output in part]
+        by_index: dict[int, Any] = {}
+        for _, part in everyone:
+            for index, sample in part:
+                by_index.setdefault(index, sample)
+        ordered = [by_index[i] for i in sorted(by_index)]
+        size = size or len(ordered)
+        return [stack_samples(ordered[i : i + size]) for i in range(0, len(ordered), size)]
 
     # ------------------------------------------------------------------ loggers
     def _log_row(self, values: Mapping[str, torch.Tensor], step: int) -> None:
@@ -1035,16 +1176,14 @@ class Trainer:
         for key, value in row.items():
             self.logged_metrics[key] = torch.tensor(value)
         row["epoch"] = self.current_epoch
-        if self.is_global_zero:
-            for logger in self.loggers:
-                logger.log_metrics(row, step)
+        for logger in self._writing_loggers:
+            logger.log_metrics(row, step)
 
     def _log_hyperparameters(self, model: Module) -> None:
         if not self.loggers or not model._log_hyperparams or not model.hparams:
             return
-        if self.is_global_zero:
-            for logger in self.loggers:
-                logger.log_hyperparams(dict(model.hparams_initial))
+        for logger in self._writing_loggers:
+            logger.log_hyperparams(dict(model.hparams_initial))
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_state(self, weights_only: bool) -> dict[str, Any]:
@@ -1092,7 +1231,11 @@ class Trainer:
             "progress_bar_metrics": dict(self.progress_bar_metrics),
         }
         if phase != "epoch_start" and self.training:
-            loops["results"] = self._results.state_dict(self.lightning_module)
+            results = self._results.state_dict(self.lightning_module)
+            if self.world_size > 1:  # each rank's partial sums: a resumed rank takes its own
+                on_cpu = apply_to_tensors(results, lambda t: t.cpu())
+                results = {"per_rank": self.strategy.gather_objects(on_cpu)}
+            loops["results"] = results
             if batch:
                 loops["epoch_start_rng"] = self._epoch_start_rng
         return loops
@@ -1137,7 +1280,9 @@ class Trainer:
         self.should_stop = bool(loops["should_stop"])
         self.callback_metrics.update(loops["callback_metrics"])
         self.progress_bar_metrics.update(loops["progress_bar_metrics"])
-        for logger, state in zip(self.loggers, checkpoint.get("loggers", []), strict=False):
+        for logger, state in zip(
+            self._writing_loggers, checkpoint.get("loggers", []), strict=False
+        ):
             logger.load_state_dict(state)
         self._resume = {**loops, "rng": checkpoint["rng"]}
         self._loop_phase = (
@@ -1174,6 +1319,7 @@ class Trainer:
 
 # ---------------------------------------------------------------------- helpers
 _END = object()
+SIGNAL_AGREEMENT_BATCHES = 10  # how often data-parallel ranks compare received signals
 
 
 @contextlib.contextmanager
@@ -1202,6 +1348,21 @@ def _graceful_signals(trainer: Trainer) -> Iterator[None]:
 
 
 def _no_closure() -> None:
+    return None
+
+
+def _sample_indices(loader: Any) -> list[int] | None:
+    """The data set indices a sharded loader visits, in order (None when it is not sharded)."""
+    from ltrain.data.loader import TensorLoader
+
+    if isinstance(loader, TensorLoader):
+        order = loader._order(loader.epoch)
+        return list(range(loader.num_samples)) if order is None else order.tolist()
+    from torch.utils.data import DistributedSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        return list(iter(sampler))
     return None
 
 
@@ -1443,6 +1604,9 @@ def _make_loggers(logger: Any, default_root_dir: str, fast_dev_run: bool) -> lis
             raise MisconfigurationException(
                 f"logger: {type(item).__name__} is not an ltrain Logger (or use True/False)"
             )
+    from ltrain.loggers.base import share_version_folder
+
+    share_version_folder(loggers)  # CSV + TensorBoard under one save_dir/name: one version_N
     return loggers
 
 

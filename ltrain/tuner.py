@@ -156,6 +156,7 @@ class Tuner:
         import torch
 
         from ltrain.seed import rng_state, set_rng_state
+        from ltrain.strategy import SingleDeviceStrategy
         from ltrain.trainer import Trainer
 
         if mode != "exponential":
@@ -177,15 +178,16 @@ class Tuner:
                 "update; set one (used by configure_optimizers) or pass update_attr=False."
             )
         user = self._trainer
+        if user.strategy.distributed:
+            raise MisconfigurationException(
+                "lr_find runs in one process: find the learning rate with devices=1, then train "
+                "with several"
+            )
         finder = LRFinder(min_lr, max_lr, num_training)
         weights = copy.deepcopy(model.state_dict())
         generators = rng_state()
-        device = user.device
         sweep = Trainer(
-            accelerator=device.type,
-            devices=[device.index]
-            if device.type == "cuda" and device.index is not None
-            else "auto",
+            strategy=SingleDeviceStrategy(user.device),
             precision=user.precision,
             max_steps=num_training,
             max_epochs=-1,

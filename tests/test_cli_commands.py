@@ -59,7 +59,7 @@ def trained(workdir):
 
 def test_fit_writes_config_metrics_and_checkpoints_into_one_version_folder(trained):
     files = sorted(p.name for p in trained.iterdir())
-    assert files == ["checkpoints", "config.yaml", "hparams.yaml", "metrics.csv"]
+    assert files == ["checkpoints", "config.yaml", "hparams.yaml", "metrics.csv", "run.json"]
     config_text = (trained / "config.yaml").read_text()
     assert config_text.startswith("# ")  # the command line
     assert yaml.safe_load(config_text)["model"]["init_args"]["lr"] == 0.01
@@ -97,6 +97,7 @@ def test_test_and_predict_need_only_the_checkpoint_and_write_new_folders(trained
         "config.yaml",
         "hparams.yaml",
         "metrics.csv",
+        "run.json",
     ]  # the training run's folder is left alone
 
 

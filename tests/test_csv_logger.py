@@ -250,7 +250,7 @@ def test_new_column_mid_run_rewrites_header_and_keeps_earlier_rows(tmp_path):
     assert [row["train_loss"] for row in rows] == [written(loss) for loss in model.losses]
     assert [row["extra"] for row in rows[:3]] == ["", "", ""]
     assert [row["extra"] for row in rows[3:]] == [written(loss * 2) for loss in model.losses[3:]]
-    assert sorted(os.listdir(trainer.logger.log_dir)) == ["metrics.csv"]
+    assert sorted(os.listdir(trainer.logger.log_dir)) == ["metrics.csv", "run.json"]
 
 
 def test_logger_rewrite_on_new_key_keeps_rows_and_leaves_no_temp_file(tmp_path):

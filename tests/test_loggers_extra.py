@@ -238,7 +238,7 @@ def test_several_loggers_share_the_first_ones_version_folder(tmp_path):
     ]
     for version in ("version_1", "version_2"):
         files = sorted(p.name.split(".")[0] for p in (tmp_path / "run" / version).iterdir())
-        assert files == ["events", "hparams", "metrics"]
+        assert files == ["events", "hparams", "metrics", "run"]
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["version_0", "version_1"]
 
 

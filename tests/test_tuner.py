@@ -78,7 +78,12 @@ def test_lr_find_command_writes_its_files_and_applies_to_a_config_copy(tmp_path,
     result = CliRunner().invoke(main, ["lr-find", "c.yaml", "--num-training", "40", "--apply"])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "runs" / "lr" / "version_0"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "lr_find.csv", "lr_find.png"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.yaml",
+        "lr_find.csv",
+        "lr_find.png",
+        "run.json",
+    ]
     suggested = float(result.output.split("Suggested learning rate: ")[1].split()[0])
     copy = yaml.safe_load((tmp_path / "c.lr-find.yaml").read_text())
     assert copy["model"]["init_args"]["lr"] == pytest.approx(suggested, rel=5e-3)

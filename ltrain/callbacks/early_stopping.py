@@ -104,6 +104,8 @@ class EarlyStopping(Callback):
             return
         current = float(value)
         should_stop, reason = self._evaluate(current)
+        # data-parallel ranks stop together: any rank that decides to stop stops them all
+        should_stop = trainer.strategy.reduce_boolean_decision(should_stop, all=False)
         if should_stop:
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch

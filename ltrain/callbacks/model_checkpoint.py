@@ -166,10 +166,11 @@ class ModelCheckpoint(Callback):
         return path
 
     def _metrics(self, trainer: Any) -> dict[str, Any]:
+        """The values names and top-k choices come from: rank 0's, so all ranks choose alike."""
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics["epoch"] = trainer.current_epoch
         metrics["step"] = trainer.global_step
-        return metrics
+        return trainer.strategy.broadcast(metrics)
 
     def _save_latest(self, trainer: Any, metrics: dict[str, Any]) -> None:
         path = self._path(self.format_checkpoint_name(metrics))
@@ -179,7 +180,7 @@ class ModelCheckpoint(Callback):
         if self.save_top_k == -1:
             self.best_k_models[path] = math.nan
         elif previous and previous != path:
-            self._remove(previous)
+            self._remove(trainer, previous)
 
     def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
         if self.monitor not in metrics:
@@ -212,7 +213,7 @@ class ModelCheckpoint(Callback):
                 f"saving model to {path!r} as top {self.save_top_k}"
             )
         if evicted is not None and evicted != path:
-            self._remove(evicted)
+            self._remove(trainer, evicted)
 
     def _in_top_k(self, score: float) -> bool:
         if self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
@@ -249,9 +250,10 @@ class ModelCheckpoint(Callback):
     def _path(self, name: str) -> str:
         return os.path.join(self.dirpath, name + self.FILE_EXTENSION)
 
-    def _remove(self, path: str) -> None:
+    def _remove(self, trainer: Any, path: str) -> None:
         if (
-            path not in (self.last_model_path, self.best_model_path)
+            trainer.is_global_zero  # the rank that writes checkpoints is the one that deletes
+            and path not in (self.last_model_path, self.best_model_path)
             and path not in self.best_k_models
         ):
             try:

@@ -16,9 +16,11 @@ class DataModule:
 
     def __init__(self) -> None:
         self.trainer: Any = None
+        # with several processes: prepare_data on local rank 0 of each machine (False: rank 0 only)
+        self.prepare_data_per_node = True
 
     def prepare_data(self) -> None:
-        """Download or write files; called once, before `setup`."""
+        """Download or write files; called once per machine (not per process), before `setup`."""
 
     def setup(self, stage: str) -> None:
         """Build the data sets for `stage` ("fit", "validate", "test" or "predict")."""

@@ -131,8 +131,9 @@ class FolderLogger(Logger):
         return os.path.join(self.root_dir, folder)
 
     def use_version(self, version: int | str | None) -> None:
-        if version is not None:
+        if version is not None and version != self._version:
             self._version = version
+            self._log_dir = None  # a folder asked for before belongs to the old version
 
     def _ensure_version(self) -> None:
         if self._version is not None:

@@ -72,14 +72,16 @@ class ImageClassifier(Module):
         x, y = batch
         logits = self(x)
         self.valid_acc(logits, y)
-        self.log("valid_loss", F.cross_entropy(logits, y), prog_bar=True)
+        # sync_dist: under DDP the epoch value is the mean over every rank's batches (one
+        # reduction per epoch); the torchmetrics accuracy synchronises itself
+        self.log("valid_loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
         self.log("valid_acc", self.valid_acc, prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
         self.test_acc(logits, y)
-        self.log("test_loss", F.cross_entropy(logits, y))
+        self.log("test_loss", F.cross_entropy(logits, y), sync_dist=True)
         self.log("test_acc", self.test_acc)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
