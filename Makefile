@@ -23,8 +23,9 @@ run: $(STAMP)
 	$(VENV)/bin/ltrain fit configs/digits.yaml
 	$(VENV)/bin/ltrain plot runs/digits-mlp --out runs/digits-mlp.png
 
+# two pytest workers: most tests start real processes, and this keeps CI near 5 minutes on 2 cores
 test: $(LOGGERS_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
