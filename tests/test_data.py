@@ -375,3 +375,31 @@ def test_cifar10_truncated_file_is_refused(tmp_path):
     (folder / "test_batch.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="not a CIFAR-10 binary batch"):
         CIFAR10(root=str(tmp_path)).setup("test")
+
+
+def test_a_data_set_goes_to_the_gpu_only_when_it_fits(monkeypatch):
+    from ltrain.data import images
+
+    x = torch.zeros(1000, 1, 8, 8, dtype=torch.uint8)  # 64,000 bytes
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (256_000, 10**9))
+    assert images._fits_on_device(torch.device("cuda", 0), x)  # a quarter of the free memory
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (255_999, 10**9))
+    assert not images._fits_on_device(torch.device("cuda", 0), x)
+    assert not images._fits_on_device(torch.device("cpu"), x)
+
+
+def test_on_the_cpu_the_data_set_stays_where_it_was():
+    data = Digits(batch_size=16)
+    data.trainer = type("FakeTrainer", (), {"device": torch.device("cpu")})()
+    data.setup("fit")
+    before = data._splits["train"][0]
+    assert data.train_dataloader().tensors[0] is before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_data_set_lives_on_the_device():
+    data = Digits(batch_size=16)
+    data.trainer = type("FakeTrainer", (), {"device": torch.device("cuda", 0)})()
+    data.setup("fit")
+    x, y = next(iter(data.train_dataloader()))
+    assert x.device.type == "cuda" and x.dtype == torch.uint8 and y.device.type == "cuda"

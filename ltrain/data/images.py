@@ -54,6 +54,18 @@ def _seeded_split(
     }
 
 
+DEVICE_SHARE = 0.25  # the most of a GPU's free memory one data set may take
+
+
+def _fits_on_device(device: torch.device, images: torch.Tensor) -> bool:
+    """Whether `images` (uint8, a quarter of their float size) fit in a CUDA device's free
+    memory with room to spare for the model, its activations and the float batches."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() <= DEVICE_SHARE * free
+
+
 class ImageDataModule(DataModule):
     """Serves `self._splits` as `(images, labels)` batches.
 
@@ -95,10 +107,16 @@ class ImageDataModule(DataModule):
             self._splits["test"] = self.read(train=False)
 
     def _split(self, name: str) -> Split:
+        """A set's tensors; on a GPU they move there once if they fit (see `_fits_on_device`),
+        so batches are slices of device memory and never cross the bus again."""
         if name not in self._splits:
             raise RuntimeError(
                 f"{type(self).__name__}: call setup() for a stage that uses the {name} set first"
             )
+        device = getattr(self.trainer, "device", None)
+        images, labels = self._splits[name]
+        if device is not None and images.device != device and _fits_on_device(device, images):
+            self._splits[name] = (images.to(device), labels.to(device))
         return self._splits[name]
 
     def train_dataloader(self) -> TensorLoader:
