@@ -599,3 +599,14 @@ def test_fits_started_together_with_one_logger_name_get_distinct_folders(tmp_pat
     assert sorted(Path(o).name for o in outputs) == ["version_0", "version_1", "version_2"]
     for output in outputs:
         assert (Path(output) / "metrics.csv").is_file()
+
+
+def test_run_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    from ltrain.runs import write_text_atomically
+
+    previous = os.umask(0o022)
+    try:
+        write_text_atomically(tmp_path / "config.yaml", "a: 1\n")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
