@@ -6,6 +6,7 @@ the pieces they rest on (strategy choice, sharding, gathering predictions) in th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -212,6 +213,20 @@ def test_ltrain_fit_starts_the_workers_itself(tmp_path: Path) -> None:
     assert metrics["step"].tolist().count(0) == 1  # each row once: only rank 0 writes
     assert (versions[0] / "config.yaml").is_file()
     assert result.stdout.count("Run folder:") == 1
+    # the run resumes under DDP: a third epoch in the same folder, its rows written once
+    resumed = _run(
+        [sys.executable, "-m", "ltrain", "fit", str(config), "--set", "trainer.max_epochs=3",
+         "--resume", "last"],
+        tmp_path,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [v.name for v in (tmp_path / "runs" / "ddp").iterdir()] == ["version_0"]
+    metrics = pd.read_csv(versions[0] / "metrics.csv")
+    assert sorted(metrics["epoch"].unique()) == [0, 1, 2]
+    train_rows = metrics.dropna(subset=["train_loss_step"])
+    assert train_rows["step"].is_unique and len(train_rows) == 3 * 4
+    record = json.loads((versions[0] / "run.json").read_text())
+    assert record["state"] == "finished" and record["epochs"] == 3 and len(record["previous"]) == 1
     # a checkpoint of the two-process run tests in one process
     test = _run([sys.executable, "-m", "ltrain", "test", "--ckpt", str(versions[0])], tmp_path, 120)
     assert test.returncode == 0, test.stderr[-2000:]
