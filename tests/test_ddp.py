@@ -464,3 +464,13 @@ def test_manual_optimization_with_two_backwards_per_step(tmp_path: Path) -> None
         weights[devices] = torch.load(out, weights_only=True)
     for name, value in weights[1].items():  # 2 x 8 samples averaged = 1 x 16 samples
         torch.testing.assert_close(weights[2][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_dataloader_subclass_is_rebuilt_with_a_warning() -> None:
+    class Mine(DataLoader):
+        pass
+
+    loader = Mine(TensorDataset(torch.arange(6)), batch_size=2)
+    with pytest.warns(UserWarning, match="a Mine, is rebuilt as a plain DataLoader"):
+        shard = shard_loader(loader, rank=0, world_size=2, kind="train")
+    assert [b[0].tolist() for b in shard] == [[0, 2], [4]]

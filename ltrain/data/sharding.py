@@ -61,6 +61,12 @@ def shard_loader(loader: Any, rank: int, world_size: int, kind: str) -> Any:
     }
     if not kept.get("num_workers"):
         kept.pop("prefetch_factor", None)  # only valid with worker processes
+    if type(loader) is not DataLoader:
+        warnings.warn(
+            f"The {kind} loader, a {type(loader).__name__}, is rebuilt as a plain DataLoader with "
+            "a DistributedSampler (its own arguments are kept); behaviour its class adds is lost.",
+            stacklevel=3,
+        )
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
