@@ -40,16 +40,19 @@ from ltrain.data import TensorLoader
 
 
 class Net(pl.LightningModule):
-    def __init__(self, fail_at=-1, fail_rank=1):
+    def __init__(self, fail_at=-1, fail_rank=1, how="raise"):
         super().__init__()
         self.layer = torch.nn.Linear(8, 3)
-        self.fail_at, self.fail_rank = fail_at, fail_rank
+        self.fail_at, self.fail_rank, self.how = fail_at, fail_rank, how
 
     def training_step(self, batch, batch_idx):
-        if self.global_step == self.fail_at and self.global_rank == self.fail_rank:
+        failing = self.global_step == self.fail_at and self.global_rank == self.fail_rank
+        if failing and self.how == "raise":
             raise RuntimeError(f"rank {self.fail_rank} gives up")
         x, y = batch
         loss = F.cross_entropy(self.layer(x), y)
+        if failing:  # how == "nan": this rank's loss diverges, the other's does not
+            loss = loss * float("nan")
         self.log("loss", loss, on_step=True, on_epoch=True, sync_dist=True)
         self.log("loss_max", loss, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
         return loss
@@ -73,6 +76,7 @@ devices, root = int(sys.argv[1]), sys.argv[2]
 kind = sys.argv[3] if len(sys.argv) > 3 else "tensors"
 fail_at = int(sys.argv[4]) if len(sys.argv) > 4 else -1
 fail_rank = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+how = sys.argv[6] if len(sys.argv) > 6 else "raise"
 batch = 128 // devices
 if kind == "tensors":
     train = TensorLoader(x, y, batch_size=batch, shuffle=True)
@@ -90,7 +94,7 @@ trainer = pl.Trainer(
     default_root_dir=root,
     callbacks=[pl.callbacks.ModelCheckpoint(monitor="valid_loss", save_last=True)],
 )
-trainer.fit(Net(fail_at, fail_rank), train, val)
+trainer.fit(Net(fail_at, fail_rank, how), train, val)
 order = torch.arange(53)
 predictions = trainer.predict(trainer.lightning_module, TensorLoader(x[:53], order, batch_size=8))
 if trainer.is_global_zero:
@@ -133,12 +137,17 @@ def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Complet
 
 
 def _train_script(
-    tmp_path: Path, devices: int, kind: str = "tensors", fail_at: int = -1, fail_rank: int = 1
+    tmp_path: Path,
+    devices: int,
+    kind: str = "tensors",
+    fail_at: int = -1,
+    fail_rank: int = 1,
+    how: str = "raise",
 ) -> tuple[subprocess.CompletedProcess, Path]:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     root = tmp_path / f"run{devices}-{kind}"
-    arguments = [str(devices), str(root), kind, str(fail_at), str(fail_rank)]
+    arguments = [str(devices), str(root), kind, str(fail_at), str(fail_rank), how]
     return _run([sys.executable, str(script), *arguments], tmp_path), root
 
 
@@ -192,6 +201,18 @@ def test_a_rank_that_raises_ends_the_run_quickly(tmp_path: Path, rank: int) -> N
     assert f"rank {rank} gives up" in result.stderr
     if rank == 1:  # rank 0, the script's own process, names the rank it started that failed
         assert "error: rank 1 exited with code 1" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_nan_loss_on_one_rank_stops_both_at_the_same_check(tmp_path: Path) -> None:
+    start = time.monotonic()
+    result, root = _train_script(tmp_path, 2, fail_at=2, fail_rank=1, how="nan")
+    assert time.monotonic() - start < 60
+    assert result.returncode != 0
+    assert "the loss was nan or inf at global step 2" in result.stderr  # rank 1, where it was
+    assert "the loss was nan or inf on another rank" in result.stderr  # rank 0, told so
+    (folder,) = (root / "lightning_logs").iterdir()
+    assert not any((folder / "checkpoints").glob("*.ckpt"))  # none written after the nan
 
 
 def _config(tmp_path: Path, **trainer: object) -> Path:
