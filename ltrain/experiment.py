@@ -74,7 +74,7 @@ def run_command(
     resolved = resolve(raw, source=source, base_dir=base_dir).config
     if command == "fit" and ckpt == "last":
         checkpoint_path = _last_checkpoint(resolved)
-    strategy = _strategy(resolved["trainer"])
+    strategy = strategy_for(resolved["trainer"])
     if strategy.distributed and command == "lr-find":
         raise MisconfigurationException(
             "trainer: lr-find runs in one process; add --set trainer.devices=1 "
@@ -158,7 +158,7 @@ def run_command(
     return result
 
 
-def _strategy(trainer: Mapping[str, Any]) -> Any:
+def strategy_for(trainer: Mapping[str, Any]) -> Any:
     """The process layout the trainer settings ask for (checked before anything is built)."""
     from ltrain.strategy import make_strategy
 

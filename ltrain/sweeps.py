@@ -95,10 +95,10 @@ def check_members(config_path: str, members: Sequence[Sequence[str]]) -> None:
 def _refuse_several_processes(trainer: Mapping[str, Any]) -> None:
     """Sweep members run one after another from this process: a DDP member is refused."""
     from ltrain.errors import MisconfigurationException
-    from ltrain.experiment import _strategy
+    from ltrain.experiment import strategy_for
 
     try:
-        several = _strategy(trainer).distributed
+        several = strategy_for(trainer).distributed
     except MisconfigurationException as error:
         raise ConfigError(str(error)) from None
     if several:

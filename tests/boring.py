@@ -67,3 +67,27 @@ def quiet_trainer(tmp_path: Any, **kwargs: Any) -> pl.Trainer:
     }
     options.update(kwargs)
     return pl.Trainer(**options)
+
+
+def digits_config(
+    name: str = "tiny", lr: float = 0.01, batch_size: int = 64, **trainer: Any
+) -> dict:
+    """A fresh small config for CLI tests: MLPClassifier on Digits, quiet, a few batches.
+
+    `trainer` entries are added to (or replace) the trainer section.
+    """
+    return {
+        "name": name,
+        "seed": 0,
+        "model": {"class_path": "MLPClassifier", "init_args": {"in_features": 64, "lr": lr}},
+        "data": {"class_path": "Digits", "init_args": {"batch_size": batch_size}},
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 2,
+            "limit_val_batches": 1,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            **trainer,
+        },
+    }

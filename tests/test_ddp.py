@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from boring import digits_config
 from torch.utils.data import DataLoader, TensorDataset
 
 import ltrain as pl
@@ -102,27 +103,18 @@ if trainer.is_global_zero:
 print(f"rank {trainer.global_rank} of {trainer.world_size} wrote into {trainer.log_dir}")
 """
 
-CONFIG = {
-    "name": "ddp",
-    "seed": 0,
-    "model": {"class_path": "MLPClassifier", "init_args": {"in_features": 64, "lr": 0.05}},
-    "data": {"class_path": "Digits", "init_args": {"batch_size": 32}},
-    "trainer": {
-        "accelerator": "cpu",
-        "max_epochs": 2,
-        "limit_train_batches": 4,
-        "limit_val_batches": 2,
-        "log_every_n_steps": 1,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "callbacks": [
-            {
-                "class_path": "ModelCheckpoint",
-                "init_args": {"monitor": "valid_loss", "save_last": True},
-            }
-        ],
-    },
-}
+CONFIG = digits_config(
+    "ddp",
+    lr=0.05,
+    batch_size=32,
+    accelerator="cpu",
+    max_epochs=2,
+    limit_train_batches=4,
+    limit_val_batches=2,
+    callbacks=[
+        {"class_path": "ModelCheckpoint", "init_args": {"monitor": "valid_loss", "save_last": True}}
+    ],
+)
 
 
 def _clean_environment() -> dict[str, str]:

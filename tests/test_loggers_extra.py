@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from boring import BoringModel, boring_loader, quiet_trainer
+from boring import BoringModel, boring_loader, digits_config, quiet_trainer
 from click.testing import CliRunner
 from torch.nn import functional as F
 
@@ -250,20 +250,7 @@ def test_a_logger_given_a_version_keeps_it_beside_a_sharing_one(tmp_path):
 
 # ---------------------------------------------------------------------- the command line
 
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "model": {"class_path": "MLPClassifier", "init_args": {"in_features": 64, "lr": 0.01}},
-    "data": {"class_path": "Digits", "init_args": {"batch_size": 64}},
-    "trainer": {
-        "max_epochs": 1,
-        "limit_train_batches": 2,
-        "limit_val_batches": 1,
-        "log_every_n_steps": 1,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    },
-}
+TINY = digits_config()
 TINY_HPARAMS = {
     "in_features": 64,
     "lr": 0.01,

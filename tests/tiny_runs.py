@@ -10,31 +10,22 @@ from typing import Any
 
 import pytest
 import yaml
+from boring import digits_config
 from click.testing import CliRunner
 
 from ltrain.cli import main
 
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "model": {"class_path": "MLPClassifier", "init_args": {"in_features": 64, "lr": 0.01}},
-    "data": {"class_path": "Digits", "init_args": {"batch_size": 64}},
-    "trainer": {
-        "max_epochs": 2,
-        "limit_train_batches": 3,
-        "limit_val_batches": 1,
-        "log_every_n_steps": 1,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "callbacks": [
-            {
-                "class_path": "ModelCheckpoint",
-                "init_args": {"monitor": "valid_loss", "save_last": True},
-            },
-            {"class_path": "raiser.RaiseAt", "init_args": {"step": -1}},
-        ],
-    },
-}
+TINY: dict[str, Any] = digits_config(
+    max_epochs=2,
+    limit_train_batches=3,
+    callbacks=[
+        {
+            "class_path": "ModelCheckpoint",
+            "init_args": {"monitor": "valid_loss", "save_last": True},
+        },
+        {"class_path": "raiser.RaiseAt", "init_args": {"step": -1}},
+    ],
+)
 
 # `trainer.callbacks.1`: after global step `step` (-1: never) raises `error`, or sends SIGINT
 RAISER = """
