@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
@@ -77,8 +78,13 @@ def accuracy_of(network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
 
 # ---------------------------------------------------------------------- ltrain side
 def _ltrain_module(
-    network: torch.nn.Module, lr: float, optimizer: str, scale: float | None
+    network: torch.nn.Module,
+    lr: float,
+    optimizer: str,
+    scale: float | None,
+    before_step: Callable[[int], None] | None = None,
 ) -> object:
+    """`before_step(batch_idx)` starts each training_step (instructions.py counts steps with it)."""
     import ltrain as pl
 
     class Classifier(pl.LightningModule):
@@ -87,6 +93,8 @@ def _ltrain_module(
             self.net = network
 
         def training_step(self, batch, batch_idx):
+            if before_step is not None:
+                before_step(batch_idx)
             x, y = batch
             if scale is not None:
                 x = x.float() / scale

@@ -27,10 +27,12 @@ def apply_to_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> 
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """`batch` with every tensor on `device` (asynchronous copies from pinned memory)."""
     # tensors already there pass untouched: even a no-op `.to()` costs a dispatch per tensor
-    if type(batch) is tuple and all(
-        isinstance(t, torch.Tensor) and t.device == device for t in batch
-    ):
-        return batch  # the usual (x, y) already in place: no rebuild
+    if type(batch) in (tuple, list):  # the usual (x, y): a loop, cheaper than all() over a genexpr
+        for t in batch:
+            if not isinstance(t, torch.Tensor) or t.device != device:
+                break
+        else:
+            return batch
     return apply_to_tensors(
         batch, lambda t: t if t.device == device else t.to(device, non_blocking=True)
     )
@@ -40,7 +42,7 @@ def infer_batch_size(batch: Any) -> int:
     """Lightning's rule: the length of the first tensor in the batch, 1 when there is none."""
     if type(batch) in (tuple, list) and batch and isinstance(batch[0], torch.Tensor):
         first = batch[0]  # the usual (x, y): answered without the recursive walk
-        return int(first.shape[0]) if first.dim() > 0 else 1
+        return len(first) if first.dim() else 1
     size = _first_tensor_length(batch)
     return 1 if size is None else size
 

@@ -158,17 +158,17 @@ class Module(nn.Module):
             raise MisconfigurationException(
                 f"self.log({name!r}) needs the module to be attached to a Trainer (call it inside a hook)."
             )
-        self._trainer._results.log(
+        self._trainer._results.log(  # positional: this runs for every value of every step
             name,
             value,
-            prog_bar=prog_bar,
-            logger=True if logger is None else logger,
-            on_step=on_step,
-            on_epoch=on_epoch,
-            reduce_fx=reduce_fx,
-            sync_dist=sync_dist,
-            add_dataloader_idx=add_dataloader_idx,
-            batch_size=batch_size,
+            prog_bar,
+            True if logger is None else logger,
+            on_step,
+            on_epoch,
+            reduce_fx,
+            sync_dist,
+            add_dataloader_idx,
+            batch_size,
         )
 
     def log_dict(

@@ -34,6 +34,8 @@ _ALIASES: dict[Any, str] = {
     "16-true": "16-true",
     "bf16-true": "bf16-true",
 }
+# one reusable (and re-entrant) no-op context for the fp32 steps, not a new object per step
+_NO_CONTEXT = contextlib.nullcontext()
 VALID_PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
 
 
@@ -69,7 +71,7 @@ class Precision:
     def forward_context(self) -> contextlib.AbstractContextManager:
         """What the steps run inside: the run's dtype as torch's default dtype."""
         if self.dtype == torch.float32:
-            return contextlib.nullcontext()
+            return _NO_CONTEXT
         return _default_dtype(self.dtype)
 
     def backward(self, loss: torch.Tensor, module: Any, *args: Any, **kwargs: Any) -> None:

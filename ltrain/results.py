@@ -101,6 +101,7 @@ class _Entry:
         "weight",
         "metric",
         "epoch_value",
+        "forked",
         "step_key",
         "epoch_key",
     )
@@ -124,7 +125,8 @@ class _Entry:
         self.metric: Any = None
         self.epoch_value: torch.Tensor | None = None
         # the names rows use; fixed per entry, so not rebuilt on every `self.log`
-        forked = on_step and on_epoch
+        # logged on step and epoch, a name forks into `_step` and `_epoch` keys
+        self.forked = forked = on_step and on_epoch
         self.step_key = f"{name}_step" if forked else name
         self.epoch_key = f"{name}_epoch" if forked else name
 
@@ -178,7 +180,6 @@ class Results:
         self,
         name: str,
         value: Any,
-        *,
         prog_bar: bool,
         logger: bool,
         on_step: bool | None,
@@ -188,39 +189,38 @@ class Results:
         add_dataloader_idx: bool,
         batch_size: int | None,
     ) -> None:
-        hook = self.hook
+        """Record one `self.log` call; runs for every logged value of every step, so it is lean."""
         if self.dataloader_idx is not None and add_dataloader_idx:
             name = f"{name}/dataloader_idx_{self.dataloader_idx}"
         options = (on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist)
         entry = self.entries.get(name)
-        if entry is None or entry.options != options or entry.hook != hook:
-            entry = self._new_entry(name, hook, options, entry)
+        if entry is None or entry.options != options or entry.hook != self.hook:
+            entry = self._new_entry(name, self.hook, options, entry)
 
         # a tensor is the common case: tested first, it skips the metric's attribute probing
-        if not isinstance(value, torch.Tensor) and _is_metric(value):
-            entry.metric = value
-            if not entry.on_step:
-                return
-            step_value = getattr(value, "_forward_cache", None)
-            if step_value is None:
-                return
-            step_value = step_value.detach()
-        else:
+        if isinstance(value, torch.Tensor) or not _is_metric(value):
             step_value = _as_scalar_tensor(name, value)
             if entry.on_epoch:
                 self._accumulate(entry, step_value, batch_size)
-        if entry.on_step:
-            if entry.sync_dist and self.reduce_across_processes is not None:
-                step_value = self.reduce_across_processes(step_value, entry.reduce)
-            key = entry.step_key
-            if entry.step_to_callbacks:
-                self.callback_metrics[entry.name] = step_value
-                if key != entry.name:
-                    self.callback_metrics[key] = step_value
-            if entry.logger:
-                self.step_values[key] = step_value
-            if entry.prog_bar:
-                self.progress_bar_metrics[key] = step_value
+            if not entry.on_step:
+                return
+        else:
+            entry.metric = value
+            step_value = getattr(value, "_forward_cache", None) if entry.on_step else None
+            if step_value is None:
+                return
+            step_value = step_value.detach()
+        if entry.sync_dist and self.reduce_across_processes is not None:
+            step_value = self.reduce_across_processes(step_value, entry.reduce)
+        key = entry.step_key
+        if entry.step_to_callbacks:
+            self.callback_metrics[entry.name] = step_value
+            if entry.forked:
+                self.callback_metrics[key] = step_value
+        if entry.logger:
+            self.step_values[key] = step_value
+        if entry.prog_bar:
+            self.progress_bar_metrics[key] = step_value
 
     def _new_entry(
         self, name: str, hook: str | None, options: tuple, previous: _Entry | None
@@ -278,7 +278,9 @@ class Results:
 
     def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
         if entry.reduce == "mean":
-            size = batch_size if batch_size is not None else self.batch_size()
+            size = batch_size
+            if size is None:  # the batch's own size, measured once per batch
+                size = self._batch_size if self._batch_size is not None else self.batch_size()
             if entry.total is None:
                 entry.total = value * size  # a new tensor: the in-place adds below stay ours
             else:
@@ -397,18 +399,23 @@ class Results:
         return total / weight if entry.reduce == "mean" else total
 
 
+_FULL_PRECISION = (torch.float32, torch.float64)
+
+
 def _as_scalar_tensor(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"self.log({name!r}, value): value must be a scalar, got a tensor of shape "
-                f"{tuple(value.shape)}"
-            )
+        if value.dim():  # a 0-d tensor is the common case: one call decides it is a scalar
+            if value.numel() != 1:
+                raise ValueError(
+                    f"self.log({name!r}, value): value must be a scalar, got a tensor of shape "
+                    f"{tuple(value.shape)}"
+                )
+            value = value.reshape(())
         if value.requires_grad:  # the sums must not hold the step's graph
             value = value.detach()
-        if value.dtype not in (torch.float32, torch.float64):
+        if value.dtype not in _FULL_PRECISION:
             value = value.to(torch.float32)  # sums of half-precision values lose digits
-        return value if value.dim() == 0 else value.reshape(())
+        return value
     if isinstance(value, (int, float)):
         return torch.tensor(float(value))
     if hasattr(value, "item") and getattr(value, "size", 2) == 1:  # NumPy scalars

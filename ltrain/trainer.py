@@ -37,6 +37,7 @@ read them. Nothing is kept at module level, so a second Trainer in one process s
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import os
@@ -224,7 +225,7 @@ class Trainer:
         self._received_signal: int | None = None
         self._batch_idx = 0
         self._results = self._new_results()
-        self._hook_plans: dict[str, tuple[list[Callback], Any, list[Callback]]] = {}
+        self._hook_plans: dict[str, tuple[list[Callback], Any, list[Callback]] | object] = {}
         self._val_check_batch: float = math.inf
         self._step_output: Any = None
         self._training_step_runner: Any = None  # the module's training_step, or DDP around it
@@ -556,9 +557,9 @@ class Trainer:
         plan = self._hook_plans.get(name)
         if plan is None:
             plan = self._hook_plans[name] = self._plan_hook(name)
-        before, method, after = plan
-        if method is None and not before and not after:
+        if plan is _NOBODY:
             return None
+        before, method, after = plan
         module = self.lightning_module
         results = self._results
         outer_hook = results.hook
@@ -571,13 +572,18 @@ class Trainer:
         results.hook = outer_hook
         return output
 
-    def _plan_hook(self, name: str) -> tuple[list[Callback], Any, list[Callback]]:
-        """Who implements hook `name` in this run: (callbacks before, module method, after)."""
+    def _plan_hook(self, name: str) -> tuple[list[Callback], Any, list[Callback]] | object:
+        """Who implements hook `name` in this run: (callbacks before, module method, after).
+
+        `_NOBODY` when no one does, so that the dispatcher's common case is one identity test.
+        """
         before, after = _split_callbacks(self.callbacks, name)
         module = self.lightning_module
         method = getattr(module, name, None)
         if name in NO_OP_HOOKS and not _overrides_hook(module, name, Module):
             method = None
+        if method is None and not before and not after:
+            return _NOBODY
         return before, method, after
 
     def _new_results(self) -> Results:
@@ -691,6 +697,10 @@ class Trainer:
                 )
         self.optimizers = optimizers
         self._clipping_overridden = _overrides_hook(model, "configure_gradient_clipping", Module)
+        # Module's own optimizer_step / optimizer_zero_grad only forward to the optimizer; kept,
+        # the loop forwards itself and skips the hook dispatch (no callback hook has these names)
+        self._default_optimizer_step = not _overrides_hook(model, "optimizer_step", Module)
+        self._default_zero_grad = not _overrides_hook(model, "optimizer_zero_grad", Module)
         self._lightning_optimizers = [LightningOptimizer(opt, self) for opt in optimizers]
         self.lr_scheduler_configs = configs
 
@@ -700,7 +710,7 @@ class Trainer:
         output = self.precision_plugin.optimizer_step(
             optimizer,
             closure if closure is not None else _no_closure,
-            lambda: self._before_optimizer_step(optimizer, automatic),
+            functools.partial(self._before_optimizer_step, optimizer, automatic),
             skip_without_loss=automatic,
             **kwargs,
         )
@@ -860,7 +870,8 @@ class Trainer:
                 self._call_hook("on_train_batch_end", self._step_output, batch, batch_idx)
                 if self._after_train_batch(results, batch_idx, is_last, stepped):
                     break
-                self._stop_if_signaled(agree=(batch_idx + 1) % SIGNAL_AGREEMENT_BATCHES == 0)
+                if self._received_signal is not None or self.world_size > 1:
+                    self._stop_if_signaled(agree=(batch_idx + 1) % SIGNAL_AGREEMENT_BATCHES == 0)
         self._end_train_epoch(results)
 
     def _own_results_state(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -910,7 +921,10 @@ class Trainer:
             self._step_output = _batch_end_outputs(output)
             if zero_grad_first:
                 self._call_hook("on_before_zero_grad", optimizer)
-                self._call_hook("optimizer_zero_grad", self.current_epoch, batch_idx, optimizer)
+                if self._default_zero_grad:
+                    optimizer.zero_grad()
+                else:
+                    self._call_hook("optimizer_zero_grad", self.current_epoch, batch_idx, optimizer)
             if loss is not None:
                 self._backward(loss / accumulate if accumulate > 1 else loss)
             return loss
@@ -919,9 +933,16 @@ class Trainer:
             with self._no_gradient_sync():
                 closure()
             return False
-        self._call_hook(
-            "optimizer_step", self.current_epoch, batch_idx, self._lightning_optimizers[0], closure
-        )
+        if self._default_optimizer_step:
+            self._optimizer_step(optimizer, closure)
+        else:
+            self._call_hook(
+                "optimizer_step",
+                self.current_epoch,
+                batch_idx,
+                self._lightning_optimizers[0],
+                closure,
+            )
         if self.lr_scheduler_configs:
             self._step_schedulers("step", batch_idx=batch_idx)
             if is_last or self._train_epoch_done():
@@ -1319,6 +1340,7 @@ class Trainer:
 
 # ---------------------------------------------------------------------- helpers
 _END = object()
+_NOBODY = object()  # the plan of a hook that neither the module nor a callback implements
 SIGNAL_AGREEMENT_BATCHES = 10  # how often data-parallel ranks compare received signals
 
 

@@ -118,16 +118,19 @@ class TensorLoader:
 
     def _batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, ...]]:
         bs = self.batch_size
+        tensors = self.tensors
         order = self._order(epoch)
         if order is not None:
             # One copy of the order per device, made once per pass rather than per batch.
-            on_device = {t.device: order.to(t.device) for t in self.tensors}
+            on_device = {t.device: order.to(t.device) for t in tensors}
+            orders = [on_device[t.device] for t in tensors]
         for b in range(start, len(self)):
-            lo = b * bs
+            lo, hi = b * bs, (b + 1) * bs
+            # list comprehensions, not generators: this runs once per training step
             if order is not None:
-                batch = tuple(t[on_device[t.device][lo : lo + bs]] for t in self.tensors)
+                batch = tuple([t[o[lo:hi]] for t, o in zip(tensors, orders, strict=True)])
             else:
-                batch = tuple(t[lo : lo + bs] for t in self.tensors)
+                batch = tuple([t[lo:hi] for t in tensors])
             # Counted before the yield: while the caller holds batch b, state_dict says b + 1.
             self._batches_yielded = b + 1
             yield batch
