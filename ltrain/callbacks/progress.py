@@ -25,9 +25,62 @@ def _in_notebook() -> bool:
 class ProgressBar(Callback):
     """Base class of progress displays (so the trainer can find and replace them)."""
 
+    _enabled = True  # a class default: subclasses need not call this __init__
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, int | str | float]:
+        """What the display shows: the run's version as `v_num`, then the `prog_bar` values.
+
+        Override it to change what is shown, as in Lightning (for instance to drop `v_num`). It is
+        called only when the display refreshes: its floats are the values' one host transfer.
+        """
+        shown: dict[str, int | str | float] = {}
+        version = getattr(trainer.logger, "version", None) if trainer.loggers else None
+        if version is not None:
+            shown["v_num"] = version[-4:] if isinstance(version, str) else version
+        if trainer.progress_bar_metrics:
+            shown.update(to_floats(trainer.progress_bar_metrics))
+        return shown
+
 
 class TQDMProgressBar(ProgressBar):
-    def __init__(self, refresh_seconds: float = 0.2, line_seconds: float = 30.0) -> None:
+    """Lightning's default display, with Lightning's arguments.
+
+    `refresh_rate`: batches between updates of the training bar (0 shows nothing at all);
+    `process_position`: the line the bars use, for several trainings in one terminal;
+    `leave`: keep each epoch's finished bar on screen instead of reusing one bar for the fit.
+    Beyond Lightning: a bar is redrawn at most every `refresh_seconds`, and without a terminal one
+    line is printed every `line_seconds` and at each epoch end.
+    """
+
+    def __init__(
+        self,
+        refresh_rate: int = 1,
+        process_position: int = 0,
+        leave: bool = False,
+        *,
+        refresh_seconds: float = 0.2,
+        line_seconds: float = 30.0,
+    ) -> None:
+        for name, value in (("refresh_rate", refresh_rate), ("process_position", process_position)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TQDMProgressBar: {name} must be an int >= 0, got {value!r}")
+        self.refresh_rate = refresh_rate
+        self.process_position = process_position
+        self.leave = leave
         self.refresh_seconds = refresh_seconds
         self.line_seconds = line_seconds
         self._bar: Any = None
@@ -35,12 +88,16 @@ class TQDMProgressBar(ProgressBar):
         self._last_refresh = 0.0
         self._epoch_start = 0.0
 
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled and self.refresh_rate > 0
+
     def _mode(self) -> str:
         if _in_notebook():
             return "notebook"
         return "bar" if sys.stdout.isatty() else "lines"
 
-    def _new_bar(self, total: float, description: str, leave: bool) -> Any:
+    def _new_bar(self, total: float, description: str, leave: bool, line: int = 0) -> Any:
         if self._mode() == "notebook":
             from tqdm.auto import tqdm  # the widget bar, or tqdm's text bar without ipywidgets
         else:
@@ -49,17 +106,16 @@ class TQDMProgressBar(ProgressBar):
             total=None if total == float("inf") else total,
             desc=description,
             leave=leave,
+            position=2 * self.process_position + line,
             dynamic_ncols=True,
             file=sys.stdout,
         )
 
     def metrics_text(self, trainer: Any) -> str:
-        values = to_floats(trainer.progress_bar_metrics) if trainer.progress_bar_metrics else {}
-        parts = [f"{k}={v:.3g}" for k, v in values.items()]
-        version = getattr(trainer.logger, "version", None) if trainer.loggers else None
-        if version is not None:
-            parts.append(f"v_num={version}")
-        return ", ".join(parts)
+        shown = self.get_metrics(trainer, trainer.lightning_module)
+        return ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+        )
 
     def _epoch_title(self, trainer: Any) -> str:
         return f"Epoch {trainer.current_epoch}"
@@ -67,23 +123,32 @@ class TQDMProgressBar(ProgressBar):
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._epoch_start = self._last_refresh = time.monotonic()
-        if self._mode() != "lines" and trainer.is_global_zero:
-            self._close()
-            self._bar = self._new_bar(
-                trainer.num_training_batches, self._epoch_title(trainer), True
-            )
+        if self._mode() == "lines" or not trainer.is_global_zero or self.is_disabled:
+            return
+        total = trainer.num_training_batches
+        if self._bar is None or self.leave:
+            self._close()  # with `leave`, the finished bar of the last epoch stays on screen
+            self._bar = self._new_bar(total, self._epoch_title(trainer), True)
+        else:  # as Lightning: one bar for the fit, reset each epoch
+            self._bar.reset(total=None if total == float("inf") else total)
+            self._bar.set_description(self._epoch_title(trainer), refresh=False)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = time.monotonic()
         if self._bar is not None:
-            if now - self._last_refresh >= self.refresh_seconds:
+            done = batch_idx + 1
+            if now - self._last_refresh >= self.refresh_seconds and done % self.refresh_rate == 0:
                 self._last_refresh = now
-                self._bar.n = batch_idx + 1
+                self._bar.n = done
                 self._bar.set_postfix_str(self.metrics_text(trainer), refresh=False)
                 self._bar.refresh()
-        elif now - self._last_refresh >= self.line_seconds and trainer.is_global_zero:
+        elif (
+            now - self._last_refresh >= self.line_seconds
+            and trainer.is_global_zero
+            and self.is_enabled
+        ):
             self._last_refresh = now
             info(self._line(trainer, batch_idx + 1, now))
 
@@ -91,8 +156,8 @@ class TQDMProgressBar(ProgressBar):
         if self._bar is not None:
             self._bar.n = self._bar.total or self._bar.n
             self._bar.set_postfix_str(self.metrics_text(trainer), refresh=False)
-            self._close()
-        elif trainer.is_global_zero:
+            self._bar.refresh()
+        elif trainer.is_global_zero and self.is_enabled:
             batches = trainer.num_training_batches
             info(self._line(trainer, batches, time.monotonic()))
 
@@ -115,7 +180,7 @@ class TQDMProgressBar(ProgressBar):
 
     def _open_eval_bar(self, trainer: Any, title: str) -> None:
         self._eval_bar = None
-        if self._mode() == "lines" or not trainer.is_global_zero:
+        if self._mode() == "lines" or not trainer.is_global_zero or self.is_disabled:
             return
         counts = {
             "Validation": trainer.num_val_batches,
@@ -126,7 +191,8 @@ class TQDMProgressBar(ProgressBar):
         total = sum(counts)
         if title == "Sanity Checking" and trainer.num_sanity_val_steps != -1:
             total = sum(min(n, trainer.num_sanity_val_steps) for n in counts)
-        self._eval_bar = self._new_bar(total, title, leave=self._bar is None)
+        training = self._bar is not None
+        self._eval_bar = self._new_bar(total, title, leave=not training, line=int(training))
 
     def _advance_eval_bar(self) -> None:
         if self._eval_bar is not None:
