@@ -63,7 +63,7 @@ from ltrain.errors import MisconfigurationException, NonFiniteLossError, RunInte
 from ltrain.loggers.base import Logger
 from ltrain.loggers.csv_logs import CSVLogger
 from ltrain.module import NO_OP_HOOKS, LightningOptimizer, Module
-from ltrain.precision import make_precision
+from ltrain.precision import Precision, make_precision
 from ltrain.results import Results, to_floats
 from ltrain.runinfo import RunRecord, command_line
 from ltrain.seed import rng_state, set_rng_state
@@ -697,10 +697,14 @@ class Trainer:
                 )
         self.optimizers = optimizers
         self._clipping_overridden = _overrides_hook(model, "configure_gradient_clipping", Module)
-        # Module's own optimizer_step / optimizer_zero_grad only forward to the optimizer; kept,
-        # the loop forwards itself and skips the hook dispatch (no callback hook has these names)
+        # Module's own optimizer_step / optimizer_zero_grad / backward only forward to the
+        # optimizer or the loss; kept (and with a precision that does not scale the loss), the loop
+        # forwards itself and skips the dispatch layers (no callback hook has these names)
         self._default_optimizer_step = not _overrides_hook(model, "optimizer_step", Module)
         self._default_zero_grad = not _overrides_hook(model, "optimizer_zero_grad", Module)
+        self._default_backward = type(self.precision_plugin).backward is Precision.backward and (
+            not _overrides_hook(model, "backward", Module)
+        )
         self._lightning_optimizers = [LightningOptimizer(opt, self) for opt in optimizers]
         self.lr_scheduler_configs = configs
 
@@ -735,7 +739,10 @@ class Trainer:
         self._call_hook("on_before_backward", loss)
         if not self.lightning_module.automatic_optimization:
             self.strategy.before_manual_backward(self._training_step_runner, loss)
-        self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
+        if self._default_backward:
+            loss.backward(*args, **kwargs)
+        else:
+            self.precision_plugin.backward(loss, self.lightning_module, *args, **kwargs)
         self._call_hook("on_after_backward")
 
     def _step_schedulers(
