@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,30 @@ def test_bench_quick_prints_every_row_of_the_table():
         "PyTorch Lightning",
     ):
         assert row in table, row
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/include/valgrind/callgrind.h").exists(), reason="needs valgrind's headers"
+)
+def test_the_instruction_counting_children_run_outside_valgrind(tmp_path):
+    """Outside valgrind the window's client requests do nothing, so both sides just train."""
+    spec = importlib.util.spec_from_file_location("instructions", BENCH.parent / "instructions.py")
+    instructions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(instructions)
+    helper = instructions.build_helper(str(tmp_path))
+    for side in ("plain", "ltrain"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH.parent / "instructions.py"),
+                "--child",
+                "tiny",
+                side,
+                helper,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
