@@ -1607,10 +1607,14 @@ def _make_callbacks(
             raise MisconfigurationException(
                 f"callbacks: {type(callback).__name__} is not an ltrain Callback"
             )
-    if progress_bar and not any(isinstance(c, ProgressBar) for c in given):
+    bars = [c for c in given if isinstance(c, ProgressBar)]
+    if progress_bar and not bars:
         given.append(TQDMProgressBar())
-    if not progress_bar:
-        given = [c for c in given if not isinstance(c, ProgressBar)]
+    if not progress_bar and bars:
+        raise MisconfigurationException(
+            f"enable_progress_bar=False but a {type(bars[0]).__name__} is in callbacks; "
+            "remove one of them."
+        )
     if model_summary and not any(isinstance(c, ModelSummary) for c in given):
         given.append(ModelSummary())
     if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in given):

@@ -28,9 +28,7 @@ def fit_with(tmp_path: Any, bar: pl.Callback, epochs: int = 2, batches: int = 5)
     trainer.fit(ShownLoss(), boring_loader(samples=8 * batches, batch_size=8))
 
 
-def test_without_a_terminal_one_line_per_epoch_shows_the_version_then_the_values(
-    tmp_path, capsys
-):
+def test_without_a_terminal_one_line_per_epoch_shows_the_version_then_the_values(tmp_path, capsys):
     fit_with(tmp_path, TQDMProgressBar())
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
     assert [line.split(":")[0] for line in lines] == ["Epoch 0", "Epoch 1"]
@@ -100,3 +98,8 @@ def test_refresh_rate_counts_batches_between_redraws(tmp_path):
     fit_with(tmp_path, bar, epochs=1, batches=5)
     # every second batch, then the finished epoch (tqdm redraws it again when it closes)
     assert bar.drawn[:3] == [2, 4, 5] and set(bar.drawn[3:]) <= {5}
+
+
+def test_a_bar_in_callbacks_with_the_bar_disabled_is_refused(tmp_path):
+    with pytest.raises(pl.MisconfigurationException, match="enable_progress_bar=False"):
+        quiet_trainer(tmp_path, callbacks=[TQDMProgressBar()], enable_progress_bar=False)
