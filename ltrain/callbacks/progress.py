@@ -130,8 +130,8 @@ class TQDMProgressBar(ProgressBar):
             self._close()  # with `leave`, the finished bar of the last epoch stays on screen
             self._bar = self._new_bar(total, self._epoch_title(trainer), True)
         else:  # as Lightning: one bar for the fit, reset each epoch
-            self._bar.reset(total=None if total == float("inf") else total)
             self._bar.set_description(self._epoch_title(trainer), refresh=False)
+            self._bar.reset(total=None if total == float("inf") else total)  # redraws it
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
