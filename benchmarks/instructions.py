@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import math
 import os
 import re
@@ -45,7 +46,6 @@ def child(workload: str, side: str, helper: str) -> None:
     import ctypes
 
     import torch
-    from torch.nn import functional as F
 
     sys.path.insert(0, HERE)
     import workloads
@@ -79,13 +79,8 @@ def child(workload: str, side: str, helper: str) -> None:
         for i in range(total):
             window(i)
             xb, yb = x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
-            xb = xb.float() / scale if scale else xb
-            logits = network(xb)
-            loss = F.cross_entropy(logits, yb)
-            (logits.argmax(1) == yb).float().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            workloads.plain_step(network, opt, xb.float() / scale if scale else xb, yb)
+        print(json.dumps({"steps": total}))
         return
     import ltrain as pl
     from ltrain.data import TensorLoader
@@ -101,6 +96,7 @@ def child(workload: str, side: str, helper: str) -> None:
             callbacks=[pl.callbacks.TQDMProgressBar(line_seconds=math.inf)],
         )
         trainer.fit(module, TensorLoader(x, y, batch_size=batch))
+    print(json.dumps({"steps": trainer.global_step}))
 
 
 def build_helper(folder: str) -> str:

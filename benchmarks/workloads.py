@@ -36,6 +36,18 @@ def tiny_data(steps: int, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randint(0, 4, (steps * batch,), generator=generator)
 
 
+def plain_step(
+    network: torch.nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor
+) -> None:
+    """One step of the hand-written loop every comparison measures ltrain against."""
+    logits = network(xb)
+    loss = F.cross_entropy(logits, yb)
+    (logits.argmax(1) == yb).float().mean()  # the same accuracy the ltrain side logs
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def mnist_shaped(samples: int = 60_000) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 1, 28, 28) and labels: real digits (scikit-learn's), enlarged and shifted."""
     from sklearn.datasets import load_digits
@@ -138,13 +150,7 @@ def tiny_plain(steps: int) -> dict:
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
     start = time.perf_counter()
     for i in range(steps):
-        xb, yb = x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]
-        logits = network(xb)
-        loss = F.cross_entropy(logits, yb)
-        (logits.argmax(1) == yb).float().mean()  # the same accuracy the ltrain side logs
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        plain_step(network, optimizer, x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32])
     return {"seconds_per_step": (time.perf_counter() - start) / steps}
 
 
@@ -170,13 +176,7 @@ def seed_plain(samples: int) -> dict:
     start = time.perf_counter()
     for i in range(steps):
         index = order[i * 128 : (i + 1) * 128]
-        xb, yb = x[index].float() / 255, y[index]
-        logits = network(xb)
-        loss = F.cross_entropy(logits, yb)
-        (logits.argmax(1) == yb).float().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        plain_step(network, optimizer, x[index].float() / 255, y[index])
     return {"seconds": time.perf_counter() - start, "steps": steps}
 
 

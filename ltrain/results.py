@@ -124,8 +124,8 @@ class _Entry:
         self.weight = 0
         self.metric: Any = None
         self.epoch_value: torch.Tensor | None = None
-        # the names rows use; fixed per entry, so not rebuilt on every `self.log`
-        # logged on step and epoch, a name forks into `_step` and `_epoch` keys
+        # the names rows use, fixed per entry so not rebuilt on every `self.log`: logged on step
+        # and epoch, a name forks into `_step` and `_epoch` keys
         self.forked = forked = on_step and on_epoch
         self.step_key = f"{name}_step" if forked else name
         self.epoch_key = f"{name}_epoch" if forked else name
@@ -278,9 +278,7 @@ class Results:
 
     def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
         if entry.reduce == "mean":
-            size = batch_size
-            if size is None:  # the batch's own size, measured once per batch
-                size = self._batch_size if self._batch_size is not None else self.batch_size()
+            size = batch_size if batch_size is not None else self.batch_size()
             if entry.total is None:
                 entry.total = value * size  # a new tensor: the in-place adds below stay ours
             else:

@@ -877,8 +877,7 @@ class Trainer:
                 self._call_hook("on_train_batch_end", self._step_output, batch, batch_idx)
                 if self._after_train_batch(results, batch_idx, is_last, stepped):
                     break
-                if self._received_signal is not None or self.world_size > 1:
-                    self._stop_if_signaled(agree=(batch_idx + 1) % SIGNAL_AGREEMENT_BATCHES == 0)
+                self._stop_if_signaled(agree=(batch_idx + 1) % SIGNAL_AGREEMENT_BATCHES == 0)
         self._end_train_epoch(results)
 
     def _own_results_state(self, state: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,12 +37,16 @@ def test_bench_quick_prints_every_row_of_the_table():
 @pytest.mark.skipif(
     not Path("/usr/include/valgrind/callgrind.h").exists(), reason="needs valgrind's headers"
 )
-def test_the_instruction_counting_children_run_outside_valgrind(tmp_path):
-    """Outside valgrind the window's client requests do nothing, so both sides just train."""
+def test_both_instruction_counting_children_train_past_the_window(tmp_path):
+    """Outside valgrind the window's client requests do nothing, so both sides just train.
+
+    Each side must train beyond the window's last step, or callgrind would never stop counting.
+    """
     spec = importlib.util.spec_from_file_location("instructions", BENCH.parent / "instructions.py")
     instructions = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(instructions)
     helper = instructions.build_helper(str(tmp_path))
+    first, steps = instructions.WINDOWS["tiny"]
     for side in ("plain", "ltrain"):
         done = subprocess.run(
             [
@@ -57,3 +62,5 @@ def test_the_instruction_counting_children_run_outside_valgrind(tmp_path):
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
+        trained = json.loads(done.stdout.strip().splitlines()[-1])["steps"]
+        assert trained == first + steps + 1, side

@@ -6,11 +6,14 @@ from typing import Any
 
 import pytest
 import torch
-from boring import BoringModel, boring_loader, quiet_trainer
+import yaml
+from boring import BoringModel, boring_loader, digits_config, quiet_trainer
+from click.testing import CliRunner
 from torch.nn import functional as F
 
 import ltrain as pl
 from ltrain.callbacks import TQDMProgressBar
+from ltrain.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 
@@ -56,7 +59,7 @@ def test_an_overridden_get_metrics_decides_what_is_shown(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_a_bad_refresh_rate_is_refused_by_name(bad):
-    with pytest.raises(ValueError, match="refresh_rate must be an int >= 0"):
+    with pytest.raises(pl.MisconfigurationException, match="refresh_rate=.*expected an int >= 0"):
         TQDMProgressBar(refresh_rate=bad)
 
 
@@ -103,3 +106,27 @@ def test_refresh_rate_counts_batches_between_redraws(tmp_path):
 def test_a_bar_in_callbacks_with_the_bar_disabled_is_refused(tmp_path):
     with pytest.raises(pl.MisconfigurationException, match="enable_progress_bar=False"):
         quiet_trainer(tmp_path, callbacks=[TQDMProgressBar()], enable_progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    ("bar_args", "trainer_args", "message"),
+    [
+        (
+            {"refresh_rate": -1},
+            {"enable_progress_bar": True},
+            "TQDMProgressBar refresh_rate=-1: expected an int >= 0",
+        ),
+        ({}, {"enable_progress_bar": False}, "enable_progress_bar=False but a TQDMProgressBar"),
+    ],
+)
+def test_a_bad_bar_setting_in_a_config_is_one_line_and_leaves_no_run_folder(
+    tmp_path, monkeypatch, bar_args, trainer_args, message
+):
+    monkeypatch.chdir(tmp_path)
+    bar = {"class_path": "TQDMProgressBar", "init_args": bar_args}
+    config = digits_config(callbacks=[bar], **trainer_args)
+    (tmp_path / "bar.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(main, ["fit", "bar.yaml"])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.glob("runs/*/version_*"))

@@ -14,6 +14,7 @@ from typing import Any
 
 from ltrain.callbacks.base import Callback
 from ltrain.console import info
+from ltrain.errors import MisconfigurationException
 from ltrain.results import to_floats
 
 
@@ -77,7 +78,9 @@ class TQDMProgressBar(ProgressBar):
     ) -> None:
         for name, value in (("refresh_rate", refresh_rate), ("process_position", process_position)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TQDMProgressBar: {name} must be an int >= 0, got {value!r}")
+                raise MisconfigurationException(
+                    f"TQDMProgressBar {name}={value!r}: expected an int >= 0"
+                )
         self.refresh_rate = refresh_rate
         self.process_position = process_position
         self.leave = leave
