@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LOGGERS_STAMP := $(VENV)/.installed-loggers
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench gpu-check lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(LOGGERS_STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+
+# on a CUDA machine: the suite with the GPU tests, every precision, host syncs, the GPU bench rows
+gpu-check: $(LOGGERS_STAMP)
+	$(PY) benchmarks/gpu_check.py --out gpu-check.txt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check ltrain tests benchmarks

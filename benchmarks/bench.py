@@ -4,6 +4,11 @@ Every measurement is a fresh process (workloads.py); the two sides of a comparis
 several rounds, and the table gives medians and the median of the per-round ratios, so a slow
 moment hits both sides instead of one. Before each round the script waits (up to a minute) for the
 machine to be quiet and prints the load it saw. Nothing here asserts a timing: it prints.
+
+With CUDA, the GPU rows follow (gpu_workloads.py): one fresh process per workload, in which the
+sides alternate after an untimed warm-up (that module's docstring says why that is sound on a GPU);
+`--gpu-only` runs only them. GPU_WORKLOADS_DEVICE=cpu runs them on the CPU instead, at whatever
+size is asked (use it with --quick): a smoke test of the GPU rows on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def run(name: str, *args: object, env: dict | None = None) -> dict:
+def run(name: str, *args: object, env: dict | None = None, script: str = "workloads.py") -> dict:
     done = subprocess.run(
-        [sys.executable, os.path.join(HERE, "workloads.py"), name, *map(str, args)],
+        [sys.executable, os.path.join(HERE, script), name, *map(str, args)],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -74,8 +79,9 @@ def column(results: list[dict], key: str) -> list[float]:
     return [r[key] for r in results]
 
 
-def stats(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+def stats(values: list[float], digits: int = 3) -> str:
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def paired(ours: list[float], base: list[float]) -> float:
@@ -91,6 +97,140 @@ def startup_seconds(args: list[str], repeats: int) -> float:
     return best
 
 
+Row = tuple[str, str, str, str, str]
+
+
+def per_step(side: dict) -> list[float]:
+    """Seconds per step of each round of one side of a GPU row."""
+    return [t / n for t, n in zip(side["seconds"], side["steps"], strict=True)]
+
+
+def throughput(side: dict) -> list[float]:
+    return [1 / t for t in per_step(side)]
+
+
+def overhead_us(ours: dict, base: dict) -> float:
+    """Median over the rounds of ltrain's extra time per step, in microseconds."""
+    a, b = per_step(ours), per_step(base)
+    n = min(len(a), len(b))
+    return statistics.median((x - y) * 1e6 for x, y in zip(a[:n], b[:n], strict=True))
+
+
+def gpu_rows(args: argparse.Namespace, device: str, patience: float) -> tuple[list[Row], bool]:
+    """The GPU rows, one fresh process per workload (two rows for ResNet-18's two precisions).
+
+    Returns the rows and whether a workload failed (its row then says so; the others still run).
+    """
+    cpu = device == "cpu"  # GPU_WORKLOADS_DEVICE=cpu: a smoke test on a machine without a GPU
+    jobs = {
+        "tiny": (
+            "--steps", 50 if args.quick else args.steps, "--warmup", 5 if args.quick else 200,
+            "--rounds", args.rounds,
+        ),
+        "mnist": (
+            "--samples", args.samples, "--warmup", 3 if args.quick else 20,
+            "--rounds", args.rounds, "--classic-rounds", min(args.rounds, 3),
+        ),
+        "resnet": (
+            "--steps", args.resnet_steps, "--warmup", 2 if args.quick else 30,
+            "--rounds", args.rounds, "--batch", 64 if cpu else 256,
+            "--precisions", "bf16-mixed,16-mixed",
+        ),
+    }  # fmt: skip
+    rows: list[Row] = []
+    failed = False
+    started = time.perf_counter()
+    for name, options in jobs.items():
+        try:  # the machine is not shared, so no waiting: the load is printed
+            load = f"{wait_until_quiet(min(patience, 10.0)):.0%}"
+        except OSError:  # no /proc/stat
+            load = "unknown"
+        began = time.perf_counter()
+        try:
+            result = run(name, *options, "--device", device, script="gpu_workloads.py")
+        except RuntimeError as error:
+            print(f"  GPU {name}: {error}")
+            rows.append((f"GPU {name}", "failed (error above)", "", "", ""))
+            failed = True
+            continue
+        where = f"{result['device_name']}, torch {result['torch']}"
+        print(
+            f"  GPU {name}: {where}; {time.perf_counter() - began:.1f} s with start-up, load "
+            f"before {load}; warm-up {result['warmup']} batches per side, {result['rounds']} "
+            f"rounds in one process, cuDNN benchmark {'on' if result['cudnn_benchmark'] else 'off'}"
+        )
+        for row in result["rows"]:
+            rows.extend(GPU_ROW_FORMATS[row["row"]](row, where))
+    print(f"  GPU section: {time.perf_counter() - started:.1f} s, {len(jobs)} processes")
+    return rows, failed
+
+
+def tiny_gpu_row(row: dict, where: str) -> list[Row]:
+    ours, plain = row["sides"]["ltrain"], row["sides"]["plain"]
+    steps = plain["steps"][0]
+    return [
+        (
+            f"GPU tiny MLP 32-64-4, batch {row['batch']}, {steps} steps, data on the device, "
+            f"{row['precision']} (steps/s)",
+            stats(throughput(ours), 0),
+            stats(throughput(plain), 0),
+            f"{paired(throughput(ours), throughput(plain)):.3f}",
+            f"{overhead_us(ours, plain):+.1f} us/step (host-bound: ltrain's overhead); {where}",
+        )
+    ]
+
+
+def mnist_gpu_row(row: dict, where: str) -> list[Row]:
+    sides = row["sides"]
+    ours, classic, resident = sides["ltrain"], sides["classic"], sides["resident"]
+    mine = ours["seconds"]
+    with_classic = mine[: len(classic["seconds"])]  # the classic recipe ran in the first rounds
+    return [
+        (
+            f"GPU seed two-branch MLP, {row['samples']} MNIST-shaped, batch {row['batch']}, "
+            f"1 epoch: `ltrain.data.MNIST` vs classic recipe (s)",
+            stats(mine),
+            stats(classic["seconds"]),
+            f"{paired(classic['seconds'], with_classic):.2f}x faster",
+            f"classic: ToTensor + DataLoader(128, shuffle), .to(device) per batch, "
+            f"{len(classic['seconds'])} rounds; {where}",
+        ),
+        (
+            "  same, plain loop on the same device-resident uint8 tensors (s)",
+            stats(mine),
+            stats(resident["seconds"]),
+            f"{paired(resident['seconds'], mine):.3f}",
+            f"{overhead_us(ours, resident):+.1f} us/step; classic recipe "
+            f"{paired(classic['seconds'], resident['seconds'][: len(classic['seconds'])]):.2f}x "
+            "slower than this loop",
+        ),
+    ]
+
+
+def resnet_gpu_row(row: dict, where: str) -> list[Row]:
+    ours, plain = row["sides"]["ltrain"], row["sides"]["plain"]
+    label = (
+        f"GPU ResNet-18, CIFAR-shaped 3x32x32, batch {row['batch']}, {plain['steps'][0]} steps, "
+        f"{row['precision']} (steps/s)"
+    )
+    if row["skipped"].get("ltrain"):
+        return [(label, "skipped", stats(throughput(plain), 1), "", row["skipped"]["ltrain"])]
+    return [
+        (
+            label,
+            stats(throughput(ours), 1),
+            stats(throughput(plain), 1),
+            f"{paired(throughput(ours), throughput(plain)):.3f} (target >= 0.98)",
+            f"{overhead_us(ours, plain):+.0f} us/step; SGD momentum, "
+            f"{'GradScaler, ' if row['grad_scaler'] else ''}autocast {row['autocast_dtype']}; "
+            f"{where}",
+        )
+    ]
+
+
+GPU_ROW_FORMATS = {"tiny": tiny_gpu_row, "mnist": mnist_gpu_row, "resnet": resnet_gpu_row}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -98,18 +238,24 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=60_000, help="MNIST-shaped samples")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the accuracy comparison")
     parser.add_argument(
+        "--resnet-steps", type=int, default=150, help="GPU ResNet-18 steps per side per round"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="one small round of each (a smoke test)"
+    )
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="only the GPU rows (the GPU check runs these)"
     )
     args = parser.parse_args()
     if args.quick:  # a smoke test of every row: timings mean nothing, so no waiting either
         args.rounds, args.steps, args.samples, args.epochs = 1, 200, 2_000, 1
+        args.resnet_steps = 5
     patience = 0.0 if args.quick else 60.0  # seconds a round waits for a quiet machine
 
     import torch
 
     import ltrain
 
-    rows: list[tuple[str, str, str, str, str]] = []
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     )
@@ -117,6 +263,29 @@ def main() -> None:
         f"python {platform.python_version()}, torch {torch.__version__}, ltrain {ltrain.__version__}, "
         f"cuda: {torch.cuda.is_available()}; medians over {args.rounds} rounds (min-max)"
     )
+    rows = [] if args.gpu_only else cpu_rows(args, patience)
+    gpu_device = os.environ.get("GPU_WORKLOADS_DEVICE") or (
+        "cuda" if torch.cuda.is_available() else None
+    )
+    failed = False
+    if gpu_device is None:
+        rows.append(("GPU rows (CUDA, 16-mixed, bf16-mixed)", "no GPU on this machine", "", "", ""))
+    else:
+        more, failed = gpu_rows(args, gpu_device, patience)
+        rows.extend(more)
+
+    headers = ("workload", "ltrain", "baseline", "ratio", "overhead / note")
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(5)]
+    print()
+    for row in [headers, tuple("-" * w for w in widths), *rows]:
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if failed:
+        sys.exit("a GPU workload failed: its row says which, its error is printed above")
+
+
+def cpu_rows(args: argparse.Namespace, patience: float) -> list[Row]:
+    """The CPU rows: every measurement a fresh process (workloads.py)."""
+    rows: list[Row] = []
 
     # 1a. engine overhead, tiny MLP
     (plain, ours), loads = alternate(
@@ -262,14 +431,7 @@ def main() -> None:
         else "not installed"
     )
     rows.append(("PyTorch Lightning, same workloads", note, "", "", ""))
-    if not torch.cuda.is_available():
-        rows.append(("GPU rows (CUDA, 16-mixed, bf16-mixed)", "no GPU on this machine", "", "", ""))
-
-    headers = ("workload", "ltrain", "baseline", "ratio", "overhead / note")
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(5)]
-    print()
-    for row in [headers, tuple("-" * w for w in widths), *rows]:
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return rows
 
 
 if __name__ == "__main__":

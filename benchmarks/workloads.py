@@ -92,11 +92,15 @@ def accuracy_of(network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> f
 def _ltrain_module(
     network: torch.nn.Module,
     lr: float,
-    optimizer: str,
+    optimizer: str | Callable[..., torch.optim.Optimizer],
     scale: float | None,
     before_step: Callable[[int], None] | None = None,
 ) -> object:
-    """`before_step(batch_idx)` starts each training_step (instructions.py counts steps with it)."""
+    """`before_step(batch_idx)` starts each training_step (instructions.py counts steps with it).
+
+    `optimizer` is "sgd" or "adam" (with `lr`), or a function of the parameters that builds one
+    (the GPU rows' SGD with momentum; `lr` is then unused).
+    """
     import ltrain as pl
 
     class Classifier(pl.LightningModule):
@@ -119,6 +123,8 @@ def _ltrain_module(
             return loss
 
         def configure_optimizers(self):
+            if callable(optimizer):
+                return optimizer(self.parameters())
             if optimizer == "sgd":
                 return torch.optim.SGD(self.parameters(), lr=lr)
             return torch.optim.Adam(self.parameters(), lr=lr)
@@ -294,22 +300,30 @@ class EpochClock(Callback):
     Epoch hooks, not batch hooks, so the clock adds nothing to the steps it times. The region holds
     every batch's fetch and step, as the plain loops' regions do, plus the epoch's own opening and
     closing work (the permutation, the epoch means), which can only count against ltrain. With
-    `out`, the seconds are also written there as JSON (for runs through the CLI).
+    `out`, the seconds are also written there as JSON (for runs through the CLI). With
+    `synchronize` (CUDA runs), the clock waits for the GPU before it reads the time at both ends,
+    so the region holds the GPU work the epoch queued, not only its launches.
     """
 
-    def __init__(self, out: str | None = None) -> None:
+    def __init__(self, out: str | None = None, synchronize: bool = False) -> None:
         self.out = out
+        self.synchronize = synchronize
         self.start = self.end = 0.0
         self.batches = 0
 
+    def _now(self) -> float:
+        if self.synchronize:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 0:
-            self.start = time.perf_counter()
+            self.start = self._now()
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch:  # the first epoch is the timed one
             return
-        self.end, self.batches = time.perf_counter(), trainer.num_training_batches
+        self.end, self.batches = self._now(), trainer.num_training_batches
         if self.out is not None:
             with open(self.out, "w") as handle:
                 json.dump({"seconds": self.end - self.start}, handle)

@@ -472,5 +472,6 @@ def make_strategy(
     return strategy
 
 
-def gpu_available() -> bool:
-    return torch.cuda.is_available() or _mps_available()
+def gpu_kind() -> str | None:
+    """'cuda' or 'mps' when this machine has such a GPU, else None (Lightning's start-up line)."""
+    return "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else None

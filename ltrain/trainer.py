@@ -67,7 +67,7 @@ from ltrain.precision import Precision, make_precision
 from ltrain.results import Results, to_floats
 from ltrain.runinfo import RunRecord, command_line
 from ltrain.seed import rng_state, set_rng_state
-from ltrain.strategy import gpu_available, make_strategy
+from ltrain.strategy import gpu_kind, make_strategy
 
 _STAGE_LOADER = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
 
@@ -530,7 +530,8 @@ class Trainer:
             return
         device = self.strategy.root_device
         used = device.type in ("cuda", "mps")
-        info(f"GPU available: {gpu_available()}, used: {used}")
+        kind = gpu_kind()
+        info(f"GPU available: {kind is not None}{f' ({kind})' if kind else ''}, used: {used}")
         info(f"Device: {device}, precision: {self.precision_plugin.name}")
 
     def _teardown(

@@ -4,6 +4,8 @@ It trains a model whose result depends on every generator (dropout, a shuffled D
 torchmetrics state, mid-epoch validation), saving last.ckpt every 3 steps. KILL says where to
 SIGKILL itself: `none`, `train:N` (before global batch N), `val:N` (inside the N-th validation),
 `ckpt:N` (right after the N-th last.ckpt write). With RESUME_FROM it resumes from that file.
+The environment variables RESUME_ACCELERATOR and RESUME_PRECISION (default cpu, 32-true) choose
+where and how it trains; the precision's state (fp16's GradScaler) is saved beside the weights.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ train = torch.utils.data.DataLoader(
 val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[64:], y[64:]), batch_size=4)
 trainer = pl.Trainer(
     max_epochs=3,
-    accelerator="cpu",
+    accelerator=os.environ.get("RESUME_ACCELERATOR", "cpu"),
+    precision=os.environ.get("RESUME_PRECISION", "32-true"),
     deterministic=True,
     default_root_dir=root,
     logger=pl.loggers.CSVLogger(root, name="run", version=0),
@@ -102,3 +105,4 @@ trainer = pl.Trainer(
 model = Noisy()
 trainer.fit(model, train, val, ckpt_path=resume_from)
 torch.save(model.state_dict(), os.path.join(root, "final.pt"))
+torch.save(trainer.precision_plugin.state_dict(), os.path.join(root, "precision.pt"))

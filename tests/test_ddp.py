@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from boring import digits_config
+from boring import digits_config, needs_cuda
 from torch.utils.data import DataLoader, TensorDataset
 
 import ltrain as pl
@@ -78,6 +78,8 @@ kind = sys.argv[3] if len(sys.argv) > 3 else "tensors"
 fail_at = int(sys.argv[4]) if len(sys.argv) > 4 else -1
 fail_rank = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 how = sys.argv[6] if len(sys.argv) > 6 else "raise"
+accelerator = sys.argv[7] if len(sys.argv) > 7 else "cpu"
+strategy = sys.argv[8] if len(sys.argv) > 8 else ("ddp" if devices > 1 else "auto")
 batch = 128 // devices
 if kind == "tensors":
     train = TensorLoader(x, y, batch_size=batch, shuffle=True)
@@ -85,9 +87,9 @@ else:  # not shuffled: a DistributedSampler's own shuffle differs from a RandomS
     train = DataLoader(TensorDataset(x, y), batch_size=batch)
 val = DataLoader(TensorDataset(x[:100], y[:100]), batch_size=batch)
 trainer = pl.Trainer(
-    strategy="ddp" if devices > 1 else "auto",
+    strategy=strategy,
     devices=devices,
-    accelerator="cpu",
+    accelerator=accelerator,
     max_epochs=2,
     log_every_n_steps=1,
     enable_progress_bar=False,
@@ -100,7 +102,8 @@ order = torch.arange(53)
 predictions = trainer.predict(trainer.lightning_module, TensorLoader(x[:53], order, batch_size=8))
 if trainer.is_global_zero:
     torch.save(predictions, root + "/predictions.pt")
-print(f"rank {trainer.global_rank} of {trainer.world_size} wrote into {trainer.log_dir}")
+backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+print(f"rank {trainer.global_rank} of {trainer.world_size} ({backend}) wrote into {trainer.log_dir}")
 """
 
 CONFIG = digits_config(
@@ -135,11 +138,15 @@ def _train_script(
     fail_at: int = -1,
     fail_rank: int = 1,
     how: str = "raise",
+    accelerator: str = "cpu",
+    strategy: str | None = None,
 ) -> tuple[subprocess.CompletedProcess, Path]:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    root = tmp_path / f"run{devices}-{kind}"
+    strategy = strategy or ("ddp" if devices > 1 else "auto")
+    root = tmp_path / f"run{devices}-{kind}-{accelerator}-{strategy}"
     arguments = [str(devices), str(root), kind, str(fail_at), str(fail_rank), how]
+    arguments += [accelerator, strategy]
     return _run([sys.executable, str(script), *arguments], tmp_path), root
 
 
@@ -156,7 +163,7 @@ def test_two_processes_of_half_batches_follow_one_process(tmp_path: Path, kind: 
     two, two_root = _train_script(tmp_path, 2, kind)
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
-    assert "rank 0 of 2" in two.stdout and "rank 1 of 2" in two.stdout
+    assert "rank 0 of 2 (gloo)" in two.stdout and "rank 1 of 2 (gloo)" in two.stdout
     # one version folder, written once (no row twice), by rank 0
     assert [p.name for p in (two_root / "lightning_logs").iterdir()] == ["version_0"]
     single, parallel = _metrics(one_root), _metrics(two_root)
@@ -181,6 +188,26 @@ def test_two_processes_of_half_batches_follow_one_process(tmp_path: Path, kind: 
     (folder,) = (two_root / "lightning_logs").iterdir()
     state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert sorted(state) == ["layer.bias", "layer.weight"]
+
+
+@pytest.mark.slow
+@needs_cuda
+def test_one_gpu_in_an_nccl_process_group_follows_the_plain_gpu_run(tmp_path: Path) -> None:
+    """One GPU allows nccl's code path with one rank: reductions, gathers and the DDP wrapper."""
+    alone, alone_root = _train_script(tmp_path, 1, accelerator="cuda", strategy="auto")
+    ddp, ddp_root = _train_script(tmp_path, 1, accelerator="cuda", strategy="ddp")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert "rank 0 of 1 (nccl)" in ddp.stdout and "rank 0 of 1 (none)" in alone.stdout
+    single, grouped = _metrics(alone_root), _metrics(ddp_root)
+    assert list(grouped.columns) == list(single.columns) and len(grouped) == len(single)
+    for column in ("loss_step", "loss_epoch", "loss_max", "valid_loss"):
+        torch.testing.assert_close(
+            torch.tensor(grouped[column].to_numpy()), torch.tensor(single[column].to_numpy()),
+            equal_nan=True, rtol=1e-5, atol=1e-6,
+        )  # fmt: skip
+    gathered = torch.load(ddp_root / "predictions.pt")
+    assert torch.equal(torch.cat([b["index"] for b in gathered]).cpu(), torch.arange(53))
 
 
 @pytest.mark.slow

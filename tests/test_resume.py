@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from boring import needs_cuda
 
 SCRIPT = str(Path(__file__).with_name("resume_script.py"))
 
 
-def run(root: Path, kill: str = "none", resume_from: str | None = None) -> int:
+def run(root: Path, kill: str = "none", resume_from: str | None = None, **environment: str) -> int:
+    """resume_script.py's exit code; `environment` sets RESUME_ACCELERATOR / RESUME_PRECISION."""
     args = [sys.executable, SCRIPT, str(root), kill] + ([resume_from] if resume_from else [])
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, **environment}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     if done.returncode not in (0, -9):
         raise AssertionError(done.stderr)
     return done.returncode
@@ -32,19 +36,58 @@ def reference(tmp_path_factory):
 def test_killed_run_resumed_from_last_ckpt_matches_an_uninterrupted_run_bitwise(
     tmp_path, reference, kill
 ):
-    assert run(tmp_path, kill) == -9
-    last = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    kill_and_resume(tmp_path, kill)
+    assert_same_run(reference, tmp_path)
+
+
+GPU_FP16 = {"RESUME_ACCELERATOR": "cuda", "RESUME_PRECISION": "16-mixed"}
+
+
+@pytest.fixture(scope="module")
+def gpu_fp16_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpu_fp16_reference")
+    assert run(root, **GPU_FP16) == 0
+    return root
+
+
+@pytest.mark.slow
+@needs_cuda
+@pytest.mark.parametrize("kill", ["train:7", "val:3", "ckpt:4"])
+def test_16_mixed_gpu_run_resumes_bitwise_with_its_grad_scaler(tmp_path, gpu_fp16_reference, kill):
+    kill_and_resume(tmp_path, kill, **GPU_FP16)
+    assert_same_run(gpu_fp16_reference, tmp_path)
+    last = torch.load(tmp_path / "run/version_0/checkpoints/last.ckpt", weights_only=True)
+    # the scale and the count of steps since the last overflow, which a fresh scaler would reset
+    assert {"scale", "_growth_tracker"} <= set(last["precision"]["scaler"])
+
+
+def kill_and_resume(root: Path, kill: str, **environment: str) -> None:
+    assert run(root, kill, **environment) == -9
+    last = root / "run" / "version_0" / "checkpoints" / "last.ckpt"
     assert last.is_file()
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
-    assert run(tmp_path, "none", str(last)) == 0
+    assert run(root, "none", str(last), **environment) == 0
 
-    expected = torch.load(reference / "final.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "final.pt", weights_only=True)
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
+
+def assert_same_run(reference: Path, resumed_root: Path) -> None:
+    """Weights, the precision's state and metrics.csv, bit for bit."""
+    for file in ("final.pt", "precision.pt"):
+        expected = torch.load(reference / file, weights_only=True)
+        resumed = torch.load(resumed_root / file, weights_only=True)
+        assert_equal_nested(expected, resumed, file)
     metrics = "run/version_0/metrics.csv"
-    assert (tmp_path / metrics).read_text() == (reference / metrics).read_text()
+    assert (resumed_root / metrics).read_text() == (reference / metrics).read_text()
+
+
+def assert_equal_nested(expected: object, actual: object, where: str) -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and expected.keys() == actual.keys(), where
+        for key in expected:
+            assert_equal_nested(expected[key], actual[key], f"{where}:{key}")
+    elif isinstance(expected, torch.Tensor):
+        assert torch.equal(expected, actual), where
+    else:
+        assert expected == actual, where
 
 
 def test_fit_ckpt_path_last_finds_last_ckpt_in_the_loggers_version_folder(tmp_path):

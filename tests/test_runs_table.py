@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from tiny_runs import FAIL_AT_4, INTERRUPT_AT_4, invoke, run_json, write_project
 
@@ -71,7 +72,8 @@ def test_run_json_records_the_command_its_end_and_the_best_checkpoint(runs):
     assert finished["command_line"].endswith("fit tiny.yaml")
     assert finished["started"] <= finished["ended"] and finished["duration_s"] > 0
     assert (finished["epochs"], finished["global_step"]) == (2, 6)
-    assert finished["device"] == "cpu" and finished["precision"] == "32-true"
+    auto_device = "cuda:0" if torch.cuda.is_available() else "cpu"  # the config says auto
+    assert finished["device"] == auto_device and finished["precision"] == "32-true"
     assert set(finished["versions"]) == {"ltrain", "torch", "python"}
     assert finished["git"] is None  # the project folder is not a git work tree
     best = Path(finished["best_model_path"])

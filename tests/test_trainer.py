@@ -919,7 +919,8 @@ def test_start_of_fit_prints_seed_accelerator_device_and_summary(tmp_path, capsy
     trainer.fit(BoringModel(), boring_loader(16, 8))
     out = capsys.readouterr().out
     assert "Seed set to 0" in out
-    assert "GPU available: False, used: False" in out
+    gpu = " (cuda)" if torch.cuda.is_available() else ""  # Lightning names the kind it found
+    assert f"GPU available: {bool(gpu)}{gpu}, used: False" in out
     assert "Device: cpu, precision: 32-true" in out
     lines = out.splitlines()
     header = next(line for line in lines if "| Name" in line)

@@ -93,6 +93,7 @@ class ImageDataModule(DataModule):
         self.normalize = normalize
         self.val_split = val_split
         self._splits: dict[str, Split] = {}
+        self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def read(self, train: bool) -> Split:
         """The whole training (or test) set: uint8 images (N, C, H, W) and int64 labels."""
@@ -137,7 +138,17 @@ class ImageDataModule(DataModule):
         images, labels = batch
         images = images.float().div_(self.max_value)
         if self.normalize and self.mean:
-            shape = (1, len(self.mean), 1, 1)
-            images = images.sub_(torch.tensor(self.mean, device=images.device).view(shape))
-            images = images.div_(torch.tensor(self.std, device=images.device).view(shape))
+            mean, std = self._channel_stats(images.device)
+            images = images.sub_(mean).div_(std)
         return images, labels
+
+    def _channel_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`mean` and `std` as (1, C, 1, 1) tensors on `device`, made once per device: a tensor
+        built from a list per batch would be a host-to-device copy that waits for the GPU."""
+        if self._stats is None or self._stats[0].device != device:
+            shape = (1, len(self.mean), 1, 1)
+            self._stats = (
+                torch.tensor(self.mean, device=device).view(shape),
+                torch.tensor(self.std, device=device).view(shape),
+            )
+        return self._stats
