@@ -59,7 +59,9 @@ class Report:
         self.summary.append(line)
 
 
-def run(command: list[str], timeout: float, cwd: Path = ROOT, **kwargs) -> tuple[int, str, float]:
+def run(
+    command: list[str], timeout: float, cwd: Path = ROOT, extra_env: dict | None = None
+) -> tuple[int, str, float]:
     """Exit code, stdout+stderr and seconds of `command`; a timeout is exit code 124."""
     start = time.monotonic()
     try:
@@ -69,8 +71,7 @@ def run(command: list[str], timeout: float, cwd: Path = ROOT, **kwargs) -> tuple
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            **kwargs,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})},
         )
         return done.returncode, done.stdout + done.stderr, time.monotonic() - start
     except subprocess.TimeoutExpired as expired:
@@ -80,12 +81,24 @@ def run(command: list[str], timeout: float, cwd: Path = ROOT, **kwargs) -> tuple
 
 # ---------------------------------------------------------------------- 1. the test suite
 def test_suite(workers: int, timeout: float) -> tuple[str, str]:
+    # one torch thread per worker: sixteen workers with sixteen threads each fight for the cores
     code, out, seconds = run(
-        [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "-rs", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            str(workers),
+            "-rfEs",
+            "-p",
+            "no:cacheprovider",
+        ],
         timeout,
+        extra_env={"OMP_NUM_THREADS": "1"},
     )
     tail = [line for line in out.splitlines() if line.strip()]
-    result = next((line for line in reversed(tail) if " in " in line and "=" in line), "?")
+    result = next((line for line in reversed(tail) if re.search(r"\d+ passed", line)), "?")
     skips = [line for line in tail if line.startswith("SKIPPED")]
     failures = [line for line in tail if line.startswith(("FAILED", "ERROR"))]
     for_want_of_gpu = [line for line in skips if re.search(r"cuda|gpu", line, re.IGNORECASE)]

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 STOPPER = '''
-import os
+import signal
 import ltrain as pl
 
 class SignalAt(pl.Callback):
@@ -24,7 +24,9 @@ class SignalAt(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
+            # to this thread: a signal sent to the process may land on one of CUDA's threads,
+            # and the main thread would see it some bytecodes later, past the loop's stop check
+            signal.raise_signal(self.signum)
 '''
 
 CONFIG = {

@@ -29,7 +29,6 @@ TINY: dict[str, Any] = digits_config(
 
 # `trainer.callbacks.1`: after global step `step` (-1: never) raises `error`, or sends SIGINT
 RAISER = """
-import os
 import signal
 
 import ltrain as pl
@@ -42,7 +41,7 @@ class RaiseAt(pl.Callback):
         if trainer.global_step != self.step:
             return
         if self.error == "SIGINT":
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # to this thread, not to one of CUDA's
             return
         errors = {"RuntimeError": RuntimeError, "KeyboardInterrupt": KeyboardInterrupt}
         raise errors[self.error](f"boom at step {self.step}")
