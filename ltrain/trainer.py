@@ -1269,7 +1269,11 @@ class Trainer:
         return loops
 
     def _restore(self, path: str, stage: str) -> None:
-        checkpoint = load_checkpoint(path, map_location=self.strategy.root_device)
+        # Read on the host: optimizers move their state next to each parameter themselves and keep
+        # a non-capturable Adam's step counts on the CPU (on the GPU every step would read them back
+        # with .item()), and generator states are CPU tensors. Only the loop's own tensors (epoch
+        # sums, metric states, reported values) go to the device, where the run adds to them.
+        checkpoint = load_checkpoint(path, map_location="cpu")
         model = self.lightning_module
         model.on_load_checkpoint(checkpoint)
         for callback in self.callbacks:
@@ -1302,7 +1306,8 @@ class Trainer:
             if callback.state_key in callback_states:
                 callback.load_state_dict(callback_states[callback.state_key])
         self.global_step = int(checkpoint["global_step"])
-        loops = checkpoint["loops"]
+        device = self.strategy.root_device
+        loops = apply_to_tensors(checkpoint["loops"], lambda t: t.to(device))
         self._batches_that_stepped = int(loops["batches_that_stepped"])
         self.current_epoch = int(loops["epoch"])
         self.should_stop = bool(loops["should_stop"])

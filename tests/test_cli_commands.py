@@ -179,7 +179,18 @@ BROKEN = [
         ["model.init_args.hidden", "unknown key"],
     ),
     ({}, ["fit", "tiny.yaml", "--set", "trainer.precision=bogus"], ["precision", "bf16-mixed"]),
-    ({}, ["fit", "tiny.yaml", "--set", "trainer.precision=16-mixed"], ["16-mixed", "CUDA"]),
+    (
+        {},
+        [
+            "fit",
+            "tiny.yaml",
+            "--set",
+            "trainer.accelerator=cpu",
+            "--set",
+            "trainer.precision=16-mixed",
+        ],
+        ["16-mixed", "CUDA"],
+    ),
     ({}, ["fit", "tiny.yaml", "--set", "name=a/b"], ["name", "folder name"]),
     ({}, ["fit", "tiny.yaml", "--set", "model=MLPClassifier"], ["model", "class_path"]),
     (

@@ -133,3 +133,34 @@ def test_resuming_from_a_foreign_checkpoint_names_what_is_missing(tmp_path):
         quiet_trainer(tmp_path, max_epochs=1).fit(
             BoringModel(), boring_loader(), ckpt_path=str(foreign)
         )
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_a_resumed_run_keeps_adams_step_counts_on_the_host(tmp_path, accelerator):
+    """Read back onto the GPU, a plain Adam's step counts would cost one sync per parameter and
+    step (Adam reads them with .item()); the moments go next to their parameters."""
+    from boring import BoringModel, boring_loader, quiet_trainer
+
+    import ltrain as pl
+
+    class AdamModel(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.01)
+
+    def fit(epochs: int, ckpt_path: str | None = None) -> pl.Trainer:
+        trainer = quiet_trainer(
+            tmp_path,
+            accelerator=accelerator,
+            max_epochs=epochs,
+            logger=pl.loggers.CSVLogger(tmp_path, name="r", version=0),
+            callbacks=[pl.callbacks.ModelCheckpoint(save_last=True)],
+        )
+        trainer.fit(AdamModel(), boring_loader(), ckpt_path=ckpt_path)
+        return trainer
+
+    fit(1)
+    resumed = fit(2, "last")
+    states = list(resumed.optimizers[0].state.values())
+    assert states and all(state["step"].device.type == "cpu" for state in states)
+    assert all(state["exp_avg"].device.type == accelerator for state in states)
+    assert resumed.global_step == 16

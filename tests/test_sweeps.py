@@ -96,6 +96,7 @@ def test_failing_member_is_recorded_and_the_others_still_run(tmp_path, monkeypat
         "fit",
         "tiny.yaml",
         *("--set", "trainer.callbacks.1.step=1,-1", "--set", "trainer.precision=32,16-mixed"),
+        *("--set", "trainer.accelerator=cpu"),  # where 16-mixed cannot run, also on a GPU machine
         "--multirun",
     )
     assert result.exit_code == 1
