@@ -1027,9 +1027,27 @@ class Trainer:
         _, step, epoch, batch_idx = checks[finite.index(False)]
         raise NonFiniteLossError(
             f"the loss was nan or inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
-            "training stopped and no checkpoint was written after it. Lower the learning rate, "
-            "clip gradients (gradient_clip_val) or check the data."
-        )
+            "training stopped and no checkpoint was written after it. "
+            + (self._half_eps_hint() or "Lower the learning rate, clip gradients "
+               "(gradient_clip_val) or check the data.")
+        )  # fmt: skip
+
+    def _half_eps_hint(self) -> str | None:
+        """Why a '16-true' run with Adam's default eps diverges at once, when that is the case:
+        its eps (1e-8) is 0 in float16, so a parameter whose gradient is 0 divides 0 by 0."""
+        if self.precision_plugin.name != "16-true":
+            return None
+        tiny = torch.finfo(torch.float16).tiny
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                eps = group.get("eps")
+                if isinstance(eps, float) and 0 <= eps < tiny:
+                    return (
+                        f"Under precision='16-true' the optimizer's eps={eps:g} is below float16's "
+                        f"smallest normal number ({tiny:.1e}): give it eps=1e-4, or use "
+                        "precision='16-mixed' or 'bf16-true'."
+                    )
+        return None
 
     def _stop_if_signaled(self, agree: bool) -> None:
         """After SIGINT/SIGTERM, stop at this consistent point: save last.ckpt, flush, exit.

@@ -242,3 +242,22 @@ def test_16_mixed_unscales_before_clipping_and_hooks(tmp_path):
     # the true gradients' norm is about 5 throughout: clipped to 0.5 after unscaling; clipping
     # the scaled gradients would leave 0.5 / scale once the step unscales them
     assert norms and all(abs(n - 0.5) < 1e-3 for n in norms), norms
+
+
+def test_16_true_with_adams_default_eps_diverges_with_the_reason_named(tmp_path):
+    """As in Lightning the first step makes the weights nan; ltrain stops and says why."""
+    from ltrain.errors import NonFiniteLossError
+
+    class AdamModel(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    class DeadUnit(AdamModel):  # a weight whose gradient is exactly 0, as under a dead ReLU
+        def forward(self, x):
+            return self.layer(x * torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=x.dtype))
+
+    trainer = quiet_trainer(tmp_path, precision="16-true", max_epochs=1, logger=False)
+    with pytest.raises(NonFiniteLossError, match=r"eps=1e-08 is below float16's smallest"):
+        trainer.fit(DeadUnit(), boring_loader(16, 8))
+    fine = quiet_trainer(tmp_path, precision="16-true", max_epochs=1, logger=False)
+    fine.fit(AdamModel(), boring_loader(16, 8))  # every gradient non-zero: nothing to divide by 0
