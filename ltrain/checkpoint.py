@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ltrain.runs import write_atomically
+from ltrain.files import write_atomically
 
 _PLAIN_LEAVES = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device)
 

@@ -1,4 +1,4 @@
-"""The `ltrain` command line: thin click commands over config.py, runs.py and the Trainer.
+"""The `ltrain` command line: thin click commands over config.py, files.py and the Trainer.
 
 Start-up stays fast: torch is imported inside command bodies, never at module level. Every error
 that is about the user's input (config, `--set`, `--ckpt`, a Trainer setting) becomes one line on

@@ -3,7 +3,7 @@
 Order matters for "nothing half-written": the whole config is validated first, then the objects are
 built, and only then is `runs/<name>/version_N` claimed and `config.yaml` written into it. If the
 run dies before writing anything else, the folder is removed again, so a failed start leaves no
-empty run folder behind. Otherwise `run.json` (runinfo.py) records how the run ended, whatever
+empty run folder behind. Otherwise `run.json` (run_record.py) records how the run ended, whatever
 ended it.
 """
 
@@ -28,8 +28,8 @@ from ltrain.config import (
 )
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, WorkersFailed
-from ltrain.runinfo import RUN_FILE, RunRecord, command_line
-from ltrain.strategy import launcher_environment
+from ltrain.run_record import RUN_FILE, RunRecord, command_line
+from ltrain.strategies import launcher_environment
 
 DEFAULT_SAVE_DIR = "runs"
 
@@ -81,7 +81,7 @@ def run_command(
             "--set trainer.strategy=auto, then train with several"
         )
     if strategy.distributed and launcher_environment() is None:
-        from ltrain.launcher import run_workers
+        from ltrain.strategies.launcher import run_workers
 
         code = run_workers(strategy.world_size)  # each worker runs this same command
         if code:
@@ -134,7 +134,7 @@ def run_command(
     except BaseException:
         _remove_if_empty(folder, created)
         raise
-    from ltrain.runs import write_text_atomically
+    from ltrain.files import write_text_atomically
 
     if trainer.is_global_zero:
         write_text_atomically(folder / "config.yaml", config_text)
@@ -160,7 +160,7 @@ def run_command(
 
 def strategy_for(trainer: Mapping[str, Any]) -> Any:
     """The process layout the trainer settings ask for (checked before anything is built)."""
-    from ltrain.strategy import make_strategy
+    from ltrain.strategies import make_strategy
 
     try:
         return make_strategy(
@@ -258,7 +258,7 @@ def _config_from_text(text: str, ckpt: str) -> dict[str, Any]:
 
 
 def _last_checkpoint(resolved: Mapping[str, Any]) -> Path:
-    from ltrain.runs import existing_versions
+    from ltrain.files import existing_versions
 
     root = Path(_save_dir(resolved["trainer"].get("logger"))) / resolved["name"]
     for version in reversed(existing_versions(root)):
@@ -303,7 +303,7 @@ def _save_dir(logger_spec: Any) -> str:
 
 
 def _run_folder(name: str, logger_spec: Any, resume_folder: Path | None) -> tuple[Path, bool]:
-    from ltrain.runs import claim_version_folder
+    from ltrain.files import claim_version_folder
 
     if resume_folder is not None:
         return resume_folder, False
@@ -387,7 +387,7 @@ def _write_predictions(outputs: Any, path: Path) -> None:
     import torch
 
     from ltrain.checkpoint import plain_data
-    from ltrain.runs import write_atomically, write_text_atomically
+    from ltrain.files import write_atomically, write_text_atomically
 
     per_sample = (
         isinstance(outputs, list)
@@ -430,7 +430,7 @@ def _report_lr_find(
     info(f"Suggested learning rate: {suggestion:.3g}")
     if apply_to is None:
         return
-    from ltrain.runs import write_text_atomically
+    from ltrain.files import write_text_atomically
 
     updated = copy.deepcopy(dict(raw))
     apply_override(updated, f"model.lr={suggestion!r}")

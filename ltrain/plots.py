@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ltrain.errors import MisconfigurationException
-from ltrain.runs import existing_versions, write_atomically
+from ltrain.files import existing_versions, write_atomically
 from ltrain.runs_table import metric_name, read_metrics, series_kinds
 
 _VERSION = re.compile(r"^version_\d+$")

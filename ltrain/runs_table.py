@@ -25,8 +25,8 @@ import pandas as pd
 import yaml
 
 from ltrain.errors import MisconfigurationException
-from ltrain.runinfo import STATES, process_alive, read_run
-from ltrain.runs import existing_versions
+from ltrain.files import existing_versions
+from ltrain.run_record import STATES, process_alive, read_run
 
 _VERSION = re.compile(r"^version_(\d+)$")
 FIXED = (

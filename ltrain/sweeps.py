@@ -118,7 +118,7 @@ def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
     from ltrain.console import info
     from ltrain.errors import RunInterrupted
     from ltrain.experiment import run_command
-    from ltrain.runinfo import RunRecord, command_line
+    from ltrain.run_record import RunRecord, command_line
 
     members, swept = expand(overrides)
     check_members(config_path, members)

@@ -65,9 +65,9 @@ from ltrain.loggers.csv_logs import CSVLogger
 from ltrain.module import NO_OP_HOOKS, LightningOptimizer, Module
 from ltrain.precision import Precision, make_precision
 from ltrain.results import Results, to_floats
-from ltrain.runinfo import RunRecord, command_line
+from ltrain.run_record import RunRecord, command_line
 from ltrain.seed import rng_state, set_rng_state
-from ltrain.strategy import gpu_kind, make_strategy
+from ltrain.strategies import gpu_kind, make_strategy
 
 _STAGE_LOADER = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
 

@@ -68,7 +68,7 @@ class LRFinder:
         """Write `lr_find.csv` and `lr_find.png` into `folder` (each written atomically)."""
         import io
 
-        from ltrain.runs import write_atomically, write_text_atomically
+        from ltrain.files import write_atomically, write_text_atomically
 
         csv_path = os.path.join(folder, "lr_find.csv")
         png_path = os.path.join(folder, "lr_find.png")
@@ -156,7 +156,7 @@ class Tuner:
         import torch
 
         from ltrain.seed import rng_state, set_rng_state
-        from ltrain.strategy import SingleDeviceStrategy
+        from ltrain.strategies import SingleDeviceStrategy
         from ltrain.trainer import Trainer
 
         if mode != "exponential":

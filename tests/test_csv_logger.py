@@ -602,7 +602,7 @@ def test_fits_started_together_with_one_logger_name_get_distinct_folders(tmp_pat
 
 
 def test_run_files_get_the_usual_permissions_not_private_ones(tmp_path):
-    from ltrain.runs import write_text_atomically
+    from ltrain.files import write_text_atomically
 
     previous = os.umask(0o022)
     try:

@@ -25,8 +25,8 @@ from ltrain.batch import split_samples, stack_samples
 from ltrain.data import TensorLoader
 from ltrain.data.sharding import shard_loader
 from ltrain.errors import MisconfigurationException
-from ltrain.launcher import rerun_command
-from ltrain.strategy import DDPStrategy, SingleDeviceStrategy, make_strategy
+from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, make_strategy
+from ltrain.strategies.launcher import rerun_command
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")
 
@@ -276,7 +276,7 @@ def test_ltrain_fit_starts_the_workers_itself(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_nodes_through_torchrun_on_localhost(tmp_path: Path) -> None:
     config = _config(tmp_path, num_nodes=2, devices=1, strategy="ddp")
-    from ltrain.launcher import free_port
+    from ltrain.strategies.launcher import free_port
 
     port = str(free_port())
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ltrain.errors import MisconfigurationException
-from ltrain.runs import claim_version_folder, write_text_atomically
+from ltrain.files import claim_version_folder, write_text_atomically
 
 
 class Logger:

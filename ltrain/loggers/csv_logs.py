@@ -13,8 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import IO, Any
 
+from ltrain.files import write_text_atomically
 from ltrain.loggers.base import FolderLogger, add_prefix
-from ltrain.runs import write_text_atomically
 
 
 class CSVLogger(FolderLogger):

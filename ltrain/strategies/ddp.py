@@ -1,8 +1,6 @@
-"""Where a run executes: the accelerator and device choice, and the process layout around it.
+"""`DDPStrategy`: data-parallel training on torch.distributed, one process per device.
 
-The loop talks to a strategy object (`root_device`, `reduce`, `broadcast`, `is_global_zero`),
-never to environment variables. `SingleDeviceStrategy` runs one process on one device;
-`DDPStrategy` runs one process per device on torch.distributed (launcher.py starts them).
+launcher.py starts the processes when no launcher (torchrun) did.
 """
 
 from __future__ import annotations
@@ -16,153 +14,7 @@ from typing import Any
 import torch
 
 from ltrain.errors import MisconfigurationException
-
-VALID_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-
-
-def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def select_device(accelerator: str, devices: Any) -> torch.device:
-    """The one device for `accelerator` ('auto' tries cuda, then mps, then cpu) and `devices`."""
-    accelerator = _resolve_accelerator(accelerator)
-    index = _device_index(devices, accelerator)
-    if accelerator == "cuda":
-        if index >= torch.cuda.device_count():
-            raise MisconfigurationException(
-                f"devices={devices!r}: there are only {torch.cuda.device_count()} CUDA devices"
-            )
-        return torch.device("cuda", index)
-    return torch.device(accelerator)
-
-
-def _device_index(devices: Any, accelerator: str) -> int:
-    """The one device index `devices` names: 'auto', 1, '1', [i] or 'i,'."""
-    if devices in ("auto", 1, "1", -1, "-1") and not isinstance(devices, bool):
-        return 0
-    if isinstance(devices, (list, tuple)) and len(devices) == 1 and isinstance(devices[0], int):
-        return devices[0]
-    if isinstance(devices, str) and devices.endswith(",") and devices[:-1].strip().isdigit():
-        return int(devices[:-1])
-    raise MisconfigurationException(
-        f"devices={devices!r} is not valid for accelerator={accelerator!r}; "
-        "use 'auto', a number of devices, or a list of device indices such as [0, 1]."
-    )
-
-
-def _device_indices(devices: Any, accelerator: str) -> list[int]:
-    """The device indices of one node: one process runs on each.
-
-    'auto' (or -1) means every GPU, or one process on the CPU; N means the first N devices (N
-    processes on the CPU); a list or a string '0,2' names them.
-    """
-    if isinstance(devices, bool):
-        raise MisconfigurationException(f"devices={devices!r}: expected a number, a list or 'auto'")
-    available = torch.cuda.device_count() if accelerator == "cuda" else None
-    if devices in ("auto", -1, "-1"):
-        return list(range(available)) if available else [0]
-    if isinstance(devices, str):
-        parts = [p.strip() for p in devices.split(",") if p.strip()]
-        if len(parts) == 1 and not devices.strip().endswith(","):
-            devices = parts[0]
-        elif parts and all(p.isdigit() for p in parts):
-            devices = [int(p) for p in parts]
-        if isinstance(devices, str):
-            if not devices.isdigit():
-                raise MisconfigurationException(
-                    f"devices={devices!r}: expected a number, a list such as [0, 1], or 'auto'"
-                )
-            devices = int(devices)
-    if isinstance(devices, int):
-        if devices < 1:
-            raise MisconfigurationException(
-                f"devices={devices}: expected at least 1 (or -1 / 'auto' for every device)"
-            )
-        indices = list(range(devices))
-    elif (
-        isinstance(devices, (list, tuple))
-        and devices
-        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in devices)
-    ):
-        indices = list(devices)
-    else:
-        raise MisconfigurationException(
-            f"devices={devices!r}: expected a number, a list of device indices such as [0, 1], "
-            "or 'auto'"
-        )
-    if available is not None and max(indices) >= available:
-        raise MisconfigurationException(
-            f"devices={devices!r}: there are only {available} CUDA devices"
-        )
-    if accelerator == "mps" and len(indices) > 1:
-        raise MisconfigurationException(f"devices={devices!r}: there is only one MPS device")
-    return indices
-
-
-def _resolve_accelerator(accelerator: str) -> str:
-    """'cpu', 'cuda' or 'mps' for `accelerator` ('auto' tries cuda, then mps, then cpu)."""
-    if accelerator not in VALID_ACCELERATORS:
-        raise MisconfigurationException(
-            f"accelerator={accelerator!r} is not supported; valid: {', '.join(VALID_ACCELERATORS)}"
-        )
-    cuda, mps = torch.cuda.is_available(), _mps_available()
-    if accelerator == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if accelerator == "gpu":
-        if not (cuda or mps):
-            raise MisconfigurationException(
-                "accelerator='gpu' but no GPU is available (no CUDA or MPS device found); "
-                "use accelerator='cpu' or 'auto'."
-            )
-        return "cuda" if cuda else "mps"
-    if accelerator == "cuda" and not cuda:
-        raise MisconfigurationException(
-            "accelerator='cuda' but torch.cuda.is_available() is False; use 'cpu' or 'auto'."
-        )
-    if accelerator == "mps" and not mps:
-        raise MisconfigurationException("accelerator='mps' but no MPS device is available.")
-    return accelerator
-
-
-class SingleDeviceStrategy:
-    """One process on one device: reductions are identities and every rank is rank zero."""
-
-    world_size = 1
-    global_rank = 0
-    local_rank = 0
-    node_rank = 0
-    is_global_zero = True
-    distributed = False
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.root_device = torch.device(device)
-
-    def setup(self) -> None:
-        """Nothing to start with one process."""
-
-    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
-        return tensor
-
-    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
-        return decision
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        return obj
-
-    def barrier(self, name: str | None = None) -> None:
-        """Nothing to wait for with one process."""
-
-    def shard_loader(self, loader: Any, kind: str) -> Any:
-        return loader
-
-    def before_manual_backward(self, runner: Any, loss: torch.Tensor) -> None:
-        """Nothing to prepare: gradients stay in this process."""
-
-    def wrap(self, module: torch.nn.Module) -> None:
-        """No wrapper: the trainer calls the module's training_step itself."""
-
+from ltrain.strategies.devices import device_indices
 
 DDP_STRATEGY_NAMES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
@@ -226,16 +78,16 @@ class DDPStrategy:
         launched = launcher_environment()
         if launched is not None and devices in ("auto", -1, "-1"):
             devices = launched["LOCAL_WORLD_SIZE"]  # as many as the launcher started here
-        device_indices = _device_indices(devices, accelerator)
+        indices = device_indices(devices, accelerator)
         if launched is not None:
             local_world = launched["LOCAL_WORLD_SIZE"]
-            if len(device_indices) != local_world:
-                if accelerator == "cuda" or len(device_indices) != 1:
+            if len(indices) != local_world:
+                if accelerator == "cuda" or len(indices) != 1:
                     raise MisconfigurationException(
-                        f"devices={len(device_indices)} but the launcher started {local_world} "
+                        f"devices={len(indices)} but the launcher started {local_world} "
                         "processes on this node; make them agree (or use devices='auto')"
                     )
-                device_indices = [0] * local_world
+                indices = [0] * local_world
             if launched["WORLD_SIZE"] != local_world * num_nodes:
                 raise MisconfigurationException(
                     f"num_nodes={num_nodes} with {local_world} processes per node makes "
@@ -248,7 +100,7 @@ class DDPStrategy:
                 f"--nnodes={num_nodes} --node_rank=<i> --nproc_per_node=<devices> "
                 "--master_addr=<node 0> --master_port=29500 -m ltrain fit CONFIG` (see README)"
             )
-        self.device_indices = device_indices
+        self.device_indices = indices
         self._launched = launched
 
     # ------------------------------------------------------------------ layout
@@ -287,7 +139,7 @@ class DDPStrategy:
     # ------------------------------------------------------------------ processes
     def setup(self) -> None:
         """Start the other local processes (when no launcher did) and join the process group."""
-        from ltrain import launcher
+        from ltrain.strategies import launcher
 
         if self._launched is None:
             self._children = launcher.start_other_ranks(len(self.device_indices))
@@ -406,7 +258,7 @@ def join_process_group(backend: str, timeout: timedelta = timedelta(minutes=30))
 
     if dist.is_initialized():
         return
-    from ltrain.launcher import follow_parent
+    from ltrain.strategies.launcher import follow_parent
 
     follow_parent()
     environment = launcher_environment()
@@ -429,49 +281,3 @@ def _leave_process_group() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def make_strategy(
-    strategy: Any, accelerator: str, devices: Any, num_nodes: int
-) -> SingleDeviceStrategy | DDPStrategy:
-    """The strategy object for the Trainer's arguments.
-
-    'auto' is one device in one process unless several devices or nodes are asked for (or a
-    launcher started several processes): then it is 'ddp'.
-    """
-    if isinstance(strategy, str) and strategy not in ("auto", "single_device", *DDP_STRATEGY_NAMES):
-        valid = ", ".join(repr(n) for n in ("auto", "single_device", *DDP_STRATEGY_NAMES))
-        raise MisconfigurationException(f"strategy={strategy!r} is not available; valid: {valid}")
-    if isinstance(strategy, SingleDeviceStrategy):
-        return strategy
-    if not isinstance(strategy, (str, DDPStrategy)) and strategy is not None:
-        raise MisconfigurationException(
-            f"strategy={type(strategy).__name__}: expected a name such as 'ddp', a DDPStrategy "
-            "or a SingleDeviceStrategy"
-        )
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
-        raise MisconfigurationException(f"num_nodes={num_nodes!r}: expected an integer >= 1")
-    accelerator = _resolve_accelerator(accelerator)
-    launched = launcher_environment()
-    several = launched is not None and launched["WORLD_SIZE"] > 1
-    if strategy in ("auto", None, "single_device"):
-        if devices in ("auto", -1, "-1") and accelerator != "cuda" and not several:
-            return SingleDeviceStrategy(select_device(accelerator, devices))
-        indices = _device_indices(devices, accelerator)
-        if len(indices) == 1 and num_nodes == 1 and not several:
-            return SingleDeviceStrategy(select_device(accelerator, [indices[0]]))
-        if strategy == "single_device":
-            raise MisconfigurationException(
-                f"strategy='single_device' with devices={devices!r} and num_nodes={num_nodes}: "
-                "several processes need strategy='ddp'"
-            )
-        strategy = "ddp"
-    if isinstance(strategy, str):
-        strategy = DDPStrategy(find_unused_parameters=strategy == "ddp_find_unused_parameters_true")
-    strategy.configure(accelerator, devices, num_nodes)
-    return strategy
-
-
-def gpu_kind() -> str | None:
-    """'cuda' or 'mps' when this machine has such a GPU, else None (Lightning's start-up line)."""
-    return "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else None

@@ -1,4 +1,4 @@
-"""Run folders and the files in them.
+"""Files a run writes: atomic writes and version folders (for loggers, checkpoints and the app).
 
 `version_N` is claimed with one `mkdir`, so runs started together never share a folder. Every file
 a run rewrites goes through `write_atomically` (temporary file in the same folder, fsync, rename),

@@ -113,7 +113,7 @@ class RunRecord:
         self.folder = None
 
     def _write(self) -> None:
-        from ltrain.runs import write_text_atomically
+        from ltrain.files import write_text_atomically
 
         assert self.folder is not None
         text = json.dumps(self.data, indent=2, allow_nan=False) + "\n"
