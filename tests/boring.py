@@ -94,3 +94,14 @@ def digits_config(
             **trainer,
         },
     }
+
+
+def fit_briefly(
+    tmp_path: Any, model: pl.LightningModule, epochs: int = 2, **kwargs: Any
+) -> pl.Trainer:
+    """Fit `model` for a few epochs on 32 training and 16 validation samples, writing nothing."""
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=epochs, logger=False, enable_checkpointing=False, **kwargs
+    )
+    trainer.fit(model, boring_loader(32, 8), boring_loader(16, 8))
+    return trainer
