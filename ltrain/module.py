@@ -11,7 +11,7 @@ import copy
 import inspect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from ltrain.batch import move_to_device
 from ltrain.errors import MisconfigurationException
 
 if TYPE_CHECKING:
-    from ltrain.trainer import Trainer
+    from ltrain.results import Results
 
 
 class AttributeDict(dict):
@@ -36,28 +36,37 @@ class AttributeDict(dict):
         self[key] = value
 
 
-class LightningOptimizer:
-    """Wraps a user's optimizer so `opt.step()` goes through the trainer (precision, hooks, step count).
+@runtime_checkable
+class TrainerContract(Protocol):
+    """Everything a `Module` reaches for on its trainer; `ltrain.Trainer` provides it publicly.
 
-    Everything else (`param_groups`, `zero_grad`, `state_dict`, ...) is the wrapped optimizer's.
+    The module reads no other trainer member, and neither file imports the other: the trainer
+    is handed in at run time (`module.trainer = trainer`).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, trainer: Trainer) -> None:
-        self._optimizer = optimizer
-        self._trainer = trainer
+    current_epoch: int
+    global_step: int
+    results: Results  # `self.log` feeds it; the loop that runs sets it and the hook logging
+    optimizers: list[torch.optim.Optimizer]  # `self.optimizers(use_pl_optimizer=False)`
+    lightning_optimizers: list[Any]  # `self.optimizers()`: each `step()` goes through the trainer
+    lr_scheduler_configs: list[Any]  # `self.lr_schedulers()`: records with a `scheduler`
 
     @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self._optimizer
+    def global_rank(self) -> int: ...
+    @property
+    def local_rank(self) -> int: ...
+    @property
+    def logger(self) -> Any: ...
+    @property
+    def loggers(self) -> list[Any]: ...
 
-    def step(self, closure: Any = None, **kwargs: Any) -> Any:
-        return self._trainer._optimizer_step(self._optimizer, closure, **kwargs)
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """`manual_backward`: backward with its hooks, through the precision."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._optimizer, name)
-
-    def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
+    def step_optimizer(
+        self, optimizer: torch.optim.Optimizer, closure: Any = None, **kwargs: Any
+    ) -> Any:
+        """A `LightningOptimizer.step`: the step with its hooks, counted in `global_step`."""
 
 
 class Module(nn.Module):
@@ -65,7 +74,7 @@ class Module(nn.Module):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._trainer: Trainer | None = None
+        self._trainer: TrainerContract | None = None
         self.automatic_optimization: bool = True
         self.prepare_data_per_node: bool = True  # as DataModule's: where prepare_data runs
         self._hparams: AttributeDict = AttributeDict()
@@ -75,13 +84,14 @@ class Module(nn.Module):
 
     # ------------------------------------------------------------------ run state (read-only views)
     @property
-    def trainer(self) -> Trainer:
+    def trainer(self) -> TrainerContract:
+        """The `Trainer` running this module (typed here by what the module itself uses of it)."""
         if self._trainer is None:
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
         return self._trainer
 
     @trainer.setter
-    def trainer(self, trainer: Trainer | None) -> None:
+    def trainer(self, trainer: TrainerContract | None) -> None:
         self._trainer = trainer
 
     @property
@@ -158,7 +168,7 @@ class Module(nn.Module):
             raise MisconfigurationException(
                 f"self.log({name!r}) needs the module to be attached to a Trainer (call it inside a hook)."
             )
-        self._trainer._results.log(  # positional: this runs for every value of every step
+        self._trainer.results.log(  # positional: this runs for every value of every step
             name,
             value,
             prog_bar,
@@ -261,7 +271,7 @@ class Module(nn.Module):
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
         """The optimizer(s) from `configure_optimizers`: one object when there is one, else a list."""
         optimizers = (
-            self.trainer._lightning_optimizers if use_pl_optimizer else self.trainer.optimizers
+            self.trainer.lightning_optimizers if use_pl_optimizer else self.trainer.optimizers
         )
         return optimizers[0] if len(optimizers) == 1 else optimizers
 
@@ -278,7 +288,7 @@ class Module(nn.Module):
             raise MisconfigurationException(
                 "manual_backward needs `self.automatic_optimization = False`."
             )
-        self.trainer._backward(loss, *args, **kwargs)
+        self.trainer.backward(loss, *args, **kwargs)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Called by the precision to run backward; override for custom backward calls."""

@@ -3,6 +3,7 @@ training_step may return, and when validation runs during fit."""
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import pytest
@@ -374,3 +375,34 @@ def test_sanity_check_values_do_not_reach_callback_metrics(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False)
     trainer.fit(Watcher(), boring_loader(8, 8), boring_loader(8, 8))
     assert seen == [{}]
+
+
+def test_fit_reaches_loss_backward_through_the_frames_the_trainer_docstring_lists(tmp_path):
+    stacks: list[list[traceback.FrameSummary]] = []
+
+    class Recorder(BoringModel):
+        def on_before_backward(self, loss: torch.Tensor) -> None:
+            stacks.append(traceback.extract_stack())
+
+    quiet_trainer(tmp_path, max_steps=1, logger=False).fit(Recorder(), boring_loader(16, 8))
+    frames = [(f.filename.replace("\\", "/"), f.name) for f in stacks[0]]
+    start = next(
+        i for i, (file, name) in enumerate(frames) if file.endswith("trainer.py") and name == "fit"
+    )
+    end = next(i for i, (file, name) in enumerate(frames) if name == "backward")
+    path = frames[start : end + 1]
+    ours = [f"{file.rsplit('/ltrain/', 1)[1]}:{name}" for file, name in path if "/ltrain/" in file]
+    assert ours == [
+        "trainer/trainer.py:fit",
+        "trainer/trainer.py:_run",
+        "trainer/fit_loop.py:fit_loop",
+        "trainer/fit_loop.py:train_epoch",
+        "trainer/fit_loop.py:train_batch",
+        "trainer/optimizers.py:step_optimizer",
+        "precision.py:optimizer_step",
+        "precision.py:closure_then_hooks",
+        "trainer/fit_loop.py:closure",
+        "trainer/fit_loop.py:backward",
+    ]
+    torch_frames = [name for file, name in path if "/ltrain/" not in file]
+    assert torch_frames == ["wrapper", "_use_grad", "step"]  # torch's Optimizer.step, SGD's

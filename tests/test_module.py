@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 import ltrain as pl
 from ltrain.errors import MisconfigurationException
-from ltrain.module import LightningOptimizer
+from ltrain.trainer.optimizers import LightningOptimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 

@@ -1,0 +1,77 @@
+"""Checks of the Trainer's arguments, and the loggers its `logger` argument stands for.
+
+Every argument is checked when the Trainer is built, so a typo stops the run before any data is
+loaded or any folder is made; each message names the argument and what it accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ltrain.errors import MisconfigurationException
+from ltrain.loggers.base import Logger, share_version_folder
+from ltrain.loggers.csv_logs import CSVLogger
+
+
+def make_loggers(logger: Any, default_root_dir: str, fast_dev_run: bool) -> list[Logger]:
+    if fast_dev_run or logger is False:
+        return []
+    if logger is None or logger is True:
+        return [CSVLogger(save_dir=default_root_dir)]
+    loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
+    for item in loggers:
+        if not isinstance(item, Logger):
+            raise MisconfigurationException(
+                f"logger: {type(item).__name__} is not an ltrain Logger (or use True/False)"
+            )
+    share_version_folder(loggers)  # CSV + TensorBoard under one save_dir/name: one version_N
+    return loggers
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MisconfigurationException(f"{name}={value!r}: expected an int >= {minimum}")
+
+
+def check_limit(name: str, value: Any) -> int | float:
+    if value is None:
+        return 1.0
+    if isinstance(value, bool):
+        raise MisconfigurationException(
+            f"{name}={value!r}: expected an int >= 0 or a float in [0, 1]"
+        )
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, float) and 0.0 <= value <= 1.0:
+        return value
+    raise MisconfigurationException(
+        f"{name}={value!r}: expected an int number of batches >= 0 or a fraction in [0.0, 1.0]"
+    )
+
+
+def check_val_check_interval(value: Any) -> int | float:
+    if value is None:
+        return 1.0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return value
+    raise MisconfigurationException(
+        f"val_check_interval={value!r}: expected a fraction in (0.0, 1.0] of an epoch or an int "
+        "number of batches >= 1"
+    )
+
+
+def check_fast_dev_run(value: Any) -> int:
+    if value is True:
+        return 1
+    if value is False or value is None:
+        return 0
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise MisconfigurationException(f"fast_dev_run={value!r}: expected a bool or an int >= 0")
+
+
+def check_choice(name: str, value: Any, choices: tuple, expected: str) -> None:
+    if value not in choices:
+        raise MisconfigurationException(f"{name}={value!r}: expected {expected}")

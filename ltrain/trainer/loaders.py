@@ -1,0 +1,214 @@
+"""Where a run's batches come from: finding the loaders, counting their batches, moving a batch to the device.
+
+Loaders come from the `fit`/`validate`/... arguments, else the datamodule, else the module's own
+`*_dataloader` methods (Lightning's order). Batch counts are fixed once per run from the
+`limit_*_batches` arguments, so the loops and the progress bar agree on them.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ltrain.data.datamodule import DataModule
+from ltrain.data.loader import TensorLoader
+from ltrain.errors import MisconfigurationException
+from ltrain.module import Module
+from ltrain.trainer.hooks import overrides_class_only
+
+if TYPE_CHECKING:
+    from ltrain.trainer.trainer import Trainer
+
+_STAGE_LOADER = {"fit": "train", "validate": "val", "test": "test", "predict": "predict"}
+_END = object()
+
+
+def load_loaders(
+    trainer: Trainer, stage: str, model: Module, datamodule: DataModule | None, given: tuple
+) -> None:
+    """Find the stage's loaders, shard them for this process, and count their batches."""
+    strategy = trainer.strategy
+    if stage == "fit":
+        train = _loader_source("train", model, datamodule, given[0])
+        if train is None:
+            raise MisconfigurationException(
+                "fit() needs training data: pass train_dataloaders, a datamodule, or define "
+                "`train_dataloader()` in the module."
+            )
+        if trainer.overfit_batches:
+            train = _without_shuffle(train)
+        train = strategy.shard_loader(train, "train")
+        trainer.train_dataloader = train
+        trainer.num_training_batches = num_batches(train, trainer.limit_train_batches, "train")
+        val = _loader_source("val", model, datamodule, given[1])
+        if val is None and overrides_class_only(model, "validation_step", Module):
+            warnings.warn(
+                "You defined a validation_step but have no val_dataloader. Skipping val loop.",
+                stacklevel=5,  # the user's fit() call
+            )
+        if val is not None and not overrides_class_only(model, "validation_step", Module):
+            val = None
+        trainer.val_dataloaders = [strategy.shard_loader(v, "val") for v in as_loader_list(val)]
+        trainer.num_val_batches = [
+            num_batches(v, trainer.limit_val_batches, "val") for v in trainer.val_dataloaders
+        ]
+        return
+    kind = _STAGE_LOADER[stage]
+    step_name = {"validate": "validation_step", "test": "test_step"}.get(stage)
+    if step_name is not None and not overrides_class_only(model, step_name, Module):
+        raise MisconfigurationException(
+            f"Trainer.{stage}() needs `{step_name}` to be defined in {type(model).__name__}."
+        )
+    found = _loader_source(kind, model, datamodule, given[0])
+    if found is None:
+        raise MisconfigurationException(
+            f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
+            f"`{kind}_dataloader()` in the module."
+        )
+    found = [strategy.shard_loader(loader, kind) for loader in as_loader_list(found)]
+    limit = getattr(trainer, f"limit_{kind}_batches")
+    counts = [num_batches(loader, limit, kind) for loader in found]
+    setattr(trainer, f"{kind}_dataloaders", found)
+    setattr(trainer, f"num_{kind}_batches", counts)
+
+
+def _loader_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> Any:
+    if given is not None:
+        return given
+    method = f"{kind}_dataloader"
+    if datamodule is not None and overrides_class_only(datamodule, method, DataModule):
+        return getattr(datamodule, method)()
+    if callable(getattr(model, method, None)):
+        return getattr(model, method)()
+    return None
+
+
+def as_loader_list(loaders: Any) -> list[Any]:
+    """None is no loader, a list or tuple holds several, anything else is one; a dict is refused."""
+    if loaders is None:
+        return []
+    if isinstance(loaders, (list, tuple)):
+        return list(loaders)
+    if isinstance(loaders, Mapping):
+        raise MisconfigurationException(
+            "dataloaders given as a dict are not supported; pass a list."
+        )
+    return [loaders]
+
+
+def num_batches(loader: Any, limit: int | float, kind: str) -> int | float:
+    """The batches a loop takes from `loader` under `limit_{kind}_batches` (inf without a length)."""
+    try:
+        length: int | float = len(loader)
+    except TypeError:
+        length = math.inf
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(length, limit)
+    if limit == 1.0:
+        return length
+    if length == math.inf:
+        raise MisconfigurationException(
+            f"limit_{kind}_batches={limit} is a fraction, but the {kind} loader has no length; "
+            "use an int number of batches."
+        )
+    count = int(length * limit)
+    if limit > 0 and count == 0:
+        raise MisconfigurationException(
+            f"limit_{kind}_batches={limit} of {length} batches is less than one batch; "
+            "increase it or use an int."
+        )
+    return count
+
+
+def set_loader_epoch(loader: Any, epoch: int) -> None:
+    """Give the loader (or its sampler) the epoch, so each epoch shuffles differently but reproducibly."""
+    for candidate in (
+        loader,
+        getattr(loader, "sampler", None),
+        getattr(loader, "batch_sampler", None),
+    ):
+        set_epoch = getattr(candidate, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+            return
+
+
+def _without_shuffle(loader: Any) -> Any:
+    """The same data in a fixed order (for overfit_batches)."""
+    if isinstance(loader, TensorLoader):
+        return TensorLoader(
+            *loader.tensors, batch_size=loader.batch_size, shuffle=False, drop_last=loader.drop_last
+        )
+    if isinstance(loader, torch.utils.data.DataLoader) and isinstance(
+        loader.sampler, torch.utils.data.RandomSampler
+    ):
+        return torch.utils.data.DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            shuffle=False,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            drop_last=loader.drop_last,
+        )
+    return loader
+
+
+def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> tuple[Any, Any, Any]:
+    """Lightning's rule: a datamodule's batch hook wins over the module's; unset hooks are skipped."""
+
+    def pick(name: str) -> Any:
+        if datamodule is not None and overrides_class_only(datamodule, name, DataModule):
+            return getattr(datamodule, name)
+        if overrides_class_only(model, name, Module):
+            return getattr(model, name)
+        return None
+
+    return (
+        pick("on_before_batch_transfer"),
+        model.transfer_batch_to_device,
+        pick("on_after_batch_transfer"),
+    )
+
+
+def to_device(trainer: Trainer, batch: Any, dataloader_idx: int) -> Any:
+    """The batch through the transfer hooks to the run's device, in the precision's dtype."""
+    before, transfer, after = trainer._batch_transfer
+    if before is not None:
+        batch = before(batch, dataloader_idx)
+    batch = transfer(batch, trainer.strategy.root_device, dataloader_idx)
+    if after is not None:
+        batch = after(batch, dataloader_idx)
+    return trainer.precision_plugin.convert_input(batch)
+
+
+def with_last_flag(
+    batches: Iterator[Any], limit: int | float, start: int = 0
+) -> Iterator[tuple[int, Any, bool]]:
+    """Yield (index, batch, is_last) from `start` until `limit`, looking one batch ahead."""
+    if limit <= start:
+        return
+    batch = next(batches, _END)
+    index = start
+    while batch is not _END:
+        following = _END if index + 1 >= limit else next(batches, _END)
+        yield index, batch, following is _END
+        batch = following
+        index += 1
+
+
+def sample_indices(loader: Any) -> list[int] | None:
+    """The data set indices a sharded loader visits, in order (None when it is not sharded)."""
+    if isinstance(loader, TensorLoader):
+        order = loader._order(loader.epoch)
+        return list(range(loader.num_samples)) if order is None else order.tolist()
+    from torch.utils.data import DistributedSampler
+
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        return list(iter(sampler))
+    return None

@@ -1,0 +1,84 @@
+"""Rows to the loggers, and the nan/inf check of the losses kept since the last row.
+
+A row is the single point where logged tensors become floats, so it is also where the losses of
+the steps since the previous row are checked: one host sync per row instead of one per step. A
+checkpoint checks them too, so no checkpoint is ever written over a good one after a nan loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ltrain.errors import NonFiniteLossError
+from ltrain.module import Module
+from ltrain.results import to_floats
+
+if TYPE_CHECKING:
+    from ltrain.trainer.trainer import Trainer
+
+
+def log_row(trainer: Trainer, values: Mapping[str, torch.Tensor], step: int) -> None:
+    """Send one row to every logger; the single point where logged tensors become floats."""
+    check_losses(trainer)
+    if not trainer.loggers or not values:
+        return
+    row: dict[str, Any] = to_floats(values)
+    for key, value in row.items():
+        trainer.logged_metrics[key] = torch.tensor(value)
+    row["epoch"] = trainer.current_epoch
+    for logger in trainer._writing_loggers:
+        logger.log_metrics(row, step)
+
+
+def log_hyperparameters(trainer: Trainer, model: Module) -> None:
+    if not trainer.loggers or not model._log_hyperparams or not model.hparams:
+        return
+    for logger in trainer._writing_loggers:
+        logger.log_hyperparams(dict(model.hparams_initial))
+
+
+def check_losses(trainer: Trainer) -> None:
+    """Raise if a loss since the last check was nan/inf, naming where (one host sync)."""
+    checks, trainer._loss_checks = trainer._loss_checks, []
+    finite = [True]
+    if checks:
+        with torch.no_grad():
+            finite = torch.isfinite(torch.stack([c[0].float() for c in checks])).tolist()
+    # data-parallel ranks stop together, or the others would wait in their next collective
+    if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(all(finite), all=True):
+        return
+    if all(finite):
+        if trainer.world_size == 1:
+            return
+        raise NonFiniteLossError(
+            f"the loss was nan or inf on another rank by global step {trainer.global_step}; "
+            "training stopped and no checkpoint was written after it."
+        )
+    _, step, epoch, batch_idx = checks[finite.index(False)]
+    raise NonFiniteLossError(
+        f"the loss was nan or inf at global step {step} (epoch {epoch}, batch {batch_idx}); "
+        "training stopped and no checkpoint was written after it. "
+        + (_half_eps_hint(trainer) or "Lower the learning rate, clip gradients "
+           "(gradient_clip_val) or check the data.")
+    )  # fmt: skip
+
+
+def _half_eps_hint(trainer: Trainer) -> str | None:
+    """Why a '16-true' run with Adam's default eps diverges at once, when that is the case:
+    its eps (1e-8) is 0 in float16, so a parameter whose gradient is 0 divides 0 by 0."""
+    if trainer.precision_plugin.name != "16-true":
+        return None
+    tiny = torch.finfo(torch.float16).tiny
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            eps = group.get("eps")
+            if isinstance(eps, float) and 0 <= eps < tiny:
+                return (
+                    f"Under precision='16-true' the optimizer's eps={eps:g} is below float16's "
+                    f"smallest normal number ({tiny:.1e}): give it eps=1e-4, or use "
+                    "precision='16-mixed' or 'bf16-true'."
+                )
+    return None
