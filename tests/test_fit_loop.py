@@ -350,6 +350,23 @@ def test_val_check_interval_int_counts_batches(tmp_path):
     assert model.validated_at == [3, 6, 9]
 
 
+def test_int_val_check_interval_without_check_val_every_n_epoch_counts_batches_across_epochs(
+    tmp_path,
+):
+    # Lightning 2.6.6, run side by side on 10 batches an epoch: validation after global batches
+    # 25, 50 and 75 (epoch 2 batch 4, epoch 4 batch 9, epoch 7 batch 4), not at epoch ends
+    model = ValidationCounter()
+    trainer = quiet_trainer(
+        tmp_path,
+        max_epochs=8,
+        logger=False,
+        val_check_interval=25,
+        check_val_every_n_epoch=None,
+    )
+    trainer.fit(model, boring_loader(80, 8), boring_loader(8, 8))
+    assert model.validated_at == [25, 50, 75]
+
+
 def test_check_val_every_n_epoch_skips_epochs(tmp_path):
     model = ValidationCounter()
     trainer = quiet_trainer(tmp_path, max_epochs=4, logger=False, check_val_every_n_epoch=2)

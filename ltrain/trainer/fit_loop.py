@@ -289,8 +289,11 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
     if every is not None and (trainer.current_epoch + 1) % every:
         return False
     check = trainer._val_check_batch
-    if check == math.inf or check >= trainer.num_training_batches:
+    if check == math.inf or check == trainer.num_training_batches:
         return is_last
+    # without check_val_every_n_epoch, Lightning counts batches across epochs, so `check` may
+    # exceed an epoch (val_check_batch refuses that otherwise); the batches that stepped count
+    # them (without accumulation, all of them)
     index = batch_idx if every is not None else trainer._batches_that_stepped - 1
     return (index + 1) % check == 0
 
