@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-from boring import BoringModel, boring_loader, quiet_trainer
+from boring import BoringModel, boring_loader, quiet_trainer, random_regression
 
 import ltrain as pl
+from ltrain.data import TensorLoader
 from ltrain.errors import MisconfigurationException
 
 # most fits here have no val loader on purpose; one test checks that warning itself
@@ -79,3 +80,28 @@ def test_a_checkpoint_saved_after_fit_resumes_where_fit_ended(tmp_path):
     second = quiet_trainer(tmp_path, max_epochs=3, logger=False)
     second.fit(BoringModel(), boring_loader(16, 8), ckpt_path=tmp_path / "end.ckpt")
     assert second.current_epoch == 3 and second.global_step == 6
+
+
+class ReadCountingLoader(TensorLoader):
+    """A TensorLoader that counts the batches it cuts from its tensors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read = 0
+
+    def _batches(self, epoch: int, start: int) -> Any:
+        for batch in super()._batches(epoch, start):
+            self.read += 1
+            yield batch
+
+
+def test_a_mid_epoch_resume_reads_no_tensor_loader_batch_before_the_resume_point(tmp_path):
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "b", every_n_train_steps=3)
+    first = quiet_trainer(tmp_path, max_steps=3, logger=False, callbacks=[checkpoint])
+    first.fit(BoringModel(), boring_loader(32, 8, shuffle=True))  # stops after batch 2 of 4
+
+    loader = ReadCountingLoader(*random_regression(32), batch_size=8, shuffle=True)
+    second = quiet_trainer(tmp_path / "c", max_epochs=1, logger=False)
+    second.fit(BoringModel(), loader, ckpt_path=checkpoint.best_model_path)
+    assert second.global_step == 4
+    assert loader.read == 1  # batch 3 only: the TensorLoader starts there itself

@@ -415,3 +415,44 @@ def test_a_modules_own_dataloader_methods_feed_every_stage(tmp_path):
     assert "valid_loss" in trainer.callback_metrics
     assert list(trainer.test(model, verbose=False)[0]) == ["test_loss"]
     assert len(trainer.predict(model)) == 2
+
+
+class TrainOnly(pl.LightningModule):
+    """A module with a training step and nothing else of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_step_or_hook_set_on_the_instance_counts_as_overridden(tmp_path):
+    # Lightning's is_overridden compares the instance's attribute with the base class's, so an
+    # attribute set on the instance counts, for steps and batch hooks as for callback hooks
+    called: list[str] = []
+    model = TrainOnly()
+    model.validation_step = lambda batch, batch_idx: called.append(f"validation_step {batch_idx}")
+
+    def after_transfer(batch: Any, dataloader_idx: int) -> Any:
+        called.append("on_after_batch_transfer")
+        return batch
+
+    model.on_after_batch_transfer = after_transfer
+    trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, num_sanity_val_steps=0)
+    trainer.fit(model, boring_loader(8, 8), boring_loader(16, 8))
+    assert called == [
+        "on_after_batch_transfer",
+        "on_after_batch_transfer",
+        "validation_step 0",
+        "on_after_batch_transfer",
+        "validation_step 1",
+    ]
+    called.clear()
+    trainer.validate(model, boring_loader(8, 8), verbose=False)
+    assert called == ["on_after_batch_transfer", "validation_step 0"]

@@ -30,7 +30,7 @@ from ltrain.trainer.checkpointing import (
 )
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
-from ltrain.trainer.loaders import set_loader_epoch, to_device, with_last_flag
+from ltrain.trainer.loaders import iterate_from, set_loader_epoch, to_device, with_last_flag
 from ltrain.trainer.log_rows import check_losses, log_row
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
 
@@ -120,9 +120,7 @@ def train_epoch(trainer: Trainer) -> None:
         # the epoch's data order came from the generators' state when its iterator was made
         set_rng_state(resume.epoch_start_rng)
     trainer._epoch_start_rng = rng_state()
-    batches = iter(loader)
-    for _ in range(start):  # trained before the checkpoint: drawn and dropped
-        next(batches, None)
+    batches = iterate_from(loader, trainer.current_epoch, start)
     if start:
         set_rng_state(resume.rng)
     done = False

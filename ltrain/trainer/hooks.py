@@ -81,11 +81,6 @@ def overrides(obj: Any, name: str, base: type) -> bool:
     return name in vars(obj) or getattr(type(obj), name, None) is not getattr(base, name, None)
 
 
-def overrides_class_only(obj: Any, name: str, base: type) -> bool:
-    method = getattr(type(obj), name, None)
-    return method is not None and method is not getattr(base, name, None)
-
-
 def _split_callbacks(callbacks: list[Callback], name: str) -> tuple[list[Callback], list[Callback]]:
     if getattr(Callback, name, None) is None:
         return [], []

@@ -18,7 +18,7 @@ from ltrain.data.datamodule import DataModule
 from ltrain.data.loader import TensorLoader
 from ltrain.errors import MisconfigurationException
 from ltrain.module import Module
-from ltrain.trainer.hooks import overrides_class_only
+from ltrain.trainer.hooks import overrides
 
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
@@ -45,12 +45,12 @@ def load_loaders(
         trainer.train_dataloader = train
         trainer.num_training_batches = num_batches(train, trainer.limit_train_batches, "train")
         val = _loader_source("val", model, datamodule, given[1])
-        if val is None and overrides_class_only(model, "validation_step", Module):
+        if val is None and overrides(model, "validation_step", Module):
             warnings.warn(
                 "You defined a validation_step but have no val_dataloader. Skipping val loop.",
                 stacklevel=5,  # the user's fit() call
             )
-        if val is not None and not overrides_class_only(model, "validation_step", Module):
+        if val is not None and not overrides(model, "validation_step", Module):
             val = None
         trainer.val_dataloaders = [strategy.shard_loader(v, "val") for v in as_loader_list(val)]
         trainer.num_val_batches = [
@@ -59,7 +59,7 @@ def load_loaders(
         return
     kind = _STAGE_LOADER[stage]
     step_name = {"validate": "validation_step", "test": "test_step"}.get(stage)
-    if step_name is not None and not overrides_class_only(model, step_name, Module):
+    if step_name is not None and not overrides(model, step_name, Module):
         raise MisconfigurationException(
             f"Trainer.{stage}() needs `{step_name}` to be defined in {type(model).__name__}."
         )
@@ -80,7 +80,7 @@ def _loader_source(kind: str, model: Module, datamodule: DataModule | None, give
     if given is not None:
         return given
     method = f"{kind}_dataloader"
-    if datamodule is not None and overrides_class_only(datamodule, method, DataModule):
+    if datamodule is not None and overrides(datamodule, method, DataModule):
         return getattr(datamodule, method)()
     if callable(getattr(model, method, None)):
         return getattr(model, method)()
@@ -162,9 +162,9 @@ def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> tuple[
     """Lightning's rule: a datamodule's batch hook wins over the module's; unset hooks are skipped."""
 
     def pick(name: str) -> Any:
-        if datamodule is not None and overrides_class_only(datamodule, name, DataModule):
+        if datamodule is not None and overrides(datamodule, name, DataModule):
             return getattr(datamodule, name)
-        if overrides_class_only(model, name, Module):
+        if overrides(model, name, Module):
             return getattr(model, name)
         return None
 
@@ -199,6 +199,21 @@ def with_last_flag(
         yield index, batch, following is _END
         batch = following
         index += 1
+
+
+def iterate_from(loader: Any, epoch: int, start: int) -> Iterator[Any]:
+    """An iterator over `loader`'s pass of `epoch` that begins at batch `start`.
+
+    A TensorLoader's order depends on its seed and the epoch alone, so it starts there itself and
+    reads no batch before it; any other loader's earlier batches are drawn and dropped.
+    """
+    if start and isinstance(loader, TensorLoader):
+        loader.load_state_dict({"epoch": epoch, "batches_yielded": start})
+        return iter(loader)
+    batches = iter(loader)
+    for _ in range(start):  # trained before the checkpoint
+        next(batches, None)
+    return batches
 
 
 def sample_indices(loader: Any) -> list[int] | None:
