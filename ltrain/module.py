@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -81,6 +82,7 @@ class Module(nn.Module):
         self._hparams_initial: AttributeDict = AttributeDict()
         self._toggled_requires_grad: dict[nn.Parameter, bool] = {}
         self._log_hyperparams = False
+        self._warned: set[str] = set()  # arguments already warned about, once a module
 
     # ------------------------------------------------------------------ run state (read-only views)
     @property
@@ -163,11 +165,25 @@ class Module(nn.Module):
 
         Inside `training_step` it is logged per step by default; inside `validation_step` and
         `test_step` per epoch, as the batch-size-weighted mean over the epoch.
+
+        As in Lightning 2.6: `enable_graph=True` still leaves the recorded values without a graph
+        (Lightning updates its aggregates under no_grad); `rank_zero_only=True` (the call is made
+        on rank 0 only) skips the `sync_dist` reduction; `metric_attribute` names the attribute
+        holding a logged torchmetrics object, which checkpoints then find it by. A
+        `sync_dist_group` is not supported: `sync_dist` reduces over all processes, with a warning.
         """
         if self._trainer is None:
             raise MisconfigurationException(
                 f"self.log({name!r}) needs the module to be attached to a Trainer (call it inside a hook)."
             )
+        if sync_dist_group is not None and sync_dist:
+            self._warn_once(
+                "sync_dist_group",
+                f"self.log({name!r}, sync_dist_group=...): ltrain has no process subgroups; "
+                "sync_dist reduces the value over all processes.",
+            )
+        if metric_attribute is not None:
+            self._check_metric_attribute(name, value, metric_attribute)
         self._trainer.results.log(  # positional: this runs for every value of every step
             name,
             value,
@@ -179,7 +195,28 @@ class Module(nn.Module):
             sync_dist,
             add_dataloader_idx,
             batch_size,
+            rank_zero_only,
+            metric_attribute,
         )
+
+    def _check_metric_attribute(self, name: str, value: Any, attribute: str) -> None:
+        if isinstance(value, (torch.Tensor, int, float)):
+            return  # as in Lightning, only a torchmetrics object is looked up by it
+        try:
+            held = self.get_submodule(attribute)
+        except AttributeError:
+            held = None
+        if held is not value:
+            raise MisconfigurationException(
+                f"self.log({name!r}, ..., metric_attribute={attribute!r}): "
+                f"{type(self).__name__}.{attribute} is not the logged metric; name the attribute "
+                "that holds it."
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     def log_dict(
         self,
@@ -206,9 +243,12 @@ class Module(nn.Module):
                 on_step=on_step,
                 on_epoch=on_epoch,
                 reduce_fx=reduce_fx,
+                enable_graph=enable_graph,
                 sync_dist=sync_dist,
+                sync_dist_group=sync_dist_group,
                 add_dataloader_idx=add_dataloader_idx,
                 batch_size=batch_size,
+                rank_zero_only=rank_zero_only,
             )
 
     # ------------------------------------------------------------------ hyperparameters

@@ -104,6 +104,7 @@ class _Entry:
         "forked",
         "step_key",
         "epoch_key",
+        "metric_attribute",
     )
 
     def __init__(self, name: str, hook: str, options: tuple, on_step: bool, on_epoch: bool,
@@ -129,6 +130,7 @@ class _Entry:
         self.forked = forked = on_step and on_epoch
         self.step_key = f"{name}_step" if forked else name
         self.epoch_key = f"{name}_epoch" if forked else name
+        self.metric_attribute: str | None = None  # where a checkpoint finds a torchmetrics value
 
     def resolved(self) -> tuple:
         """The options after defaults are applied: what makes two `self.log` calls the same."""
@@ -188,11 +190,21 @@ class Results:
         sync_dist: bool,
         add_dataloader_idx: bool,
         batch_size: int | None,
+        rank_zero_only: bool = False,
+        metric_attribute: str | None = None,
     ) -> None:
-        """Record one `self.log` call; runs for every logged value of every step, so it is lean."""
+        """Record one `self.log` call; runs for every logged value of every step, so it is lean.
+
+        `rank_zero_only`: only rank 0 calls `self.log` for this name, so its value is never
+        reduced across processes (a collective would wait for the others), as in Lightning.
+        `metric_attribute`: the module's attribute path of a logged torchmetrics object.
+        """
         if self.dataloader_idx is not None and add_dataloader_idx:
             name = f"{name}/dataloader_idx_{self.dataloader_idx}"
-        options = (on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist)
+        options = (
+            on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only,
+            metric_attribute,
+        )  # fmt: skip
         entry = self.entries.get(name)
         if entry is None or entry.options != options or entry.hook != self.hook:
             entry = self._new_entry(name, self.hook, options, entry)
@@ -225,7 +237,10 @@ class Results:
     def _new_entry(
         self, name: str, hook: str | None, options: tuple, previous: _Entry | None
     ) -> _Entry:
-        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist = options
+        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only, attribute = (
+            options
+        )
+        sync_dist = sync_dist and not rank_zero_only
         if hook is None:
             raise MisconfigurationException(
                 f"self.log({name!r}) was called outside a hook the trainer runs; log inside a step or hook."
@@ -262,6 +277,7 @@ class Results:
                 f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected 'mean', 'sum', 'max' or 'min'"
             ) from None
         entry = _Entry(name, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist)
+        entry.metric_attribute = attribute
         if previous is not None and previous.resolved() != entry.resolved():
             raise MisconfigurationException(
                 f"You called `self.log({name}, ...)` twice in `{hook}` with different arguments. "
@@ -318,8 +334,9 @@ class Results:
                 "weight": entry.weight,
                 "epoch_value": entry.epoch_value,
             }
-            if entry.metric is not None and id(entry.metric) in paths:
-                item["metric"] = paths[id(entry.metric)]
+            path = entry.metric_attribute or paths.get(id(entry.metric))
+            if entry.metric is not None and path is not None:
+                item["metric"] = path
                 item["metric_state"] = dict(entry.metric.metric_state)
                 item["metric_updates"] = int(getattr(entry.metric, "_update_count", 0))
             entries.append(item)

@@ -610,3 +610,12 @@ def test_run_files_get_the_usual_permissions_not_private_ones(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def test_flush_logs_every_n_steps_other_than_the_default_warns_that_rows_are_flushed_as_written(
+    tmp_path, recwarn
+):
+    pl.loggers.CSVLogger(save_dir=tmp_path)
+    assert not [w for w in recwarn if "flush_logs_every_n_steps" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"flush_logs_every_n_steps=10\): ltrain writes"):
+        pl.loggers.CSVLogger(save_dir=tmp_path, flush_logs_every_n_steps=10)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 import ltrain as pl
 from ltrain.errors import MisconfigurationException
+from ltrain.results import Results
 
 # BoringModel has a validation_step; most runs here train without validation data
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step")
@@ -417,3 +418,100 @@ def test_validate_returns_what_the_logger_receives_epoch_suffixed_and_logger_tru
     # Lightning returns the logger's epoch dict: `forked_epoch`, not `forked`; not `hidden`
     assert list(results[0]) == ["forked_epoch", "shown"]
     assert {"forked", "forked_epoch", "hidden", "shown"} <= set(trainer.callback_metrics)
+
+
+# ---------------------------------------------------------------------- the rest of self.log's options
+
+
+class StandInTrainer:
+    """Just what `Module.log` uses of a trainer (`TrainerContract.results`), with a fake
+    cross-process reduction that doubles each value and records its op."""
+
+    def __init__(self) -> None:
+        self.reduced: list[str] = []
+        self.results = Results({}, {}, self.reduce)
+
+    def reduce(self, value: torch.Tensor, op: str) -> torch.Tensor:
+        self.reduced.append(op)
+        return value * 2
+
+
+def test_rank_zero_only_values_are_not_reduced_across_processes():
+    # Lightning's _Sync: rank_zero_only=True makes sync_dist a no-op (only rank 0 calls self.log,
+    # so a collective would wait forever for the others)
+    trainer = StandInTrainer()
+    model = BoringModel()
+    model.trainer = trainer
+    trainer.results.hook = "training_step"
+    trainer.results.start_batch((torch.ones(4, 1),))
+    model.log("synced", torch.tensor(1.0), sync_dist=True, on_epoch=True)
+    model.log("rank_zero", torch.tensor(1.0), sync_dist=True, on_epoch=True, rank_zero_only=True)
+    trainer.results.epoch_values()
+    assert trainer.reduced == ["mean", "sum", "sum"]  # the synced value's step, then its epoch
+    metrics = trainer.results.callback_metrics
+    assert float(metrics["rank_zero_step"]) == 1.0 and float(metrics["rank_zero_epoch"]) == 1.0
+    assert float(metrics["synced_step"]) == 2.0
+
+
+def test_a_sync_dist_group_is_refused_with_a_warning_once(tmp_path):
+    class GroupLogger(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            self.log("grouped", loss, sync_dist=True, sync_dist_group="ranks 0 and 1")
+            return loss
+
+    with pytest.warns(UserWarning, match="sync_dist_group") as warned:
+        fit(tmp_path, GroupLogger(), samples=16, batch_size=4)
+    assert len([w for w in warned if "sync_dist_group" in str(w.message)]) == 1
+
+
+def test_enable_graph_leaves_logged_values_detached_as_in_lightning(tmp_path):
+    # Lightning 2.6.6, run side by side: with enable_graph=True it updates its aggregates under
+    # no_grad, so callback_metrics hold no graph there either
+    seen: list[bool] = []
+
+    class GraphLogger(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            self.log("kept", loss, enable_graph=True, on_epoch=True, prog_bar=True)
+            return loss
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            seen.append(self.trainer.callback_metrics["kept"].requires_grad)
+
+    fit(tmp_path, GraphLogger(), samples=8, batch_size=4)
+    assert seen == [False, False]
+
+
+class AliasedMetric(WithMetric):
+    """The metric is reachable under two names; `metric_attribute` says which one to use."""
+
+    def __init__(self, metric_attribute: str) -> None:
+        super().__init__()
+        self.by_stage = torch.nn.ModuleDict({"train_mae": self.mae})
+        self.metric_attribute = metric_attribute
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        preds = self(x)
+        self.mae(preds, y)
+        self.log("mae", self.mae, on_epoch=True, metric_attribute=self.metric_attribute)
+        return F.mse_loss(preds, y)
+
+
+def test_metric_attribute_names_where_a_checkpoint_finds_the_logged_metric(tmp_path):
+    path = tmp_path / "inside_the_epoch.ckpt"
+
+    class SaveInsideTheEpoch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.save_checkpoint(path)
+
+    model = AliasedMetric("by_stage.train_mae")
+    fit(tmp_path, model, samples=8, batch_size=4, callbacks=[SaveInsideTheEpoch()])
+    entries = torch.load(path, weights_only=True)["loops"]["results"]["entries"]
+    assert [e["metric"] for e in entries if "metric" in e] == ["by_stage.train_mae"]
+
+
+def test_a_metric_attribute_that_does_not_hold_the_logged_metric_is_refused(tmp_path):
+    with pytest.raises(MisconfigurationException, match="metric_attribute='by_stage.other'"):
+        fit(tmp_path, AliasedMetric("by_stage.other"), samples=8, batch_size=4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -30,6 +31,15 @@ class CSVLogger(FolderLogger):
     ) -> None:
         super().__init__(save_dir, name, version, prefix)
         self._metrics: _MetricsFile | None = None
+        if flush_logs_every_n_steps != 100:
+            # Lightning buffers rows and writes them every n steps; here every row is written
+            # and flushed as it comes (a killed run loses none, a resume writes none twice)
+            warnings.warn(
+                f"CSVLogger(flush_logs_every_n_steps={flush_logs_every_n_steps}): ltrain writes "
+                "each row of metrics.csv as it is produced, so the argument has no effect.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     @property
     def metrics_file_path(self) -> str:
