@@ -1,7 +1,8 @@
 """`Module` (alias `LightningModule`): the user's model, its steps and hooks, `log`, hyperparameters.
 
 The module holds no loop logic. Everything that needs the run (logging, optimizers, backward)
-goes through `self.trainer`, which owns the state; the module only forwards. Hook names and
+goes through `self.trainer`, which owns the state; the module only forwards, and only to the
+public members `TrainerContract` lists, so neither file imports the other. Hook names and
 signatures are Lightning's so that user code moves over with its import changed.
 """
 
@@ -67,7 +68,8 @@ class TrainerContract(Protocol):
     def step_optimizer(
         self, optimizer: torch.optim.Optimizer, closure: Any = None, **kwargs: Any
     ) -> Any:
-        """A `LightningOptimizer.step`: the step with its hooks, counted in `global_step`."""
+        """What `step()` of an optimizer from `self.optimizers()` runs: the step through the
+        precision, with its hooks, counted in `global_step`."""
 
 
 class Module(nn.Module):

@@ -1,12 +1,17 @@
-"""Checks of the Trainer's arguments, and the loggers its `logger` argument stands for.
+"""Checks of the Trainer's arguments, the loggers `logger` stands for, the torch settings `deterministic` sets.
 
 Every argument is checked when the Trainer is built, so a typo stops the run before any data is
 loaded or any folder is made; each message names the argument and what it accepts.
+`deterministic` and `benchmark` change process-wide torch settings, so a run sets them and puts
+the previous ones back when it ends (a second Trainer in the process starts clean).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import torch
 
 from ltrain.errors import MisconfigurationException
 from ltrain.loggers.base import Logger, share_version_folder
@@ -75,3 +80,26 @@ def check_fast_dev_run(value: Any) -> int:
 def check_choice(name: str, value: Any, choices: tuple, expected: str) -> None:
     if value not in choices:
         raise MisconfigurationException(f"{name}={value!r}: expected {expected}")
+
+
+def set_determinism(deterministic: Any, benchmark: bool | None) -> tuple[bool, bool, bool]:
+    """Apply the run's determinism settings; returns the previous ones to restore afterwards."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+    if benchmark is not None:
+        torch.backends.cudnn.benchmark = benchmark
+    elif deterministic:
+        torch.backends.cudnn.benchmark = False
+    return previous
+
+
+def restore_determinism(previous: tuple[bool, bool, bool]) -> None:
+    enabled, warn_only, benchmark = previous
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark

@@ -76,6 +76,8 @@ from ltrain.trainer.arguments import (
     check_limit,
     check_val_check_interval,
     make_loggers,
+    restore_determinism,
+    set_determinism,
 )
 from ltrain.trainer.checkpointing import (
     LoopPosition,
@@ -412,7 +414,7 @@ class Trainer:
         self.progress_bar_metrics.clear()
         self.should_stop = False
         self._said_minimum_not_met = False
-        previous_determinism = _set_determinism(self.deterministic, self.benchmark)
+        previous_determinism = set_determinism(self.deterministic, self.benchmark)
         status = "failed"
         # run.json of the version folder: the CLI hands in its record (any command); a Python
         # fit gets one of its own (a later test() in the same folder keeps the fit's record)
@@ -449,7 +451,7 @@ class Trainer:
             try:
                 self._teardown(stage, model, datamodule, status)
             finally:
-                _restore_determinism(previous_determinism)
+                restore_determinism(previous_determinism)
                 if record is not None:
                     self._end_record(record, ended_by)
         return result
@@ -571,26 +573,3 @@ class Trainer:
             record.end(self, ended_by)
         except OSError as error:
             warnings.warn(f"could not write run.json: {error}", stacklevel=2)
-
-
-def _set_determinism(deterministic: Any, benchmark: bool | None) -> tuple[bool, bool, bool]:
-    """Apply the run's determinism settings; returns the previous ones to restore afterwards."""
-    previous = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-    )
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
-    if benchmark is not None:
-        torch.backends.cudnn.benchmark = benchmark
-    elif deterministic:
-        torch.backends.cudnn.benchmark = False
-    return previous
-
-
-def _restore_determinism(previous: tuple[bool, bool, bool]) -> None:
-    enabled, warn_only, benchmark = previous
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-    torch.backends.cudnn.benchmark = benchmark
