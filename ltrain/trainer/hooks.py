@@ -8,7 +8,7 @@ batch. Whether an object implements a hook is decided by one rule, `overrides`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
 
 NOBODY = object()  # the plan of a hook that neither the module nor a callback implements
+
+
+class HookPlan(NamedTuple):
+    """Who implements one hook in this run (a tuple, so the dispatcher unpacks it cheaply)."""
+
+    before: list[Callback]  # callbacks that run before the module
+    method: Any  # the module's bound method, or None
+    after: list[Callback]  # callbacks that decide from metrics (`runs_after_module`)
 
 
 def call_hook(trainer: Trainer, name: str, *args: Any) -> Any:
@@ -51,8 +59,8 @@ def call_hook(trainer: Trainer, name: str, *args: Any) -> Any:
     return output
 
 
-def plan_hook(trainer: Trainer, name: str) -> tuple[list[Callback], Any, list[Callback]] | object:
-    """Who implements hook `name` in this run: (callbacks before, module method, after).
+def plan_hook(trainer: Trainer, name: str) -> HookPlan | object:
+    """Who implements hook `name` in this run.
 
     `NOBODY` when no one does, so that the dispatcher's common case is one identity test.
     """
@@ -63,7 +71,7 @@ def plan_hook(trainer: Trainer, name: str) -> tuple[list[Callback], Any, list[Ca
         method = None
     if method is None and not before and not after:
         return NOBODY
-    return before, method, after
+    return HookPlan(before, method, after)
 
 
 def step_args(results: Results, hook: str, batch: Any, batch_idx: int) -> tuple[Any, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -158,7 +158,15 @@ def _without_shuffle(loader: Any) -> Any:
     return loader
 
 
-def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> tuple[Any, Any, Any]:
+class BatchTransfer(NamedTuple):
+    """The hooks a batch passes on its way to the device, fixed once per run."""
+
+    before: Any  # on_before_batch_transfer, or None when nobody overrides it
+    transfer: Any  # the module's transfer_batch_to_device
+    after: Any  # on_after_batch_transfer, or None
+
+
+def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> BatchTransfer:
     """Lightning's rule: a datamodule's batch hook wins over the module's; unset hooks are skipped."""
 
     def pick(name: str) -> Any:
@@ -168,7 +176,7 @@ def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> tuple[
             return getattr(model, name)
         return None
 
-    return (
+    return BatchTransfer(
         pick("on_before_batch_transfer"),
         model.transfer_batch_to_device,
         pick("on_after_batch_transfer"),

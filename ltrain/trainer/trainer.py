@@ -88,8 +88,14 @@ from ltrain.trainer.checkpointing import (
 )
 from ltrain.trainer.evaluation_loop import evaluate, predict
 from ltrain.trainer.fit_loop import backward, fit_loop, val_check_batch
-from ltrain.trainer.hooks import call_hook, make_callbacks, merge_model_callbacks, order_callbacks
-from ltrain.trainer.loaders import batch_transfer_hooks, load_loaders
+from ltrain.trainer.hooks import (
+    HookPlan,
+    call_hook,
+    make_callbacks,
+    merge_model_callbacks,
+    order_callbacks,
+)
+from ltrain.trainer.loaders import BatchTransfer, batch_transfer_hooks, load_loaders
 from ltrain.trainer.log_rows import check_losses, log_hyperparameters
 from ltrain.trainer.optimizers import (
     LightningOptimizer,
@@ -234,8 +240,9 @@ class Trainer:
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
         self._received_signal: int | None = None
         self._batch_idx = 0
-        self._hook_plans: dict[str, tuple[list[Callback], Any, list[Callback]] | object] = {}
+        self._hook_plans: dict[str, HookPlan | object] = {}  # hooks.plan_hook's, per run
         self._val_check_batch: float = math.inf
+        self._batch_transfer: BatchTransfer | None = None  # the batch hooks, set per run
         self._step_output: Any = None
         self._training_step_runner: Any = None  # the module's training_step, or DDP around it
         self._return_predictions = True
