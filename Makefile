@@ -23,9 +23,10 @@ run: $(STAMP)
 	$(VENV)/bin/ltrain fit configs/digits.yaml
 	$(VENV)/bin/ltrain plot runs/digits-mlp --out runs/digits-mlp.png
 
-# two pytest workers: most tests start real processes, and this keeps CI near 5 minutes on 2 cores
+# two pytest workers: most tests start real processes, and this keeps CI near 5 minutes on 2 cores;
+# loadgroup keeps the parity tests on one worker, which runs Lightning and ltrain once for all
 test: $(LOGGERS_STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

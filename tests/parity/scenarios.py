@@ -1,0 +1,845 @@
+"""The parity scenarios: user code written once against `pl`, run under Lightning and under ltrain.
+
+Each scenario is a function `(pl, root) -> observations`; the driver seeds with
+`pl.seed_everything(0)` first and runs it with `root` (an empty folder) as the working directory.
+Scenarios use only Lightning's public API, as a user's script does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from parity.observe import classification, kit, loader, observe, regression, trainer
+
+SCENARIOS: dict[str, Callable[[Any, Path], dict[str, Any]]] = {}
+
+
+def scenario(function: Callable[[Any, Path], dict[str, Any]]) -> Callable:
+    SCENARIOS[function.__name__] = function
+    return function
+
+
+def _fit(pl: Any, root: Path, model: Any = None, train: Any = None, val: Any = None, **kwargs: Any):
+    model = model or kit(pl).Regressor()
+    run = trainer(pl, root, **kwargs)
+    run.fit(model, train or loader(regression()), val)
+    return run, model
+
+
+# ---------------------------------------------------------------------- the loop and the seed
+@scenario
+def fit_train_and_val(pl, root):
+    run, model = _fit(pl, root, val=loader(regression(32, seed=2)), max_epochs=2)
+    return observe(run, model, root)
+
+
+@scenario
+def fit_shuffled_with_sanity_check(pl, root):
+    train = loader(regression(), shuffle=True)
+    run, model = _fit(pl, root, train=train, val=loader(regression(32, seed=2)), max_epochs=2)
+    return observe(run, model, root)
+
+
+@scenario
+def fit_shuffled_without_sanity_check(pl, root):
+    train = loader(regression(), shuffle=True)
+    val = loader(regression(32, seed=2))
+    run, model = _fit(pl, root, train=train, val=val, max_epochs=2, num_sanity_val_steps=0)
+    return observe(run, model, root)
+
+
+@scenario
+def fit_shuffled_val_check_interval_half(pl, root):
+    train = loader(regression(), shuffle=True)
+    val = loader(regression(32, seed=2), shuffle=True)
+    run, model = _fit(pl, root, train=train, val=val, max_epochs=2, val_check_interval=0.5)
+    return observe(run, model, root)
+
+
+@scenario
+def fit_shuffled_two_val_loaders_limited(pl, root):
+    train = loader(regression(), shuffle=True)
+    vals = [loader(regression(32, seed=2), shuffle=True), loader(regression(24, seed=3))]
+
+    class TwoVal(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            x, y = batch
+            self.log("valid_loss", F.mse_loss(self(x), y))
+
+    run, model = _fit(
+        pl, root, TwoVal(), train, vals, max_epochs=2, limit_train_batches=5, limit_val_batches=2
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def fit_without_val_uses_max_steps(pl, root):
+    run, model = _fit(pl, root, max_steps=11, max_epochs=-1, log_every_n_steps=3)
+    return observe(run, model, root)
+
+
+@scenario
+def val_check_interval_integer(pl, root):
+    run, model = _fit(
+        pl,
+        root,
+        val=loader(regression(16)),
+        max_epochs=2,
+        val_check_interval=3,
+        log_every_n_steps=2,
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def val_check_interval_across_epochs(pl, root):
+    run, model = _fit(
+        pl,
+        root,
+        val=loader(regression(16)),
+        max_epochs=4,
+        val_check_interval=5,
+        check_val_every_n_epoch=None,
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def check_val_every_second_epoch(pl, root):
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=4, check_val_every_n_epoch=2)
+    return observe(run, model, root)
+
+
+@scenario
+def limit_batches_as_fractions(pl, root):
+    run, model = _fit(
+        pl,
+        root,
+        val=loader(regression(32)),
+        max_epochs=2,
+        limit_train_batches=0.5,
+        limit_val_batches=0.25,
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def limit_train_batches_zero_skips_training(pl, root):
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2, limit_train_batches=0)
+    return observe(run, model, root)
+
+
+# ---------------------------------------------------------------------- hooks
+@scenario
+def hook_order_fit(pl, root):
+    callback = kit(pl).RecordingCallback()
+    model = kit(pl).RecordingRegressor()
+    run = trainer(
+        pl, root, max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=[callback]
+    )
+    run.fit(model, loader(regression()), loader(regression(16)))
+    return observe(run, model, root, callbacks=(callback,))
+
+
+@scenario
+def hook_order_validate_test_predict(pl, root):
+    callback = kit(pl).RecordingCallback()
+    model = kit(pl).RecordingRegressor()
+    run = trainer(pl, root, limit_val_batches=1, limit_test_batches=1, callbacks=[callback])
+    validated = run.validate(model, loader(regression(16)))
+    tested = run.test(model, loader(regression(16)))
+    predicted = run.predict(model, loader(regression(16)))
+    return observe(
+        run, model, root, callbacks=(callback,), validated=validated, tested=tested,
+        predicted=predicted,
+    )  # fmt: skip
+
+
+@scenario
+def step_methods_without_batch_idx(pl, root):
+    class NoIndex(kit(pl).Regressor):
+        def training_step(self, batch):
+            x, y = batch
+            loss = F.mse_loss(self(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch):
+            self.log("valid_loss", F.mse_loss(self(batch[0]), batch[1]))
+
+        def test_step(self, batch):
+            self.log("test_loss", F.mse_loss(self(batch[0]), batch[1]))
+
+        def predict_step(self, batch):
+            return self(batch[0])
+
+    model = NoIndex()
+    run = trainer(pl, root, max_epochs=1)
+    run.fit(model, loader(regression()), loader(regression(16)))
+    tested = run.test(model, loader(regression(16)))
+    predicted = run.predict(model, loader(regression(16)))
+    return observe(run, model, root, tested=tested, predicted=predicted)
+
+
+@scenario
+def submodule_kept_in_eval_mode_stays_there(pl, root):
+    class Frozen(kit(pl).Regressor):
+        def on_train_start(self):
+            self.dropout.eval()  # a frozen part the user keeps in eval mode
+
+        def on_train_batch_start(self, batch, batch_idx):
+            self.log("dropout_training", float(self.dropout.training), on_step=True)
+
+    run, model = _fit(pl, root, Frozen(), val=loader(regression(16)), max_epochs=2)
+    return observe(run, model, root, dropout_training=model.dropout.training)
+
+
+# ---------------------------------------------------------------------- self.log
+@scenario
+def log_options(pl, root):
+    class Options(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.mse_loss(self(x), y)
+            self.log("step_only", loss, on_step=True, on_epoch=False)
+            self.log("epoch_only", loss, on_step=False, on_epoch=True)
+            self.log("both", loss, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("summed", loss, on_epoch=True, reduce_fx="sum")
+            self.log("maximum", loss, on_step=False, on_epoch=True, reduce_fx="max")
+            self.log("minimum", loss, on_step=False, on_epoch=True, reduce_fx="min")
+            self.log("hidden", loss, logger=False, prog_bar=True)
+            self.log("weighted", loss, on_step=False, on_epoch=True, batch_size=2 + batch_idx)
+            self.log("number", 1.5 + batch_idx)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            self.log("v_default", loss)
+            self.log("v_step", loss, on_step=True)
+            self.log_dict({"v_a": loss, "v_b": 2 * loss}, prog_bar=True)
+
+    run, model = _fit(
+        pl, root, Options(), loader(regression(60)), loader(regression(20)), max_epochs=2,
+        log_every_n_steps=2,
+    )  # fmt: skip
+    return observe(run, model, root)
+
+
+@scenario
+def reduce_fx_in_any_spelling(pl, root):
+    class Reductions(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            self.log("upper_sum", loss, on_step=False, on_epoch=True, reduce_fx="SUM")
+            self.log("torch_max", loss, on_step=False, on_epoch=True, reduce_fx=torch.max)
+            self.log("torch_mean", loss, on_step=False, on_epoch=True, reduce_fx=torch.mean)
+            return loss
+
+    run, model = _fit(pl, root, Reductions(), max_epochs=1)
+    return observe(run, model, root)
+
+
+@scenario
+def log_from_other_hooks(pl, root):
+    class Hooks(kit(pl).Regressor):
+        def on_train_start(self):
+            self.log("from_train_start", 1.0)
+
+        def on_train_epoch_start(self):
+            self.log("from_epoch_start", float(self.current_epoch))
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.log("from_batch_end", float(batch_idx))
+
+        def on_validation_epoch_end(self):
+            self.log("from_val_epoch_end", 3.0)
+
+        def on_train_epoch_end(self):
+            self.log("from_train_epoch_end", 4.0)
+
+    run, model = _fit(
+        pl, root, Hooks(), val=loader(regression(16)), max_epochs=2, log_every_n_steps=2
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def logged_metrics_after_every_batch(pl, root):
+    class Snapshots(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append(sorted(trainer.logged_metrics))
+
+    snapshots = Snapshots()
+    run, model = _fit(pl, root, max_epochs=1, log_every_n_steps=3, callbacks=[snapshots])
+    return observe(run, model, root, snapshots=snapshots.seen)
+
+
+@scenario
+def batch_size_inferred_from_nested_batches(pl, root):
+    class DictBatches(torch.utils.data.Dataset):
+        def __len__(self):
+            return 30
+
+        def __getitem__(self, index):
+            x = torch.full((4,), float(index) / 30)
+            return {"inputs": [x, {"mask": torch.ones(2)}], "target": x.sum(0, keepdim=True)}
+
+    class Nested(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            loss = F.mse_loss(self(batch["inputs"][0]), batch["target"])
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("valid_loss", F.mse_loss(self(batch["inputs"][0]), batch["target"]))
+
+    data = torch.utils.data.DataLoader(DictBatches(), batch_size=7)
+    run, model = _fit(
+        pl,
+        root,
+        Nested(),
+        data,
+        torch.utils.data.DataLoader(DictBatches(), batch_size=8),
+        max_epochs=1,
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def torchmetrics_objects_logged(pl, root):
+    import torchmetrics
+
+    class Metrics(kit(pl).Classifier):
+        def __init__(self):
+            super().__init__()
+            self.train_accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+            self.val_accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self(x)
+            self.train_accuracy(logits, y)
+            self.log("train_accuracy", self.train_accuracy, on_step=True, on_epoch=True)
+            return F.cross_entropy(logits, y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.val_accuracy.update(self(x), y)
+            self.log("val_accuracy", self.val_accuracy)
+
+    run, model = _fit(
+        pl, root, Metrics(), loader(classification()), loader(classification(40, seed=4)),
+        max_epochs=2, log_every_n_steps=3,
+    )  # fmt: skip
+    return observe(run, model, root)
+
+
+# ---------------------------------------------------------------------- several loaders
+class _TwoLoaders:
+    @staticmethod
+    def module(pl: Any, add_dataloader_idx: bool = True) -> Any:
+        class Two(kit(pl).Regressor):
+            def validation_step(self, batch, batch_idx, dataloader_idx=0):
+                loss = F.mse_loss(self(batch[0]), batch[1])
+                self.log("valid_loss", loss, add_dataloader_idx=add_dataloader_idx and True)
+                if not add_dataloader_idx:
+                    self.log(f"valid_loss_{dataloader_idx}", loss, add_dataloader_idx=False)
+
+            def test_step(self, batch, batch_idx, dataloader_idx=0):
+                self.log("test_loss", F.mse_loss(self(batch[0]), batch[1]))
+
+        return Two()
+
+
+@scenario
+def two_validation_loaders(pl, root):
+    vals = [loader(regression(16, seed=5)), loader(regression(24, seed=6))]
+    run, model = _fit(pl, root, _TwoLoaders.module(pl), val=vals, max_epochs=2)
+    validated = run.validate(model, vals)
+    return observe(run, model, root, validated=validated)
+
+
+@scenario
+def two_test_loaders(pl, root):
+    model = _TwoLoaders.module(pl)
+    run = trainer(pl, root)
+    tested = run.test(model, [loader(regression(16, seed=5)), loader(regression(8, seed=6))])
+    return observe(run, model, root, tested=tested)
+
+
+# ---------------------------------------------------------------------- callbacks
+@scenario
+def early_stopping_on_validation(pl, root):
+    stop = pl.callbacks.EarlyStopping(monitor="valid_loss", patience=1, min_delta=0.5)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=10, callbacks=[stop])
+    return observe(run, model, root, stopped_epoch=stop.stopped_epoch, wait=stop.wait_count)
+
+
+@scenario
+def early_stopping_on_a_training_metric(pl, root):
+    stop = pl.callbacks.EarlyStopping(monitor="train_loss_epoch", patience=0, min_delta=10.0)
+    run, model = _fit(pl, root, max_epochs=5, callbacks=[stop])
+    return observe(run, model, root, stopped_epoch=stop.stopped_epoch)
+
+
+@scenario
+def early_stopping_respects_min_epochs(pl, root):
+    stop = pl.callbacks.EarlyStopping(monitor="valid_loss", patience=0, min_delta=100.0)
+    run, model = _fit(
+        pl, root, val=loader(regression(16)), max_epochs=6, min_epochs=3, callbacks=[stop]
+    )
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_top_two_by_validation(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="valid_loss", save_top_k=2, save_last=True)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=4, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_filename_template(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        monitor="valid_loss", filename="{epoch}-{valid_loss:.2f}", mode="min", save_top_k=1
+    )
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=3, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_save_last_without_monitor(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_monitor_training_epoch_metric(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="train_loss_epoch", save_top_k=1)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=3, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_every_second_epoch_with_last(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(every_n_epochs=2, save_last=True, save_top_k=-1)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=3, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_names_taken_get_a_version(pl, root):
+    folder = str(root / "ckpts")
+    for epochs in (1, 1):
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=folder, save_last=True)
+        run, model = _fit(pl, root, max_epochs=epochs, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_every_n_train_steps(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1)
+    run, model = _fit(pl, root, max_epochs=2, callbacks=[checkpoint])
+    return observe(run, model, root)
+
+
+@scenario
+def test_after_fit_uses_the_best_checkpoint(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="valid_loss", save_top_k=1)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=3, callbacks=[checkpoint])
+    tested = run.test(dataloaders=loader(regression(16, seed=9)))
+    validated = run.validate(dataloaders=loader(regression(16, seed=9)))
+    return observe(run, model, root, tested=tested, validated=validated)
+
+
+@scenario
+def learning_rate_monitor(pl, root):
+    class Scheduled(kit(pl).Regressor):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)]
+
+    monitor = pl.callbacks.LearningRateMonitor(logging_interval="step", log_momentum=True)
+    run, model = _fit(pl, root, Scheduled(), max_epochs=2, log_every_n_steps=2, callbacks=[monitor])
+    return observe(run, model, root)
+
+
+# ---------------------------------------------------------------------- optimizers
+def _with_optimizers(pl: Any, configure: Callable[[Any], Any], **lightning_module_methods: Any):
+    base = kit(pl).Regressor
+    namespace = {"configure_optimizers": configure, **lightning_module_methods}
+    return type("Configured", (base,), namespace)()
+
+
+@scenario
+def optimizer_and_epoch_scheduler(pl, root):
+    def configure(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5),
+        }
+
+    run, model = _fit(pl, root, _with_optimizers(pl, configure), max_epochs=3)
+    return observe(run, model, root, lr=run.optimizers[0].param_groups[0]["lr"])
+
+
+@scenario
+def step_scheduler_with_frequency(pl, root):
+    def configure(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.9)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 3},
+        }
+
+    run, model = _fit(pl, root, _with_optimizers(pl, configure), max_epochs=2)
+    return observe(run, model, root, lr=run.optimizers[0].param_groups[0]["lr"])
+
+
+@scenario
+def plateau_scheduler_monitoring_validation(pl, root):
+    def configure(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": plateau, "monitor": "valid_loss"},
+        }
+
+    run, model = _fit(
+        pl, root, _with_optimizers(pl, configure), val=loader(regression(16)), max_epochs=4
+    )
+    return observe(run, model, root, lr=run.optimizers[0].param_groups[0]["lr"])
+
+
+@scenario
+def lists_of_optimizers_and_schedulers(pl, root):
+    def configure(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=0.01)
+        return [optimizer], [torch.optim.lr_scheduler.ExponentialLR(optimizer, 0.5)]
+
+    run, model = _fit(pl, root, _with_optimizers(pl, configure), max_epochs=2)
+    return observe(run, model, root, lr=run.optimizers[0].param_groups[0]["lr"])
+
+
+@scenario
+def custom_scheduler_through_lr_scheduler_step(pl, root):
+    class Halving:
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+        def step(self, metric=None):
+            for group in self.optimizer.param_groups:
+                group["lr"] /= 2
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    def configure(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": Halving(optimizer)}
+
+    def lr_scheduler_step(self, scheduler, metric):
+        scheduler.step()
+
+    model = _with_optimizers(pl, configure, lr_scheduler_step=lr_scheduler_step)
+    run, model = _fit(pl, root, model, max_epochs=3)
+    return observe(run, model, root, lr=run.optimizers[0].param_groups[0]["lr"])
+
+
+@scenario
+def manual_optimization_two_optimizers(pl, root):
+    class Manual(kit(pl).Regressor):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.other = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            first, second = self.optimizers()
+            x, y = batch
+            loss = F.mse_loss(self(x), y)
+            first.zero_grad()
+            self.manual_backward(loss)
+            first.step()
+            other = F.mse_loss(self.other(x), y)
+            second.zero_grad()
+            self.manual_backward(other)
+            second.step()
+            self.log_dict({"loss": loss, "other": other}, prog_bar=True)
+            scheduler = self.lr_schedulers()
+            if self.trainer.is_last_batch:
+                scheduler.step(loss.detach())
+
+        def configure_optimizers(self):
+            first = torch.optim.SGD(self.layer.parameters(), lr=0.1)
+            second = torch.optim.Adam(self.other.parameters(), lr=0.01)
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(first, patience=0)
+            return [first, second], [plateau]
+
+    run, model = _fit(pl, root, Manual(), max_epochs=2)
+    return observe(run, model, root)
+
+
+@scenario
+def accumulate_and_clip_by_norm(pl, root):
+    run, model = _fit(
+        pl, root, max_epochs=2, accumulate_grad_batches=3, gradient_clip_val=0.5,
+        log_every_n_steps=1,
+    )  # fmt: skip
+    return observe(run, model, root)
+
+
+@scenario
+def clip_by_value(pl, root):
+    run, model = _fit(
+        pl, root, max_epochs=1, gradient_clip_val=0.05, gradient_clip_algorithm="value"
+    )
+    return observe(run, model, root)
+
+
+# ---------------------------------------------------------------------- resume
+@scenario
+def resume_from_last_checkpoint_in_python(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    first, _ = _fit(pl, root, val=loader(regression(16)), max_epochs=1, callbacks=[checkpoint])
+    last = checkpoint.last_model_path
+    callback = kit(pl).RecordingCallback()
+    model = kit(pl).RecordingRegressor()
+    resumed = trainer(
+        pl, root, max_epochs=3, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback]
+    )
+    resumed.fit(model, loader(regression()), loader(regression(16)), ckpt_path=last)
+    return observe(resumed, model, root, callbacks=(callback,))
+
+
+# ---------------------------------------------------------------------- data modules
+@scenario
+def datamodule_hooks_and_hyperparameters(pl, root):
+    calls: list[str] = []
+
+    class Data(pl.LightningDataModule):
+        def __init__(self, batch_size: int = 8, samples: int = 40):
+            super().__init__()
+            self.save_hyperparameters()
+
+        def prepare_data(self):
+            calls.append("prepare_data")
+
+        def setup(self, stage):
+            calls.append(f"setup({getattr(stage, 'value', stage)})")
+
+        def teardown(self, stage):
+            calls.append(f"teardown({getattr(stage, 'value', stage)})")
+
+        def train_dataloader(self):
+            calls.append("train_dataloader")
+            return loader(regression(self.hparams.samples), self.hparams.batch_size, shuffle=True)
+
+        def val_dataloader(self):
+            calls.append("val_dataloader")
+            return loader(regression(16), self.hparams.batch_size)
+
+        def test_dataloader(self):
+            calls.append("test_dataloader")
+            return loader(regression(16, seed=7), self.hparams.batch_size)
+
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            calls.append(f"on_before_batch_transfer({dataloader_idx})")
+            return batch
+
+        def state_dict(self):
+            calls.append("state_dict")
+            return {"kept": 1}
+
+    data = Data()
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    run = trainer(pl, root, max_epochs=2, limit_train_batches=2, callbacks=[checkpoint])
+    model = kit(pl).Regressor()
+    run.fit(model, datamodule=data)
+    tested = run.test(model, datamodule=data)
+    stored = torch.load(checkpoint.last_model_path, weights_only=False)
+    return observe(
+        run, model, root, datamodule_calls=calls, tested=tested,
+        datamodule_hparams=stored.get("datamodule_hyper_parameters"),
+    )  # fmt: skip
+
+
+@scenario
+def hyperparameters_file(pl, root):
+    run, model = _fit(
+        pl, root, kit(pl).Classifier(lr=0.02, hidden=12), loader(classification()), max_epochs=1
+    )
+    return observe(run, model, root)
+
+
+# ---------------------------------------------------------------------- loggers
+@scenario
+def csv_logger_used_directly(pl, root):
+    logger = pl.loggers.CSVLogger(str(root), name="direct")
+    logger.log_metrics({"a": 1.0})
+    logger.log_metrics({"a": 2.0, "b": 3.0}, step=5)
+    logger.log_metrics({"c": 4.0})
+    logger.log_hyperparams({"lr": 0.1, "name": "x"})
+    logger.save()
+    return observe(
+        root=root, version=logger.version, log_dir=str(Path(logger.log_dir).relative_to(root))
+    )
+
+
+@scenario
+def default_logger(pl, root):
+    run = pl.Trainer(
+        default_root_dir=str(root), accelerator="cpu", max_epochs=1, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    model = kit(pl).Regressor()
+    run.fit(model, loader(regression()))
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return observe(
+        run, model, root, logger=type(run.logger).__name__,
+        loggers=[type(x).__name__ for x in run.loggers],
+        has_experiment=hasattr(run.logger, "experiment"),
+        files=[f.split("events.out")[0] for f in files],
+    )  # fmt: skip
+
+
+@scenario
+def predict_returns_batches(pl, root):
+    model = kit(pl).Classifier()
+    run = trainer(pl, root)
+    predicted = run.predict(model, loader(classification(20), batch_size=6))
+    return observe(run, model, root, predicted=predicted)
+
+
+@scenario
+def validate_and_test_return_values(pl, root):
+    model = kit(pl).Classifier()
+    run = trainer(pl, root)
+    validated = run.validate(model, loader(classification(20)))
+    tested = run.test(model, loader(classification(20)))
+    return observe(run, model, root, validated=validated, tested=tested)
+
+
+# ---------------------------------------------------------------------- more of what users do
+@scenario
+def fast_dev_run_one_batch(pl, root):
+    run, model = _fit(pl, root, val=loader(regression(16)), fast_dev_run=True)
+    return observe(run, model, root)
+
+
+@scenario
+def manual_optimization_one_optimizer(pl, root):
+    class Manual(kit(pl).Regressor):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            optimizer = self.optimizers()
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self.clip_gradients(optimizer, gradient_clip_val=0.5, gradient_clip_algorithm="norm")
+            optimizer.step()
+            self.log("loss", loss, prog_bar=True)
+
+    run, model = _fit(pl, root, Manual(), val=loader(regression(16)), max_epochs=2)
+    return observe(run, model, root)
+
+
+@scenario
+def load_from_checkpoint_restores_weights_and_hyperparameters(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="val_loss", save_top_k=1)
+    model = kit(pl).Classifier(lr=0.03, hidden=10)
+    run = trainer(pl, root, max_epochs=2, callbacks=[checkpoint])
+    run.fit(model, loader(classification()), loader(classification(40, seed=4)))
+    loaded = type(model).load_from_checkpoint(checkpoint.best_model_path)
+    return observe(
+        module=loaded, root=root, loaded_hparams=dict(loaded.hparams),
+        loaded_training=loaded.training,
+    )  # fmt: skip
+
+
+@scenario
+def test_and_validate_with_explicit_ckpt_paths(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="valid_loss", save_top_k=1, save_last=True)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=3, callbacks=[checkpoint])
+    best = run.test(model, loader(regression(16, seed=9)), ckpt_path="best")
+    last = run.validate(model, loader(regression(16, seed=9)), ckpt_path="last")
+    return observe(run, model, root, best=best, last=last)
+
+
+@scenario
+def early_stopping_in_max_mode_with_threshold(pl, root):
+    class Accuracy(kit(pl).Classifier):
+        pass
+
+    stop = pl.callbacks.EarlyStopping(monitor="val_acc", mode="max", stopping_threshold=0.3)
+    run, model = _fit(
+        pl, root, Accuracy(), loader(classification()), loader(classification(40, seed=4)),
+        max_epochs=8, callbacks=[stop],
+    )  # fmt: skip
+    return observe(run, model, root, stopped_epoch=stop.stopped_epoch)
+
+
+@scenario
+def two_predict_loaders(pl, root):
+    model = kit(pl).Classifier()
+    run = trainer(pl, root)
+    predicted = run.predict(
+        model, [loader(classification(12), 5), loader(classification(7, seed=3), 4)]
+    )
+    return observe(run, model, root, predicted=predicted)
+
+
+@scenario
+def datamodule_to_validate_test_predict(pl, root):
+    class Data(pl.LightningDataModule):
+        def val_dataloader(self):
+            return loader(classification(24, seed=5))
+
+        def test_dataloader(self):
+            return loader(classification(24, seed=6))
+
+        def predict_dataloader(self):
+            return loader(classification(10, seed=7), 4)
+
+    model = kit(pl).Classifier()
+    run = trainer(pl, root)
+    validated = run.validate(model, datamodule=Data())
+    tested = run.test(model, datamodule=Data())
+    predicted = run.predict(model, datamodule=Data())
+    return observe(run, model, root, validated=validated, tested=tested, predicted=predicted)
+
+
+@scenario
+def checkpoint_hooks_add_to_the_checkpoint(pl, root):
+    class Keeps(kit(pl).Regressor):
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["extra"] = {"epoch_seen": self.current_epoch}
+
+        def on_load_checkpoint(self, checkpoint):
+            self.restored = checkpoint["extra"]
+
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    first, _ = _fit(pl, root, Keeps(), max_epochs=2, callbacks=[checkpoint])
+    model = Keeps()
+    run = trainer(pl, root, max_epochs=3)
+    run.fit(model, loader(regression()), ckpt_path=checkpoint.last_model_path)
+    stored = torch.load(checkpoint.last_model_path, weights_only=False)
+    return observe(run, model, root, restored=model.restored, extra=stored["extra"])
