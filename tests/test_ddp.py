@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -140,6 +139,7 @@ def _train_script(
     how: str = "raise",
     accelerator: str = "cpu",
     strategy: str | None = None,
+    timeout: float = 240,
 ) -> tuple[subprocess.CompletedProcess, Path]:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
@@ -147,7 +147,7 @@ def _train_script(
     root = tmp_path / f"run{devices}-{kind}-{accelerator}-{strategy}"
     arguments = [str(devices), str(root), kind, str(fail_at), str(fail_rank), how]
     arguments += [accelerator, strategy]
-    return _run([sys.executable, str(script), *arguments], tmp_path), root
+    return _run([sys.executable, str(script), *arguments], tmp_path, timeout), root
 
 
 def _metrics(root: Path) -> pd.DataFrame:
@@ -213,9 +213,8 @@ def test_one_gpu_in_an_nccl_process_group_follows_the_plain_gpu_run(tmp_path: Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_rank_that_raises_ends_the_run_quickly(tmp_path: Path, rank: int) -> None:
-    start = time.monotonic()
-    result, _ = _train_script(tmp_path, 2, fail_at=3, fail_rank=rank)
-    assert time.monotonic() - start < 60
+    # a hang (the other rank waiting for the 30-minute collective timeout) fails by the timeout
+    result, _ = _train_script(tmp_path, 2, fail_at=3, fail_rank=rank, timeout=90)
     assert result.returncode != 0
     assert f"rank {rank} gives up" in result.stderr
     if rank == 1:  # rank 0, the script's own process, names the rank it started that failed
@@ -224,9 +223,7 @@ def test_a_rank_that_raises_ends_the_run_quickly(tmp_path: Path, rank: int) -> N
 
 @pytest.mark.slow
 def test_a_nan_loss_on_one_rank_stops_both_at_the_same_check(tmp_path: Path) -> None:
-    start = time.monotonic()
-    result, root = _train_script(tmp_path, 2, fail_at=2, fail_rank=1, how="nan")
-    assert time.monotonic() - start < 60
+    result, root = _train_script(tmp_path, 2, fail_at=2, fail_rank=1, how="nan", timeout=90)
     assert result.returncode != 0
     assert "the loss was nan or inf at global step 2" in result.stderr  # rank 1, where it was
     assert "the loss was nan or inf on another rank" in result.stderr  # rank 0, told so
@@ -434,9 +431,7 @@ def test_the_launcher_names_the_rank_that_failed_first(tmp_path: Path) -> None:
     spec = yaml.safe_load(config.read_text())
     spec["trainer"]["callbacks"].append({"class_path": "raiser.RaiseOnRankOne"})
     config.write_text(yaml.safe_dump(spec))
-    start = time.monotonic()
-    result = _run([sys.executable, "-m", "ltrain", "fit", str(config)], tmp_path)
-    assert time.monotonic() - start < 60
+    result = _run([sys.executable, "-m", "ltrain", "fit", str(config)], tmp_path, timeout=90)
     assert result.returncode == 1
     assert "rank 1 stops here" in result.stderr
     assert "error: rank 1 exited with code 1; stopping the other 1 rank(s)" in result.stderr
