@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ltrain.config import SHORT_NAMES, TRAINER
-from ltrain.signatures import SourceReader
+from ltrain.app.config import SHORT_NAMES, TRAINER
+from ltrain.app.signatures import SourceReader
 
 HEAVY = ("torch", "pandas", "matplotlib")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -26,7 +26,7 @@ def heavy_modules_after(args: list[str]) -> list[str]:
     """Run `ltrain ARGS` in a fresh interpreter; the heavy modules it left in sys.modules."""
     code = (
         "import sys\n"
-        "from ltrain.cli import main\n"
+        "from ltrain.app.cli import main\n"
         f"main({args!r}, prog_name='ltrain', standalone_mode=False)\n"
         f"print('heavy:', *[m for m in {HEAVY!r} if m in sys.modules])\n"
     )
@@ -114,7 +114,7 @@ def test_set_key_completion_works_without_importing_torch(tmp_path):
     config.write_text("model: {class_path: MLPClassifier, init_args: {lr: 0.1}}\n")
     code = (
         "import sys\n"
-        "from ltrain.cli import main\n"
+        "from ltrain.app.cli import main\n"
         "try:\n"
         "    main(prog_name='ltrain')\n"
         "except SystemExit:\n"

@@ -13,7 +13,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from ltrain.cli import main
+from ltrain.app.cli import main
 
 TINY = {
     "name": "tiny",

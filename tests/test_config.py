@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ltrain.config import (
-    ConfigError,
+from ltrain.app.config import (
     apply_override,
     config_keys,
     instantiate,
@@ -14,6 +13,7 @@ from ltrain.config import (
     resolve,
     to_yaml,
 )
+from ltrain.app.errors import ConfigError
 
 BASE = {
     "name": "t",

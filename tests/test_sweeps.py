@@ -6,8 +6,8 @@ import pytest
 import yaml
 from tiny_runs import invoke, run_json, write_project
 
-from ltrain.config import ConfigError
-from ltrain.sweeps import expand, split_values
+from ltrain.app.errors import ConfigError
+from ltrain.app.sweeps import expand, split_values
 
 FAST = {"max_epochs": 1, "limit_train_batches": 2}
 

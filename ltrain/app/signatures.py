@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "ltrain"
-_ROOT = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parent.parent  # ltrain/
 
 # outside-ltrain modules whose names an annotation gets for real: standard library, cheap to import
 _REAL_MODULES = ("typing", "collections.abc", "os", "pathlib")

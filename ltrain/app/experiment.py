@@ -16,16 +16,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ltrain.callbacks.base import Callback
-from ltrain.config import (
-    ConfigError,
+from ltrain.app.config import (
     apply_override,
+    import_qualified,
     imported_modules,
     instantiate,
     load_config,
     resolve,
     to_yaml,
 )
+from ltrain.app.errors import ConfigError
+from ltrain.callbacks import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, WorkersFailed
 from ltrain.run_record import RUN_FILE, RunRecord, command_line
@@ -346,11 +347,9 @@ def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
 
 def _writes_version_folder(spec: Any) -> bool:
     """Whether a resolved logger spec names a class that writes into runs/<name>/version_N."""
-    from ltrain.config import _import_qualified
-
     if not isinstance(spec, Mapping) or not isinstance(spec.get("class_path"), str):
         return False
-    return getattr(_import_qualified(spec["class_path"]), "writes_version_folder", True)
+    return getattr(import_qualified(spec["class_path"]), "writes_version_folder", True)
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ltrain.app.runs_table import metric_name, read_metrics, series_kinds
 from ltrain.errors import MisconfigurationException
 from ltrain.files import existing_versions, write_atomically
-from ltrain.runs_table import metric_name, read_metrics, series_kinds
 
 _VERSION = re.compile(r"^version_\d+$")
 _PHASES = ("train", "valid", "val", "test")

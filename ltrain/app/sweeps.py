@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from ltrain.config import ConfigError, load_config, resolve
+from ltrain.app.config import load_config, resolve
+from ltrain.app.errors import CommandError, ConfigError, guard, resume_command
 
 
 def split_values(text: str) -> list[str]:
@@ -94,8 +95,8 @@ def check_members(config_path: str, members: Sequence[Sequence[str]]) -> None:
 
 def _refuse_several_processes(trainer: Mapping[str, Any]) -> None:
     """Sweep members run one after another from this process: a DDP member is refused."""
+    from ltrain.app.experiment import strategy_for
     from ltrain.errors import MisconfigurationException
-    from ltrain.experiment import strategy_for
 
     try:
         several = strategy_for(trainer).distributed
@@ -114,10 +115,9 @@ def _numbers(numbers: list[int]) -> str:
 
 def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
     """Run the grid; print its table sorted by the monitored metric. Returns the exit code."""
-    from ltrain.cli import CommandError, _guard, resume_command
+    from ltrain.app.experiment import run_command
     from ltrain.console import info
     from ltrain.errors import RunInterrupted
-    from ltrain.experiment import run_command
     from ltrain.run_record import RunRecord, command_line
 
     members, swept = expand(overrides)
@@ -131,7 +131,7 @@ def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
         sweep = {"command_line": sweep_line, "member": number, "members": len(members)}
         record = RunRecord("fit", line, extra={"sweep": sweep})
         try:
-            _guard(run_command, "fit", config_path, member, record=record)
+            guard(run_command, "fit", config_path, member, record=record)
         except KeyboardInterrupt as stop:
             if record.folder is not None:
                 folders.append(record.folder)
@@ -160,7 +160,7 @@ def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
 
 def _show(folders: list[Path], swept: list[str], failed: int, not_started: list[str]) -> None:
     """The sweep's runs, best first by the monitored metric, then the members that never started."""
-    from ltrain.runs_table import render, runs_frame, sort_frame
+    from ltrain.app.runs_table import render, runs_frame, sort_frame
 
     if folders:
         frame = runs_frame(folders, keys=swept)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltrain.signatures import ClassByName, ClassInfo, SourceReader, stand_in
+from ltrain.app.errors import ConfigError
+from ltrain.app.signatures import ClassByName, ClassInfo, SourceReader, stand_in
 
 TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")
 
@@ -57,16 +58,6 @@ _SLOTS = {
     "callback": "ltrain.callbacks.base.Callback",
     "logger": "ltrain.loggers.base.Logger",
 }
-
-
-class ConfigError(Exception):
-    """One or more problems in a config; each line names the dotted key (or file) and the fix."""
-
-    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = source
-        where = f" ({source})" if source else ""
-        super().__init__("\n".join(f"{p}{where}" for p in self.problems))
 
 
 # ---------------------------------------------------------------------- loading and overrides
@@ -215,7 +206,7 @@ def resolve(
             f"trainer: expected a mapping of Trainer arguments, got {trainer!r}"
         )
     else:
-        target = checker.source.read_class(TRAINER) or _import_qualified(TRAINER)
+        target = checker.source.read_class(TRAINER) or import_qualified(TRAINER)
         out["trainer"] = checker.arguments(target, trainer, "trainer")
     if checker.problems:
         raise ConfigError(checker.problems, source)
@@ -303,7 +294,7 @@ class _Checker:
         if isinstance(target, ClassInfo):
             ok = target.derives_from(_path(required))
             if ok is None:  # a base outside ltrain that the source cannot see into
-                ok = issubclass(_import_qualified(target.path), _real(required))
+                ok = issubclass(import_qualified(target.path), _real(required))
         elif slot is None and not inspect.isclass(target) and callable(target):
             return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
         else:
@@ -433,7 +424,7 @@ class _Checker:
 def instantiate(spec: Any) -> Any:
     """Build the object a resolved `{class_path, init_args}` describes (nested specs first)."""
     if isinstance(spec, Mapping) and "class_path" in spec:
-        target = _import_qualified(spec["class_path"])
+        target = import_qualified(spec["class_path"])
         kwargs = {k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()}
         return target(**kwargs)
     if isinstance(spec, list):
@@ -441,6 +432,20 @@ def instantiate(spec: Any) -> Any:
     if isinstance(spec, Mapping):
         return {k: instantiate(v) for k, v in spec.items()}
     return spec
+
+
+def import_qualified(dotted: str) -> Any:
+    """Import `module.Outer.Inner` where the class path may include nested attributes."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return target
+    raise ConfigError(f"cannot import {dotted}")
 
 
 def imported_modules(config: Mapping[str, Any]) -> list[str]:
@@ -515,20 +520,6 @@ def _make_importable(base_dir: str | None) -> None:
             sys.path.insert(0, folder)
 
 
-def _import_qualified(dotted: str) -> Any:
-    """Import `module.Outer.Inner` where the class path may include nested attributes."""
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            target: Any = importlib.import_module(".".join(parts[:split]))
-        except ModuleNotFoundError:
-            continue
-        for attribute in parts[split:]:
-            target = getattr(target, attribute)
-        return target
-    raise ConfigError(f"cannot import {dotted}")
-
-
 def _path(target: Any, given: str | None = None) -> str:
     """`module.Class`: where a class (imported, read from source, or a stand-in) is defined.
 
@@ -545,7 +536,7 @@ def _path(target: Any, given: str | None = None) -> str:
 
 def _real(cls: type) -> type:
     """The class itself: a stand-in is imported now, since an imported class is checked against it."""
-    return _import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
+    return import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
 
 
 def _type_hints(target: Any) -> dict[str, Any]:
