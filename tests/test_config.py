@@ -166,7 +166,7 @@ def test_set_key_completion_reads_the_config_and_trainer_arguments(tmp_path):
     assert "trainer.max_epochs" in keys and "trainer.precision" in keys
 
 
-def test_ltrain_names_the_source_cannot_answer_for_are_imported_instead():
+def test_ltrain_classes_outside_the_signature_data_are_imported_instead():
     # `ltrain.LightningModule` comes from the package's lazy __getattr__, which only running it resolves
     config = {"model": {"class_path": "ltrain.LightningModule"}}
     assert resolve(config).config["model"] == {

@@ -3,8 +3,8 @@
 The `__init__` signatures are the schema. Every `class_path` is found, its `init_args` are bound
 to the parameters and checked against their type hints (int, float, bool, str, Optional, Literal,
 list, dict, nested classes), and every problem is collected with its dotted key before anything
-is instantiated, so a typo costs a second, not a crashed run. ltrain's own classes are read from
-their source (signatures.py), because importing them imports torch and `ltrain config` should
+is instantiated, so a typo costs a second, not a crashed run. ltrain's own classes are known from
+signature data (signatures.py), because importing them imports torch and `ltrain config` should
 answer at once; any other `class_path` is imported, and config targets are code: importing a
 module runs it. Only classes that fit their slot are accepted.
 """
@@ -24,32 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from ltrain.app.errors import ConfigError
-from ltrain.app.signatures import ClassByName, ClassInfo, SourceReader, stand_in
+from ltrain.app.signatures import (
+    SHORT_NAMES,
+    TRAINER,
+    ClassByName,
+    ClassInfo,
+    read_class,
+    stand_in,
+)
 
 TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")
-
-SHORT_NAMES = {
-    "EarlyStopping": "ltrain.callbacks.EarlyStopping",
-    "ModelCheckpoint": "ltrain.callbacks.ModelCheckpoint",
-    "ModelSummary": "ltrain.callbacks.ModelSummary",
-    "LearningRateMonitor": "ltrain.callbacks.LearningRateMonitor",
-    "TQDMProgressBar": "ltrain.callbacks.TQDMProgressBar",
-    "CSVLogger": "ltrain.loggers.CSVLogger",
-    "TensorBoardLogger": "ltrain.loggers.TensorBoardLogger",
-    "WandbLogger": "ltrain.loggers.WandbLogger",
-    "MLFlowLogger": "ltrain.loggers.MLFlowLogger",
-    "MLflowLogger": "ltrain.loggers.MLflowLogger",
-    "Digits": "ltrain.data.Digits",
-    "MNIST": "ltrain.data.MNIST",
-    "CIFAR10": "ltrain.data.CIFAR10",
-    "MLPClassifier": "ltrain.zoo.MLPClassifier",
-    "CNNClassifier": "ltrain.zoo.CNNClassifier",
-    "ImageClassifier": "ltrain.zoo.ImageClassifier",
-    "TwoBranchMLP": "ltrain.zoo.TwoBranchMLP",
-    "SmallCNN": "ltrain.zoo.SmallCNN",
-}
-
-TRAINER = "ltrain.trainer.Trainer"
 
 # the class each slot must hold, where it is defined
 _SLOTS = {
@@ -206,7 +190,7 @@ def resolve(
             f"trainer: expected a mapping of Trainer arguments, got {trainer!r}"
         )
     else:
-        target = checker.source.read_class(TRAINER) or import_qualified(TRAINER)
+        target = read_class(TRAINER) or import_qualified(TRAINER)
         out["trainer"] = checker.arguments(target, trainer, "trainer")
     if checker.problems:
         raise ConfigError(checker.problems, source)
@@ -219,7 +203,6 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.unchecked: list[str] = []
-        self.source = SourceReader()
 
     def unknown(self, key: str, name: str, valid: Sequence[str]) -> None:
         close = difflib.get_close_matches(name, list(valid), n=1)
@@ -265,7 +248,7 @@ class _Checker:
                 f"(module.Class){hint}"
             )
             return None
-        found = self.source.read_class(dotted)  # ltrain's own classes, without importing torch
+        found = read_class(dotted)  # ltrain's own classes, without importing torch
         if found is not None:
             return found
         try:
@@ -293,7 +276,7 @@ class _Checker:
             return True
         if isinstance(target, ClassInfo):
             ok = target.derives_from(_path(required))
-            if ok is None:  # a base outside ltrain that the source cannot see into
+            if ok is None:  # a base outside ltrain, which may claim subclasses: ask the real one
                 ok = issubclass(import_qualified(target.path), _real(required))
         elif slot is None and not inspect.isclass(target) and callable(target):
             return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
@@ -482,7 +465,7 @@ def config_keys(path: str | None) -> list[str]:
     """Dotted keys for `--set` completion, read without importing torch.
 
     The config file's own keys (with `init_args` left out, as `--set` allows), plus every
-    argument of `Trainer.__init__`, read from trainer.py's source.
+    argument of `Trainer.__init__`, from the signature data.
     """
     keys: list[str] = []
     if path:
@@ -505,7 +488,7 @@ def config_keys(path: str | None) -> list[str]:
                     walk(child, f"{prefix}{index}.")
 
         walk(config, "")
-    trainer = SourceReader().read_class(TRAINER)
+    trainer = read_class(TRAINER)
     if trainer is not None:
         keys += [f"trainer.{name}" for name in trainer.signature.parameters]
     keys += TOP_LEVEL_KEYS
@@ -521,7 +504,7 @@ def _make_importable(base_dir: str | None) -> None:
 
 
 def _path(target: Any, given: str | None = None) -> str:
-    """`module.Class`: where a class (imported, read from source, or a stand-in) is defined.
+    """`module.Class`: where a class (imported, known from signature data, or a stand-in) is defined.
 
     A class made inside a function has no importable qualified name; the path the config gave
     (`given`, short names expanded) is kept for it.
@@ -570,7 +553,7 @@ def _is_plain(value: Any) -> bool:
 
 def _name(target: Any) -> str:
     if isinstance(target, ClassInfo):
-        return target.qualname
+        return target.name
     return getattr(target, "__qualname__", None) or type(target).__name__
 
 

@@ -1,63 +1,72 @@
-"""Signatures of ltrain's own classes, read from their source, so checking a config needs no torch.
+"""The classes a config may name by a short name, and their signatures kept as data (signatures.json).
 
 `config.resolve()` checks `init_args` against `__init__` signatures, and importing `ltrain.zoo` or
-`ltrain.trainer` just to read them costs seconds (torch). For classes inside this package the
-source answers instead: the class is found by following `from ... import` re-exports; its
-`__init__` parameters and literal defaults are read with `ast`; annotations are evaluated with
-builtins, typing, os and pathlib, and with stand-ins (`ClassByName`) for every other class, so
-`nn.Module` is the class named `torch.nn.Module`; base classes are followed by name to tell what a
-class derives from. A name from outside the standard library in an annotation is taken to be a
-class, and a base class from outside ltrain is taken to have a plain metaclass and no `__new__`.
+`ltrain.trainer` just to read theirs costs seconds (torch), while `ltrain config` should answer at
+once. So the signatures of ltrain's own config classes (the short names below and the Trainer) are
+written once from the imported classes into signatures.json, and read from there:
 
-Wherever the source cannot answer exactly (a decorator, a computed default, a name bound inside an
-`if`, an `__init__` inherited from outside ltrain), `read_class` returns None and the caller imports
-the class. tests/test_cli.py compares every built-in class with what `inspect` says of it imported.
+    python -m ltrain.app.signatures    # rewrite signatures.json after changing one of them
+
+tests/test_cli.py regenerates the file and fails when it differs, and checks what is read back
+against `inspect` on the imported classes. A hint is stored as the text of a Python expression and
+evaluated, as `typing.get_type_hints` evaluates a postponed annotation, with builtins, `typing`,
+`os`, `pathlib` and `collections.abc` for real and a stand-in (`ClassByName`) for every other class,
+so `torch.nn.modules.module.Module` is a class known by that name and torch stays unimported. Every
+other `class_path` is imported to be checked.
 """
 
 from __future__ import annotations
 
-import ast
 import builtins
+import collections.abc
+import functools
 import importlib
 import inspect
-import sys
+import json
+import os
+import pathlib
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "ltrain"
-_ROOT = Path(__file__).resolve().parent.parent  # ltrain/
-
-# outside-ltrain modules whose names an annotation gets for real: standard library, cheap to import
-_REAL_MODULES = ("typing", "collections.abc", "os", "pathlib")
-_BUILTINS = {
-    name: getattr(builtins, name)
-    for name in ("int", "float", "str", "bool", "bytes", "complex", "list", "dict", "tuple", "set")
+SHORT_NAMES = {
+    "EarlyStopping": "ltrain.callbacks.EarlyStopping",
+    "ModelCheckpoint": "ltrain.callbacks.ModelCheckpoint",
+    "ModelSummary": "ltrain.callbacks.ModelSummary",
+    "LearningRateMonitor": "ltrain.callbacks.LearningRateMonitor",
+    "TQDMProgressBar": "ltrain.callbacks.TQDMProgressBar",
+    "CSVLogger": "ltrain.loggers.CSVLogger",
+    "TensorBoardLogger": "ltrain.loggers.TensorBoardLogger",
+    "WandbLogger": "ltrain.loggers.WandbLogger",
+    "MLFlowLogger": "ltrain.loggers.MLFlowLogger",
+    "MLflowLogger": "ltrain.loggers.MLflowLogger",
+    "Digits": "ltrain.data.Digits",
+    "MNIST": "ltrain.data.MNIST",
+    "CIFAR10": "ltrain.data.CIFAR10",
+    "MLPClassifier": "ltrain.zoo.MLPClassifier",
+    "CNNClassifier": "ltrain.zoo.CNNClassifier",
+    "ImageClassifier": "ltrain.zoo.ImageClassifier",
+    "TwoBranchMLP": "ltrain.zoo.TwoBranchMLP",
+    "SmallCNN": "ltrain.zoo.SmallCNN",
 }
-# what an annotation may contain: names, attributes, subscripts, `X | Y` and constants, no calls
-_HINT_NODES = (
-    ast.Name,
-    ast.Attribute,
-    ast.Subscript,
-    ast.BinOp,
-    ast.BitOr,
-    ast.Constant,
-    ast.Tuple,
-    ast.List,
-    ast.Load,
-)
-# re-exports are a few levels deep; a cycle of aliases must end
-_MAX_DEPTH = 32
-_MISSING = object()
 
-# a name's meaning in a module, as the reader follows it:
-#   ("class", module, ClassDef)   a class defined in ltrain
-#   ("module", module)            a module of ltrain
-#   ("outside", dotted)           anything from outside ltrain, by the dotted name it was imported as
-#   ("from", module, name)        `from <ltrain module> import name`, followed on demand
-#   ("alias", module, expr)       `name = other.name`, followed on demand
-#   ("unknown",)                  bound in a way the reader does not follow
-Binding = tuple[Any, ...]
+TRAINER = "ltrain.trainer.Trainer"
+
+DATA_FILE = Path(__file__).with_name("signatures.json")
+
+# what a stored hint's names mean; any other name starts the dotted name of a stand-in
+_REAL_NAMES: dict[str, Any] = {
+    **{name: getattr(builtins, name) for name in ("int", "float", "str", "bool", "bytes")},
+    **{name: getattr(builtins, name) for name in ("complex", "list", "dict", "tuple", "set")},
+    "Any": typing.Any,
+    "Literal": typing.Literal,
+    "typing": typing,
+    "os": os,
+    "pathlib": pathlib,
+    "collections": collections,
+}
 
 
 class ClassByName(type):
@@ -91,334 +100,146 @@ def stand_in(dotted: str) -> type:
 
 @dataclass(frozen=True)
 class ClassInfo:
-    """A class read from source: where it is defined, its `__init__` and what it derives from."""
+    """A class known from signatures.json: where it is defined, its `__init__`, its bases."""
 
-    module: str
-    qualname: str
-    # as inspect.signature(cls) gives it: no `self`, literal defaults
+    # module.Class, where the class is defined
+    path: str
+    # as inspect.signature(cls) gives it: no `self`
     signature: inspect.Signature
     # as typing.get_type_hints(cls.__init__) gives them, with stand-ins for classes
     hints: dict[str, Any]
-    # itself and every base: ltrain's by where they are defined, others as they were imported
+    # the dotted path of every class in its MRO but `object`
     ancestors: frozenset[str]
 
     @property
-    def path(self) -> str:
-        return f"{self.module}.{self.qualname}"
+    def name(self) -> str:
+        return self.path.rpartition(".")[2]
 
     def derives_from(self, dotted: str) -> bool | None:
-        """Whether the class subclasses the class named `dotted`; None when only importing can tell."""
+        """Whether the class subclasses the class named `dotted`; None when only importing can tell.
+
+        Outside ltrain a class may claim subclasses it does not have in its MRO (an ABC's
+        `__subclasshook__`), so only ltrain's own classes are answered "no" from the data.
+        """
         if dotted in self.ancestors:
             return True
-        if _inside(dotted) or all(_inside(name) for name in self.ancestors):
-            return False  # a class from outside ltrain never derives from one inside it
+        return False if dotted.startswith("ltrain.") else None
+
+
+def read_class(dotted: str) -> ClassInfo | None:
+    """The class `dotted` names (`ltrain.zoo.MLPClassifier`), if signatures.json holds it."""
+    data = _stored()
+    path = data["names"].get(dotted, dotted)
+    entry = data["classes"].get(path)
+    if entry is None:
         return None
+    parameters, hints = [], {}
+    for item in entry["parameters"]:
+        kind = getattr(inspect.Parameter, item["kind"])
+        default = item.get("default", inspect.Parameter.empty)
+        parameters.append(inspect.Parameter(item["name"], kind, default=default))
+        if "hint" in item:
+            hints[item["name"]] = _hint(item["hint"])
+    return ClassInfo(path, inspect.Signature(parameters), hints, frozenset(entry["ancestors"]))
 
 
-class SourceReader:
-    """Reads ltrain's classes from source; one per config check, so each file is parsed once."""
-
-    def __init__(self) -> None:
-        self._scopes: dict[str, _Scope | None] = {}
-
-    def read_class(self, dotted: str) -> ClassInfo | None:
-        """The class `config` would get by importing `module` and taking `Class` from it.
-
-        None when `dotted` is outside ltrain or the source cannot answer exactly.
-        """
-        module, _, name = dotted.rpartition(".")
-        scope = self._scope(module)
-        if scope is None or name not in scope.names:
-            return None
-        found = self._follow(scope.names[name], 0)
-        if found is None or found[0] != "class":
-            return None
-        _, module, node = found
-        ancestors = self._ancestors(module, node, 0)
-        init = self._init(module, node, 0)
-        if ancestors is None or init is None:
-            return None
-        return ClassInfo(module, node.name, init[0], init[1], ancestors)
-
-    # ------------------------------------------------------------------ names
-    def _scope(self, module: str) -> _Scope | None:
-        if module not in self._scopes:
-            self._scopes[module] = _parse_scope(module)
-        return self._scopes[module]
-
-    def _lookup(self, module: str, name: str, depth: int) -> Binding | None:
-        """What `module.name` is once the module has run; a submodule if the module lacks it."""
-        scope = self._scope(module)
-        if scope is not None and name in scope.names:
-            return self._follow(scope.names[name], depth + 1)
-        if scope is not None and _source_file(f"{module}.{name}") is not None:
-            return ("module", f"{module}.{name}")
-        return None
-
-    def _follow(self, binding: Binding, depth: int) -> Binding | None:
-        if depth > _MAX_DEPTH or binding[0] == "unknown":
-            return None
-        if binding[0] == "from":
-            return self._lookup(binding[1], binding[2], depth)
-        if binding[0] == "alias":
-            return self._reference(binding[1], binding[2], depth)
-        return binding
-
-    def _reference(self, module: str, node: ast.expr, depth: int) -> Binding | None:
-        """What a `name` or `name.attr.attr` expression in `module` refers to."""
-        if isinstance(node, ast.Name):
-            scope = self._scope(module)
-            if scope is None or node.id not in scope.names:
-                return None
-            return self._follow(scope.names[node.id], depth + 1)
-        if isinstance(node, ast.Attribute):
-            owner = self._reference(module, node.value, depth + 1)
-            if owner is not None and owner[0] == "outside":
-                return ("outside", f"{owner[1]}.{node.attr}")
-            if owner is not None and owner[0] == "module":
-                return self._lookup(owner[1], node.attr, depth + 1)
-        return None  # a nested class, a call, ...: not followed
-
-    # ------------------------------------------------------------------ classes
-    def _ancestors(self, module: str, node: ast.ClassDef, depth: int) -> frozenset[str] | None:
-        if depth > _MAX_DEPTH or node.keywords or node.decorator_list:
-            return None  # a metaclass or a class decorator may change anything
-        if any({"__new__", "__signature__"} & _bound_names(item) for item in node.body):
-            return None  # inspect.signature would read these, even inherited ones, before __init__
-        scope = self._scope(module)
-        names = {f"{module}.{node.name}"}
-        for base in node.bases:
-            if isinstance(base, ast.Name) and base.id == "object" and "object" not in scope.names:
-                continue
-            found = self._reference(module, base, depth)
-            if found is None:
-                return None
-            if found[0] == "outside":
-                names.add(found[1])
-            elif found[0] == "class":
-                inherited = self._ancestors(found[1], found[2], depth + 1)
-                if inherited is None:
-                    return None
-                names |= inherited
-            else:
-                return None
-        return frozenset(names)
-
-    def _init(
-        self, module: str, node: ast.ClassDef, depth: int
-    ) -> tuple[inspect.Signature, dict[str, Any]] | None:
-        """`__init__`'s signature and hints: the class's own, or those of its one base in ltrain."""
-        if depth > _MAX_DEPTH:
-            return None
-        own = [item for item in node.body if "__init__" in _bound_names(item)]
-        if own:
-            function = own[0]
-            if len(own) > 1 or not isinstance(function, ast.FunctionDef):
-                return None
-            if function.decorator_list:
-                return None
-            return self._parameters(module, function)
-        if not node.bases:
-            return inspect.Signature(), {}
-        if len(node.bases) > 1:
-            return None  # which base's `__init__` wins is the MRO's call
-        found = self._reference(module, node.bases[0], depth)
-        if found is None or found[0] != "class":
-            return None  # inherited from outside ltrain (or from `object` by name): import
-        return self._init(found[1], found[2], depth + 1)
-
-    def _parameters(
-        self, module: str, function: ast.FunctionDef
-    ) -> tuple[inspect.Signature, dict[str, Any]] | None:
-        scope = self._scope(module)
-        # without postponed annotations they are evaluated in the class body's scope, not read here
-        if not scope.postponed_annotations:
-            return None
-        args = function.args
-        kind = inspect.Parameter
-        positional = [(a, kind.POSITIONAL_ONLY) for a in args.posonlyargs]
-        positional += [(a, kind.POSITIONAL_OR_KEYWORD) for a in args.args]
-        if not positional:
-            return None  # no `self`
-        defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
-        listed = [(a, k, d) for (a, k), d in zip(positional, defaults, strict=True)][1:]
-        if args.vararg:
-            listed.append((args.vararg, kind.VAR_POSITIONAL, None))
-        listed += [
-            (a, kind.KEYWORD_ONLY, d)
-            for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
-        ]
-        if args.kwarg:
-            listed.append((args.kwarg, kind.VAR_KEYWORD, None))
-        parameters: list[inspect.Parameter] = []
-        hints: dict[str, Any] = {}
-        for arg, arg_kind, default_node in listed:
-            default = inspect.Parameter.empty
-            if default_node is not None:
-                try:
-                    default = ast.literal_eval(default_node)
-                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                    return None  # computed from names: only running the module gives its value
-            parameters.append(inspect.Parameter(arg.arg, arg_kind, default=default))
-            if arg.annotation is not None:
-                hint = self._hint(module, scope, arg.annotation)
-                if hint is _MISSING:
-                    return None
-                hints[arg.arg] = hint
-        return inspect.Signature(parameters), hints
-
-    def _hint(self, module: str, scope: _Scope, node: ast.expr) -> Any:
-        """An annotation evaluated as typing.get_type_hints would, with stand-ins for classes."""
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return _MISSING  # a quoted hint inside a postponed one
-        namespace: dict[str, Any] = {}
-        for part in ast.walk(node):
-            if not isinstance(part, _HINT_NODES):
-                return _MISSING
-            if isinstance(part, ast.Name):
-                namespace[part.id] = self._value(module, scope, part.id)
-                if namespace[part.id] is _MISSING:
-                    return _MISSING
-        try:
-            code = compile(ast.Expression(node), f"<{module} annotation>", "eval")
-            hint = eval(code, {"__builtins__": {}}, namespace)  # noqa: S307 - names limited above
-        except Exception:
-            return _MISSING
-        return type(None) if hint is None else hint
-
-    def _value(self, module: str, scope: _Scope, name: str) -> Any:
-        """What a name in an annotation evaluates to: a builtin, a typing helper or a stand-in."""
-        if name not in scope.names:
-            return _BUILTINS.get(name, _MISSING)
-        found = self._follow(scope.names[name], 0)
-        if found is None:
-            return _MISSING
-        if found[0] == "class":
-            return stand_in(f"{found[1]}.{found[2].name}")
-        if found[0] == "outside":
-            return _outside_value(found[1])
-        return _MISSING  # a module of ltrain: attributes of it are not followed
+@functools.cache
+def _stored() -> dict[str, Any]:
+    return json.loads(DATA_FILE.read_text(encoding="utf-8"))
 
 
-@dataclass
-class _Scope:
-    """A module's top-level names, and whether its annotations are postponed (strings at runtime)."""
+class _Names(dict):
+    """An evaluation namespace in which every name not defined is a stand-in's first part."""
 
-    names: dict[str, Binding]
-    postponed_annotations: bool
+    def __missing__(self, name: str) -> type:
+        return stand_in(name)
 
 
-def _parse_scope(module: str) -> _Scope | None:
-    file = _source_file(module)
-    if file is None:
-        return None
+def _hint(text: str) -> Any:
+    hint = eval(text, {"__builtins__": {}}, _Names(_REAL_NAMES))  # noqa: S307 - our own file
+    return type(None) if hint is None else hint
+
+
+# ---------------------------------------------------------------------- writing signatures.json
+def signature_data() -> dict[str, Any]:
+    """What signatures.json holds, read from the imported classes (so this imports torch)."""
+    names: dict[str, str] = {}
+    classes: dict[str, Any] = {}
+    for dotted in sorted({*SHORT_NAMES.values(), TRAINER}):
+        module, _, attribute = dotted.rpartition(".")
+        cls = getattr(importlib.import_module(module), attribute)
+        path = _dotted(cls)
+        if path != dotted:
+            names[dotted] = path
+        hints = typing.get_type_hints(cls.__init__)
+        parameters = []
+        for parameter in inspect.signature(cls).parameters.values():
+            item: dict[str, Any] = {"name": parameter.name, "kind": parameter.kind.name}
+            if parameter.name in hints:
+                item["hint"] = _hint_text(hints[parameter.name])
+            if parameter.default is not parameter.empty:
+                item["default"] = _json_value(parameter.default, f"{path}({parameter.name}=...)")
+            parameters.append(item)
+        ancestors = [_dotted(base) for base in cls.__mro__ if base is not object]
+        classes[path] = {"ancestors": ancestors, "parameters": parameters}
+    return {"names": names, "classes": classes}
+
+
+def signatures_json(data: dict[str, Any]) -> str:
+    """The file's text: one line per parameter, so a changed signature is a one-line diff."""
+
+    def lines(items: list[str], indent: int) -> str:
+        return ",\n".join(" " * indent + item for item in items)
+
+    names = lines([f"{json.dumps(k)}: {json.dumps(v)}" for k, v in data["names"].items()], 4)
+    classes = [
+        f"    {json.dumps(path)}: {{\n"
+        f'      "ancestors": {json.dumps(entry["ancestors"])},\n'
+        f'      "parameters": [\n{lines([json.dumps(p) for p in entry["parameters"]], 8)}\n'
+        "      ]\n"
+        "    }"
+        for path, entry in data["classes"].items()
+    ]
+    classes_text = ",\n".join(classes)
+    return f'{{\n  "names": {{\n{names}\n  }},\n  "classes": {{\n{classes_text}\n  }}\n}}\n'
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _hint_text(hint: Any) -> str:
+    """A hint as the expression `_hint` evaluates back to it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is type(None):
+        return "None"
+    if hint is typing.Any:
+        return "Any"
+    if hint is Ellipsis:
+        return "..."
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(_hint_text(a) for a in args)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is not None:
+        return f"{_hint_text(origin)}[{', '.join(_hint_text(a) for a in args)}]"
+    if isinstance(hint, type):
+        builtin = hint.__module__ == "builtins" and hint.__name__ in _REAL_NAMES
+        return hint.__name__ if builtin else _dotted(hint)
+    raise TypeError(f"cannot store the hint {hint!r}; teach signatures._hint_text its form")
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """A default as JSON keeps it; a tuple or an object would come back as something else."""
     try:
-        tree = ast.parse(file.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
-    scope = _Scope({}, postponed_annotations=False)
-
-    def bind(name: str, binding: Binding) -> None:
-        # a name bound twice is whatever ran last, which only running the module tells
-        if scope.names.get(name, binding) != binding:
-            binding = ("unknown",)
-        scope.names[name] = binding
-
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef):
-            bind(node.name, ("class", module, node))
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                imported = alias.name if alias.asname else alias.name.partition(".")[0]
-                bind(alias.asname or imported, _module_binding(imported))
-        elif isinstance(node, ast.ImportFrom):
-            source = _absolute(node, package)
-            if source == "__future__":
-                scope.postponed_annotations |= any(a.name == "annotations" for a in node.names)
-                continue
-            for alias in node.names:
-                if alias.name == "*":
-                    return None  # any name may come from there
-                local = alias.asname or alias.name
-                if _inside(source):
-                    bind(local, ("from", source, alias.name))
-                else:
-                    bind(local, ("outside", f"{source}.{alias.name}"))
-        elif (
-            isinstance(node, ast.Assign)
-            and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
-            and isinstance(node.value, (ast.Name, ast.Attribute))
-        ):
-            bind(node.targets[0].id, ("alias", module, node.value))
-        else:
-            for name in _bound_names(node):
-                bind(name, ("unknown",))
-    return scope
+        same = json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise TypeError(f"{where}: the default {value!r} does not survive JSON; pick a plain one")
+    return value
 
 
-def _bound_names(node: ast.stmt) -> set[str]:
-    """Names a statement binds or changes: a function's name, not its locals."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {node.name}
-    names: set[str] = set()
-    for part in ast.walk(node):
-        if isinstance(part, ast.Name) and isinstance(part.ctx, (ast.Store, ast.Del)):
-            names.add(part.id)
-        elif isinstance(part, (ast.Attribute, ast.Subscript)) and not isinstance(
-            part.ctx, ast.Load
-        ):
-            root = part.value
-            while isinstance(root, (ast.Attribute, ast.Subscript)):
-                root = root.value
-            if isinstance(root, ast.Name):
-                names.add(root.id)  # `Cls.__init__ = ...` changes the class
-        elif isinstance(part, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(part.name)
-        elif isinstance(part, ast.alias):
-            names.add(part.asname or part.name.partition(".")[0])
-        elif isinstance(part, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and part.name:
-            names.add(part.name)
-        elif isinstance(part, ast.MatchMapping) and part.rest:
-            names.add(part.rest)
-    return names
-
-
-def _module_binding(module: str) -> Binding:
-    return ("module", module) if _inside(module) else ("outside", module)
-
-
-def _absolute(node: ast.ImportFrom, package: str) -> str:
-    if not node.level:
-        return node.module or ""
-    parts = package.split(".")
-    base = ".".join(parts[: len(parts) - node.level + 1])
-    return f"{base}.{node.module}" if node.module else base
-
-
-def _inside(dotted: str) -> bool:
-    return dotted == PACKAGE or dotted.startswith(PACKAGE + ".")
-
-
-def _source_file(module: str) -> Path | None:
-    parts = module.split(".")
-    if parts[0] != PACKAGE or not all(part.isidentifier() for part in parts):
-        return None
-    folder = _ROOT.joinpath(*parts[1:])
-    candidates = [folder / "__init__.py"]
-    if len(parts) > 1:
-        candidates.append(folder.with_suffix(".py"))  # a package wins over a module of its name
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def _outside_value(dotted: str) -> Any:
-    """A name from outside ltrain: typing's, os's and pathlib's for real, others by name only."""
-    if dotted.partition(".")[0] not in sys.stdlib_module_names:
-        return stand_in(dotted)
-    if dotted in _REAL_MODULES:
-        return importlib.import_module(dotted)
-    module, _, name = dotted.rpartition(".")
-    if module in _REAL_MODULES:
-        return getattr(importlib.import_module(module), name, _MISSING)
-    return _MISSING  # other standard-library names may be aliases or generics: import the class
+if __name__ == "__main__":
+    DATA_FILE.write_text(signatures_json(signature_data()), encoding="utf-8")
+    print(f"wrote {DATA_FILE}")
