@@ -197,6 +197,17 @@ def resolve(
     return Resolved(out, checker.unchecked)
 
 
+def check_value(value: Any, hint: Any, key: str = "value") -> tuple[Any, list[str]]:
+    """One value checked against one type hint as `resolve` checks it: (normalised, problems).
+
+    `1e-3` written as text becomes a float where the hint wants one; a `{class_path, init_args}`
+    value is checked against the class it names (which must fit a class hint) and filled in.
+    """
+    checker = _Checker()
+    normalised = checker.value(value, hint, key)
+    return normalised, checker.problems
+
+
 class _Checker:
     """Walks a config against signatures, collecting problems instead of stopping at the first."""
 
@@ -357,7 +368,8 @@ class _Checker:
         if hint is type(None) or hint is None:
             return value is None, value
         if origin is typing.Literal:
-            return value in args, value
+            # True == 1 and 0 == False: a bool matches only a bool, a number only a number
+            return any(value == a and type(value) is type(a) for a in args), value
         if hint is bool:
             return isinstance(value, bool), value
         if hint is int:
