@@ -51,6 +51,13 @@ def test_set_may_leave_out_init_args_and_parses_values_as_yaml():
     assert config["trainer"]["min_epochs"] is None
 
 
+def test_set_reaches_a_class_whose_init_args_is_null():
+    config = {"model": {"class_path": "MLPClassifier", "init_args": None}}
+    apply_override(config, "model.lr=0.1")
+    assert config["model"]["init_args"] == {"lr": 0.1}
+    assert resolve(config).config["model"]["init_args"]["lr"] == 0.1
+
+
 def test_set_replaces_class_path_and_applies_in_order():
     config = _copy()
     apply_override(config, "trainer.max_epochs=3")

@@ -103,9 +103,9 @@ def apply_override(config: dict[str, Any], text: str) -> None:
             and "class_path" in node
             and part not in ("class_path", "init_args")
         ):
-            node = node.setdefault("init_args", {})
-            if node is None:
-                node = {}
+            if node.get("init_args") is None:  # missing, or `init_args: null` in the YAML
+                node["init_args"] = {}
+            node = node["init_args"]
             walked.append("init_args")
         where = ".".join([*walked, part])
         if isinstance(node, list):
