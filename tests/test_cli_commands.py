@@ -78,6 +78,26 @@ def test_set_overrides_reach_the_run(workdir):
     assert "Run folder: runs/tiny/version_0" in result.output
 
 
+def test_final_metrics_show_every_name_once_even_one_that_starts_with_another(workdir):
+    (workdir / "kl.py").write_text(
+        "from ltrain.zoo import MLPClassifier\n"
+        "class WithKL(MLPClassifier):\n"
+        "    def training_step(self, batch, batch_idx):\n"
+        "        loss = super().training_step(batch, batch_idx)\n"
+        "        self.log_dict({'loss': loss, 'loss_kl': loss * 0 + 0.5})\n"
+        "        self.log('acc', 0.25, on_step=True, on_epoch=True)\n"
+        "        return loss\n"
+    )
+    result = invoke("fit", "tiny.yaml", "--set", "model.class_path=kl.WithKL")
+    assert result.exit_code == 0, result.output
+    summary = result.output.split("Final metrics:\n")[1].split("Done:")[0]
+    names = [line.split()[0] for line in summary.splitlines()]
+    # acc_step and acc_epoch repeat acc (its epoch value); loss_kl is a metric of its own
+    assert {"loss", "loss_kl", "acc", "train_loss", "valid_loss"} <= set(names)
+    assert "acc_step" not in names and "acc_epoch" not in names
+    assert len(names) == len(set(names))
+
+
 def test_test_and_predict_need_only_the_checkpoint_and_write_new_folders(trained):
     result = invoke("test", "--ckpt", str(trained))
     assert result.exit_code == 0, result.output

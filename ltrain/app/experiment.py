@@ -440,6 +440,15 @@ def _report_lr_find(
     info(f"Config with the suggested learning rate: {target}")
 
 
+def _repeats_another(name: str, values: Mapping[str, float]) -> bool:
+    """NAME_step and NAME_epoch repeat NAME (which holds the epoch value): show NAME once.
+
+    Only those two suffixes: `loss_kl` next to `loss` is a metric of its own.
+    """
+    stem, _, suffix = name.rpartition("_")
+    return suffix in ("step", "epoch") and stem in values
+
+
 def _summary(trainer: Any, command: str, folder: Path) -> None:
     from ltrain.results import to_floats
 
@@ -455,8 +464,7 @@ def _summary(trainer: Any, command: str, folder: Path) -> None:
             info(f"Best checkpoint: {callback.best_model_path}{scored}")
         if trainer.callback_metrics:
             values = to_floats(trainer.callback_metrics)
-            # NAME_step / NAME_epoch repeat NAME (which holds the epoch value): show NAME once
-            values = {k: v for k, v in values.items() if k.rsplit("_", 1)[0] not in values}
+            values = {k: v for k, v in values.items() if not _repeats_another(k, values)}
             width = max(len(k) for k in values)
             lines = [f"  {k:<{width}}  {v:.6g}" for k, v in sorted(values.items())]
             info("Final metrics:\n" + "\n".join(lines))
