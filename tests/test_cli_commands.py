@@ -270,9 +270,30 @@ def test_each_command_runs_as_a_real_subprocess(workdir):
     )
     assert bad.returncode == 2
     assert (
-        bad.stderr.strip()
-        == "error: trainer.max_epoch: unknown key; did you mean 'max_epochs'? (tiny.yaml)"
+        bad.stderr.strip() == "error: trainer.max_epoch: unknown key; did you mean 'max_epochs'? "
+        "(--set trainer.max_epoch=1)"
     )
+
+
+def test_a_problem_from_set_names_the_set_option_and_one_from_the_file_names_the_file(workdir):
+    (workdir / "bad.yaml").write_text(yaml.safe_dump({**TINY, "seed": -1}))
+    result = CliRunner().invoke(
+        main, ["config", "bad.yaml", "--set", "model.lr=fast", "--set", "modle.lr=1"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: modle: unknown key; did you mean 'model'? (--set modle.lr=1)",
+        "error: seed: expected a non-negative int or null, got -1 (bad.yaml)",
+        "error: model.init_args.lr: expected float, got 'fast' (--set model.lr=fast)",
+    ]
+
+
+def test_a_problem_from_set_on_a_checkpoints_config_names_the_set_option(trained):
+    result = CliRunner().invoke(main, ["test", "--ckpt", str(trained), "--set", "model.lr=fast"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: model.init_args.lr: expected float, got 'fast' (--set model.lr=fast)"
+    ]
 
 
 def test_checkpoint_of_another_model_is_one_line(trained, workdir):

@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from ltrain import __version__
-from ltrain.app.config import apply_override, load_yaml, resolve, to_yaml
+from ltrain.app.config import load_yaml, resolve, to_yaml
 from ltrain.app.errors import CommandError, guard, resume_command
+from ltrain.app.overrides import apply_overrides
 
 SET_HELP = (
     "Override a config value, e.g. --set trainer.max_epochs=3 --set model.lr=3e-4 (repeatable)."
@@ -229,9 +230,9 @@ def show_config(config: str | None, overrides: tuple[str, ...]) -> None:
 
     def show() -> None:
         raw = load_yaml(config)
-        for text in overrides:
-            apply_override(raw, text)
-        resolved = resolve(raw, source=config, base_dir=os.path.dirname(os.path.abspath(config)))
+        set_by = apply_overrides(raw, overrides)
+        base_dir = os.path.dirname(os.path.abspath(config))
+        resolved = resolve(raw, source=config, base_dir=base_dir, set_by=set_by)
         header = ""
         if resolved.unchecked:
             header = "not checked (passed through **kwargs): " + ", ".join(resolved.unchecked)

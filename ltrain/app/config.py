@@ -1,4 +1,4 @@
-"""Run configs: YAML loading, `--set` overrides, validation against real signatures, instantiation.
+"""Run configs: YAML loading, validation against real signatures, instantiation.
 
 The `__init__` signatures are the schema. Every `class_path` is found, its `init_args` are bound
 to the parameters and checked against their type hints (int, float, bool, str, Optional, Literal,
@@ -44,7 +44,7 @@ _SLOTS = {
 }
 
 
-# ---------------------------------------------------------------------- loading and overrides
+# ---------------------------------------------------------------------- loading
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a config file: a YAML mapping. Errors name the file (and the line for syntax errors)."""
     import yaml
@@ -74,80 +74,6 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.0=value` into its key path and its YAML-parsed value."""
-    import yaml
-
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. trainer.max_epochs=3")
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: empty key; expected a dotted path such as model.lr")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_override(config: dict[str, Any], text: str) -> None:
-    """Apply one `--set KEY=VALUE` in place. `init_args` may be left out of the path."""
-    parts, value = parse_override(text)
-    node: Any = config
-    walked: list[str] = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if (
-            isinstance(node, dict)
-            and "class_path" in node
-            and part not in ("class_path", "init_args")
-        ):
-            if node.get("init_args") is None:  # missing, or `init_args: null` in the YAML
-                node["init_args"] = {}
-            node = node["init_args"]
-            walked.append("init_args")
-        where = ".".join([*walked, part])
-        if isinstance(node, list):
-            if not part.lstrip("-").isdigit():
-                raise ConfigError(f"--set {text!r}: {'.'.join(walked)} is a list; use an index")
-            index = int(part)
-            if not -len(node) <= index < len(node):
-                raise ConfigError(
-                    f"--set {text!r}: {where}: list index out of range "
-                    f"({'.'.join(walked)} has {len(node)} items)"
-                )
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if child is None:
-                    if parts[i + 1].isdigit():
-                        raise ConfigError(
-                            f"--set {text!r}: {where} is not set, so it has no item {parts[i + 1]}"
-                        )
-                    child = node[part] = {}
-                node = child
-        else:
-            raise ConfigError(
-                f"--set {text!r}: {'.'.join(walked)} is a {type(node).__name__}, it has no {part!r}"
-            )
-        walked.append(part)
-
-
-def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The raw config: the file (or an empty one) with the `--set` overrides applied in order."""
-    config = load_yaml(path) if path is not None else {}
-    for text in overrides:
-        apply_override(config, text)
-    return config
-
-
 # ---------------------------------------------------------------------- resolving
 @dataclass
 class Resolved:
@@ -158,11 +84,16 @@ class Resolved:
 
 
 def resolve(
-    config: Mapping[str, Any], source: str | None = None, base_dir: str | None = None
+    config: Mapping[str, Any],
+    source: str | None = None,
+    base_dir: str | None = None,
+    set_by: Sequence[tuple[str, str]] = (),
 ) -> Resolved:
     """Validate every key and value; return the config with defaults filled and names expanded.
 
-    All problems are collected and raised together as one ConfigError.
+    All problems are collected and raised together as one ConfigError, each line ending with
+    where its value came from: the `--set` that brought its key (`set_by`, from
+    `apply_overrides`), else `source`, the file.
     """
     _make_importable(base_dir)
     checker = _Checker()
@@ -172,28 +103,26 @@ def resolve(
             checker.unknown(key, key, TOP_LEVEL_KEYS)
     name = config.get("name", "default")
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-        checker.problems.append(f"name: expected a folder name (text without '/'), got {name!r}")
+        checker.problem("name", f"expected a folder name (text without '/'), got {name!r}")
     out["name"] = name
     seed = config.get("seed", 0)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        checker.problems.append(f"seed: expected a non-negative int or null, got {seed!r}")
+        checker.problem("seed", f"expected a non-negative int or null, got {seed!r}")
     out["seed"] = seed
     if config.get("model") is None:
-        checker.problems.append("model: missing; expected {class_path: ..., init_args: {...}}")
+        checker.problem("model", "missing; expected {class_path: ..., init_args: {...}}")
     else:
         out["model"] = checker.class_spec(config["model"], "model", slot="model")
     if config.get("data") is not None:
         out["data"] = checker.class_spec(config["data"], "data", slot="data")
     trainer = config.get("trainer") or {}
     if not isinstance(trainer, Mapping):
-        checker.problems.append(
-            f"trainer: expected a mapping of Trainer arguments, got {trainer!r}"
-        )
+        checker.problem("trainer", f"expected a mapping of Trainer arguments, got {trainer!r}")
     else:
         target = read_class(TRAINER) or import_qualified(TRAINER)
         out["trainer"] = checker.arguments(target, trainer, "trainer")
     if checker.problems:
-        raise ConfigError(checker.problems, source)
+        raise ConfigError([_located(key, text, set_by, source) for key, text in checker.problems])
     return Resolved(out, checker.unchecked)
 
 
@@ -205,26 +134,29 @@ def check_value(value: Any, hint: Any, key: str = "value") -> tuple[Any, list[st
     """
     checker = _Checker()
     normalised = checker.value(value, hint, key)
-    return normalised, checker.problems
+    return normalised, [f"{key}: {text}" for key, text in checker.problems]
 
 
 class _Checker:
     """Walks a config against signatures, collecting problems instead of stopping at the first."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str]] = []  # (dotted key, what is wrong with it)
         self.unchecked: list[str] = []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append((key, text))
 
     def unknown(self, key: str, name: str, valid: Sequence[str]) -> None:
         close = difflib.get_close_matches(name, list(valid), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-        self.problems.append(f"{key}: unknown key{hint}")
+        self.problem(key, f"unknown key{hint}")
 
     def class_spec(self, spec: Any, key: str, slot: str | None = None, base: Any = None) -> Any:
         """Check `{class_path, init_args}` and return it resolved (full path, defaults filled)."""
         if not isinstance(spec, Mapping) or "class_path" not in spec:
-            self.problems.append(
-                f"{key}: expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
+            self.problem(
+                key, f"expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
             )
             return spec
         extra = set(spec) - {"class_path", "init_args"}
@@ -238,7 +170,7 @@ class _Checker:
             return dict(spec)
         init_args = spec.get("init_args") or {}
         if not isinstance(init_args, Mapping):
-            self.problems.append(f"{key}.init_args: expected a mapping, got {_short(init_args)}")
+            self.problem(f"{key}.init_args", f"expected a mapping, got {_short(init_args)}")
             return dict(spec)
         return {
             "class_path": _path(target, path),
@@ -247,16 +179,16 @@ class _Checker:
 
     def import_target(self, path: Any, key: str) -> Any:
         if not isinstance(path, str) or not path:
-            self.problems.append(f"{key}: expected a class name or dotted path, got {_short(path)}")
+            self.problem(key, f"expected a class name or dotted path, got {_short(path)}")
             return None
         dotted = SHORT_NAMES.get(path, path)
         module_name, _, attribute = dotted.rpartition(".")
         if not module_name:
             close = difflib.get_close_matches(path, list(SHORT_NAMES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.problems.append(
-                f"{key}: {path!r} is neither a built-in short name nor a dotted path "
-                f"(module.Class){hint}"
+            self.problem(
+                key,
+                f"{path!r} is neither a built-in short name nor a dotted path (module.Class){hint}",
             )
             return None
         found = read_class(dotted)  # ltrain's own classes, without importing torch
@@ -265,16 +197,14 @@ class _Checker:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            self.problems.append(f"{key}: cannot import module {error.name!r} (from {path!r})")
+            self.problem(key, f"cannot import module {error.name!r} (from {path!r})")
             return None
         except Exception as error:
-            self.problems.append(
-                f"{key}: importing {module_name!r} failed: {type(error).__name__}: {error}"
-            )
+            self.problem(key, f"importing {module_name!r} failed: {type(error).__name__}: {error}")
             return None
         target = getattr(module, attribute, None)
         if target is None:
-            self.problems.append(f"{key}: module {module_name!r} has no attribute {attribute!r}")
+            self.problem(key, f"module {module_name!r} has no attribute {attribute!r}")
         return target
 
     def fits(self, target: Any, key: str, slot: str | None, base: Any) -> bool:
@@ -282,7 +212,7 @@ class _Checker:
         required = stand_in(_SLOTS[slot]) if slot else base
         if required is None:
             if not (isinstance(target, ClassInfo) or callable(target)):
-                self.problems.append(f"{key}: {_name(target)} is not a class or function")
+                self.problem(key, f"{_name(target)} is not a class or function")
                 return False
             return True
         if isinstance(target, ClassInfo):
@@ -294,9 +224,10 @@ class _Checker:
         else:
             ok = inspect.isclass(target) and issubclass(target, _real(required))
         if not ok:
-            self.problems.append(
-                f"{key}: {_name(target)} is not a {required.__name__} subclass, which "
-                f"{slot or 'this value'} must be"
+            self.problem(
+                key,
+                f"{_name(target)} is not a {required.__name__} subclass, which "
+                f"{slot or 'this value'} must be",
             )
         return ok
 
@@ -325,7 +256,7 @@ class _Checker:
                 if _is_plain(parameter.default):
                     resolved[name] = parameter.default
             else:
-                self.problems.append(f"{key}.{name}: required argument missing")
+                self.problem(f"{key}.{name}", "required argument missing")
         for name in given:
             if name in parameters:
                 continue
@@ -340,7 +271,7 @@ class _Checker:
         """Check one value against its hint; return it normalised (e.g. '1e-3' -> 0.001)."""
         ok, normalised = self._match(value, hint, key)
         if not ok:
-            self.problems.append(f"{key}: expected {_describe(hint)}, got {_short(value)}")
+            self.problem(key, f"expected {_describe(hint)}, got {_short(value)}")
         return normalised
 
     def _match(self, value: Any, hint: Any, key: str) -> tuple[bool, Any]:
@@ -465,7 +396,7 @@ def imported_modules(config: Mapping[str, Any]) -> list[str]:
 
 
 def to_yaml(config: Mapping[str, Any], header: str = "") -> str:
-    """The resolved config as YAML that `load_config` reads back unchanged."""
+    """The resolved config as YAML that `load_yaml` reads back unchanged."""
     import yaml
 
     body = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
@@ -508,6 +439,15 @@ def config_keys(path: str | None) -> list[str]:
 
 
 # ---------------------------------------------------------------------- helpers
+def _located(key: str, text: str, set_by: Sequence[tuple[str, str]], source: str | None) -> str:
+    """One problem's line, ending with where its value came from: the last `--set` whose key is
+    the problem's or one above it, else the file."""
+    for written, option in reversed(set_by):
+        if key == written or key.startswith(f"{written}."):
+            return f"{key}: {text} ({option})"
+    return f"{key}: {text} ({source})" if source else f"{key}: {text}"
+
+
 def _make_importable(base_dir: str | None) -> None:
     """The config's folder and the current directory hold users' modules (`my_models.py`)."""
     for folder in (os.getcwd(), base_dir):

@@ -25,11 +25,9 @@ from ltrain.errors import (
 class ConfigError(Exception):
     """One or more problems in a command's input; each line names the key, option or file and the fix."""
 
-    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
+    def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = source
-        where = f" ({source})" if source else ""
-        super().__init__("\n".join(f"{p}{where}" for p in self.problems))
+        super().__init__("\n".join(self.problems))
 
 
 class CommandError(click.ClickException):

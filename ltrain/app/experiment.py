@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ltrain.app.config import (
-    apply_override,
     import_qualified,
     imported_modules,
     instantiate,
-    load_config,
+    load_yaml,
     resolve,
     to_yaml,
 )
 from ltrain.app.errors import ConfigError
+from ltrain.app.overrides import apply_override, apply_overrides
 from ltrain.callbacks import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, WorkersFailed
@@ -64,15 +64,15 @@ def run_command(
                 f"--ckpt {ckpt}: the checkpoint carries no config; pass a CONFIG file"
             )
         raw = _config_from_text(stored_config, ckpt)
-        for text in overrides:
-            apply_override(raw, text)
+        set_by = apply_overrides(raw, overrides)
         modules = ", ".join(imported_modules(raw)) or "none"
         info(f"Using the config stored in {checkpoint_path}; it imports: {modules}")
         source, base_dir = str(checkpoint_path), None
     else:
-        raw = load_config(config_path, overrides)
+        raw = load_yaml(config_path)
+        set_by = apply_overrides(raw, overrides)
         source, base_dir = config_path, os.path.dirname(os.path.abspath(config_path))
-    resolved = resolve(raw, source=source, base_dir=base_dir).config
+    resolved = resolve(raw, source=source, base_dir=base_dir, set_by=set_by).config
     if command == "fit" and ckpt == "last":
         checkpoint_path = _last_checkpoint(resolved)
     strategy = strategy_for(resolved["trainer"])

@@ -20,8 +20,9 @@ from typing import Any
 
 import click
 
-from ltrain.app.config import load_config, resolve
+from ltrain.app.config import load_yaml, resolve
 from ltrain.app.errors import CommandError, ConfigError, guard, resume_command
+from ltrain.app.overrides import apply_overrides
 
 
 def split_values(text: str) -> list[str]:
@@ -78,9 +79,9 @@ def check_members(config_path: str, members: Sequence[Sequence[str]]) -> None:
     found: dict[str, list[int]] = {}
     for number, member in enumerate(members, start=1):
         try:
-            config = resolve(
-                load_config(config_path, member), source=config_path, base_dir=base_dir
-            )
+            raw = load_yaml(config_path)
+            set_by = apply_overrides(raw, member)
+            config = resolve(raw, source=config_path, base_dir=base_dir, set_by=set_by)
             _refuse_several_processes(config.config["trainer"])
         except ConfigError as error:
             for line in str(error).splitlines():
