@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +142,35 @@ def test_resume_last_continues_in_the_same_folder(trained):
     metrics = pd.read_csv(trained / "metrics.csv")
     assert sorted(metrics["epoch"].unique()) == [0, 1, 2]
     assert not (trained.parent / "version_1").exists()
+
+
+@pytest.mark.parametrize("folder", ["some/dir", "foo_7"])
+def test_resume_from_a_checkpoint_outside_a_run_folder_continues_in_a_new_version_folder(
+    trained, workdir, folder
+):
+    checkpoint = workdir / folder / "x.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(trained / "checkpoints" / "last.ckpt", checkpoint)
+    result = invoke(
+        "fit", "tiny.yaml", "--set", "trainer.max_epochs=3", "--resume", str(checkpoint)
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["x.ckpt"]  # nothing written there
+    new = trained.parent / "version_1"
+    assert {"config.yaml", "run.json", "metrics.csv"} <= {p.name for p in new.iterdir()}
+    assert json.loads((new / "run.json").read_text())["checkpoint"] == str(checkpoint)
+    epochs = set(pd.read_csv(new / "metrics.csv")["epoch"])
+    assert 0 not in epochs and max(epochs) == 2  # resumed where the checkpoint was, not anew
+    assert not (workdir.parent / "tiny").exists()  # no logger writes beside the work folder
+
+
+def test_resume_from_another_runs_checkpoint_continues_in_that_runs_folder(trained, workdir):
+    (workdir / "renamed.yaml").write_text(yaml.safe_dump({**TINY, "name": "renamed"}))
+    last = trained / "checkpoints" / "last.ckpt"
+    result = invoke("fit", "renamed.yaml", "--set", "trainer.max_epochs=3", "--resume", str(last))
+    assert result.exit_code == 0, result.output
+    assert sorted(pd.read_csv(trained / "metrics.csv")["epoch"].unique()) == [0, 1, 2]
+    assert not (workdir / "runs" / "renamed").exists()
 
 
 def test_config_command_prints_yaml_that_feeds_back_unchanged(workdir):

@@ -29,6 +29,7 @@ from ltrain.app.overrides import apply_override, apply_overrides
 from ltrain.callbacks import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, WorkersFailed
+from ltrain.files import version_number
 from ltrain.run_record import RUN_FILE, RunRecord, command_line
 from ltrain.strategies import launcher_environment
 
@@ -101,19 +102,14 @@ def run_command(
     logger_spec = trainer_args.pop("logger", None)
 
     resume_folder = (
-        _version_folder_of(checkpoint_path) if command == "fit" and checkpoint_path else None
+        _run_folder_of(checkpoint_path) if command == "fit" and checkpoint_path else None
     )
     folder, created = None, False
     if strategy.is_global_zero:
         folder, created = _run_folder(resolved["name"], logger_spec, resume_folder)
     folder = strategy.broadcast(folder)
     try:
-        loggers = _loggers(
-            logger_spec,
-            raw_logger=_raw_trainer(raw).get("logger"),
-            name=resolved["name"],
-            folder=folder,
-        )
+        loggers = _loggers(logger_spec, raw_logger=_raw_trainer(raw).get("logger"), folder=folder)
         trainer_args.setdefault("default_root_dir", None)
         if trainer_args["default_root_dir"] is None:
             trainer_args["default_root_dir"] = str(folder)
@@ -272,9 +268,17 @@ def _last_checkpoint(resolved: Mapping[str, Any]) -> Path:
     raise ConfigError(f"--resume last: no checkpoint under {root}/version_*/checkpoints")
 
 
-def _version_folder_of(checkpoint: Path) -> Path:
+def _run_folder_of(checkpoint: Path) -> Path | None:
+    """The version folder a checkpoint belongs to (`<name>/version_N/checkpoints/`), or None.
+
+    A fit resumed from a checkpoint anywhere else starts a new version folder, as Lightning's
+    `fit(ckpt_path=...)` logs into the logger's next version: a folder that is no run folder
+    (`foo_7`, `some/dir`) gets neither config.yaml nor metrics.
+    """
     parent = checkpoint.resolve().parent
-    return parent.parent if parent.name == "checkpoints" else parent
+    if parent.name == "checkpoints" and version_number(parent.parent) is not None:
+        return parent.parent
+    return None
 
 
 class StoreConfig(Callback):
@@ -312,14 +316,17 @@ def _run_folder(name: str, logger_spec: Any, resume_folder: Path | None) -> tupl
     return folder, True
 
 
-def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
-    """The run's loggers, all writing into `folder` (runs/<name>/version_N)."""
+def _loggers(spec: Any, raw_logger: Any, folder: Path) -> list[Any]:
+    """The run's loggers, all writing into `folder` (<save_dir>/<name>/version_N).
+
+    The name is the folder's, not the config's: a fit resumed from another run's checkpoint
+    continues in that run's folder.
+    """
     from ltrain.loggers import CSVLogger
 
     if spec is False:
         return []
-    version = int(folder.name.split("_")[-1])
-    save_dir = str(folder.parent.parent)
+    version, name, save_dir = version_number(folder), folder.parent.name, str(folder.parent.parent)
     if spec is None or spec is True:
         return [CSVLogger(save_dir=save_dir, name=name, version=version)]
     raw_items = _as_list(raw_logger)
