@@ -173,6 +173,20 @@ def test_resume_from_another_runs_checkpoint_continues_in_that_runs_folder(train
     assert not (workdir / "runs" / "renamed").exists()
 
 
+def test_a_folder_without_a_last_or_best_checkpoint_gives_its_newest(trained):
+    folder = trained.parent / "version_5" / "checkpoints"
+    folder.mkdir(parents=True)
+    for name, mtime in (("a.ckpt", 2_000_000_000), ("b.ckpt", 1_000_000_000)):  # a is newer
+        shutil.copy(trained / "checkpoints" / "last.ckpt", folder / name)
+        os.utime(folder / name, (mtime, mtime))
+    tested = invoke("test", "--ckpt", str(folder.parent))
+    assert f"Using the config stored in {folder / 'a.ckpt'};" in tested.output
+    resumed = invoke("fit", "tiny.yaml", "--set", "trainer.max_epochs=3", "--resume", "last")
+    assert resumed.exit_code == 0, resumed.output
+    run = json.loads((folder.parent / "run.json").read_text())
+    assert run["checkpoint"].endswith("version_5/checkpoints/a.ckpt")
+
+
 def test_config_command_prints_yaml_that_feeds_back_unchanged(workdir):
     first = invoke("config", "tiny.yaml", "--set", "trainer.max_epochs=7")
     assert first.exit_code == 0

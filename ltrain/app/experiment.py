@@ -98,7 +98,7 @@ def run_command(
     model = _build(resolved["model"], "model")
     datamodule = _build(resolved["data"], "data") if resolved.get("data") else None
     trainer_args = dict(resolved["trainer"])
-    callbacks = _build(_as_list(trainer_args.pop("callbacks", None)), "trainer.callbacks")
+    callbacks = _build(_one_or_many(trainer_args.pop("callbacks", None)), "trainer.callbacks")
     logger_spec = trainer_args.pop("logger", None)
 
     resume_folder = (
@@ -214,16 +214,21 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise ConfigError(f"--ckpt {path}: no such file or folder")
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not files:
+    newest = _newest_checkpoint(folder)
+    if newest is None:
         raise ConfigError(f"--ckpt {path}: no .ckpt files in {folder}")
-    newest = _load(files[-1])
-    for key, state in newest.get("callbacks", {}).items():
+    for key, state in _load(newest).get("callbacks", {}).items():
         best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
         if best and (folder / Path(best).name).is_file():
             return folder / Path(best).name
     last = folder / "last.ckpt"
-    return last if last.is_file() else files[-1]
+    return last if last.is_file() else newest
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    """The most recently written `*.ckpt` in `folder` (the name breaks a tie), or None."""
+    files = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    return max(files, key=lambda path: (path.stat().st_mtime, path.name), default=None)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -262,9 +267,9 @@ def _last_checkpoint(resolved: Mapping[str, Any]) -> Path:
         folder = root / f"version_{version}" / "checkpoints"
         if (folder / "last.ckpt").is_file():
             return folder / "last.ckpt"
-        files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if files:
-            return files[-1]
+        newest = _newest_checkpoint(folder)
+        if newest is not None:
+            return newest
     raise ConfigError(f"--resume last: no checkpoint under {root}/version_*/checkpoints")
 
 
@@ -298,7 +303,7 @@ def _raw_trainer(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _save_dir(logger_spec: Any) -> str:
-    folder_loggers = [s for s in _as_list(logger_spec) if _writes_version_folder(s)]
+    folder_loggers = [s for s in _one_or_many(logger_spec) if _writes_version_folder(s)]
     first = folder_loggers[0] if folder_loggers else None
     if isinstance(first, Mapping):
         save_dir = (first.get("init_args") or {}).get("save_dir")
@@ -329,9 +334,9 @@ def _loggers(spec: Any, raw_logger: Any, folder: Path) -> list[Any]:
     version, name, save_dir = version_number(folder), folder.parent.name, str(folder.parent.parent)
     if spec is None or spec is True:
         return [CSVLogger(save_dir=save_dir, name=name, version=version)]
-    raw_items = _as_list(raw_logger)
+    raw_items = _one_or_many(raw_logger)
     loggers = []
-    for i, item in enumerate(_as_list(spec)):
+    for i, item in enumerate(_one_or_many(spec)):
         item = dict(item)
         init_args = dict(item.get("init_args") or {})
         given = (
@@ -359,7 +364,11 @@ def _writes_version_folder(spec: Any) -> bool:
     return getattr(import_qualified(spec["class_path"]), "writes_version_folder", True)
 
 
-def _as_list(value: Any) -> list[Any]:
+def _one_or_many(value: Any) -> list[Any]:
+    """A config value that holds one item or a list of them (callbacks, logger), as a list.
+
+    null is no items; a single mapping (`callbacks: {class_path: ...}`) is one.
+    """
     if value is None:
         return []
     return list(value) if isinstance(value, list) else [value]
