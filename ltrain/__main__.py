@@ -1,5 +1,5 @@
 """`python -m ltrain` runs the `ltrain` command."""
 
-from ltrain.cli import main
+from ltrain.app.cli import main
 
 main()

@@ -19,6 +19,12 @@ from typing import IO
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
+def version_number(folder: str | os.PathLike) -> int | None:
+    """N for a folder named `version_N`; None for any other name (`foo_7` is no version folder)."""
+    match = _VERSION.match(os.path.basename(os.fspath(folder)))
+    return int(match.group(1)) if match else None
+
+
 def existing_versions(root: str | os.PathLike) -> list[int]:
     """The N of every `version_N` folder under `root`, sorted."""
     try:

@@ -76,10 +76,6 @@ def test_pickle_that_would_create_a_file_is_refused_and_the_file_never_appears(t
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from boring import BoringModel, boring_loader, quiet_trainer
 
     from ltrain.callbacks import ModelCheckpoint

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from ltrain.cli import main
+from ltrain.app.cli import main
 
 TINY = {
     "name": "tiny",
@@ -78,6 +80,26 @@ def test_set_overrides_reach_the_run(workdir):
     assert "Run folder: runs/tiny/version_0" in result.output
 
 
+def test_final_metrics_show_every_name_once_even_one_that_starts_with_another(workdir):
+    (workdir / "kl.py").write_text(
+        "from ltrain.zoo import MLPClassifier\n"
+        "class WithKL(MLPClassifier):\n"
+        "    def training_step(self, batch, batch_idx):\n"
+        "        loss = super().training_step(batch, batch_idx)\n"
+        "        self.log_dict({'loss': loss, 'loss_kl': loss * 0 + 0.5})\n"
+        "        self.log('acc', 0.25, on_step=True, on_epoch=True)\n"
+        "        return loss\n"
+    )
+    result = invoke("fit", "tiny.yaml", "--set", "model.class_path=kl.WithKL")
+    assert result.exit_code == 0, result.output
+    summary = result.output.split("Final metrics:\n")[1].split("Done:")[0]
+    names = [line.split()[0] for line in summary.splitlines()]
+    # acc_step and acc_epoch repeat acc (its epoch value); loss_kl is a metric of its own
+    assert {"loss", "loss_kl", "acc", "train_loss", "valid_loss"} <= set(names)
+    assert "acc_step" not in names and "acc_epoch" not in names
+    assert len(names) == len(set(names))
+
+
 def test_test_and_predict_need_only_the_checkpoint_and_write_new_folders(trained):
     result = invoke("test", "--ckpt", str(trained))
     assert result.exit_code == 0, result.output
@@ -120,6 +142,49 @@ def test_resume_last_continues_in_the_same_folder(trained):
     metrics = pd.read_csv(trained / "metrics.csv")
     assert sorted(metrics["epoch"].unique()) == [0, 1, 2]
     assert not (trained.parent / "version_1").exists()
+
+
+@pytest.mark.parametrize("folder", ["some/dir", "foo_7"])
+def test_resume_from_a_checkpoint_outside_a_run_folder_continues_in_a_new_version_folder(
+    trained, workdir, folder
+):
+    checkpoint = workdir / folder / "x.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    shutil.copy(trained / "checkpoints" / "last.ckpt", checkpoint)
+    result = invoke(
+        "fit", "tiny.yaml", "--set", "trainer.max_epochs=3", "--resume", str(checkpoint)
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in checkpoint.parent.iterdir()] == ["x.ckpt"]  # nothing written there
+    new = trained.parent / "version_1"
+    assert {"config.yaml", "run.json", "metrics.csv"} <= {p.name for p in new.iterdir()}
+    assert json.loads((new / "run.json").read_text())["checkpoint"] == str(checkpoint)
+    epochs = set(pd.read_csv(new / "metrics.csv")["epoch"])
+    assert 0 not in epochs and max(epochs) == 2  # resumed where the checkpoint was, not anew
+    assert not (workdir.parent / "tiny").exists()  # no logger writes beside the work folder
+
+
+def test_resume_from_another_runs_checkpoint_continues_in_that_runs_folder(trained, workdir):
+    (workdir / "renamed.yaml").write_text(yaml.safe_dump({**TINY, "name": "renamed"}))
+    last = trained / "checkpoints" / "last.ckpt"
+    result = invoke("fit", "renamed.yaml", "--set", "trainer.max_epochs=3", "--resume", str(last))
+    assert result.exit_code == 0, result.output
+    assert sorted(pd.read_csv(trained / "metrics.csv")["epoch"].unique()) == [0, 1, 2]
+    assert not (workdir / "runs" / "renamed").exists()
+
+
+def test_a_folder_without_a_last_or_best_checkpoint_gives_its_newest(trained):
+    folder = trained.parent / "version_5" / "checkpoints"
+    folder.mkdir(parents=True)
+    for name, mtime in (("a.ckpt", 2_000_000_000), ("b.ckpt", 1_000_000_000)):  # a is newer
+        shutil.copy(trained / "checkpoints" / "last.ckpt", folder / name)
+        os.utime(folder / name, (mtime, mtime))
+    tested = invoke("test", "--ckpt", str(folder.parent))
+    assert f"Using the config stored in {folder / 'a.ckpt'};" in tested.output
+    resumed = invoke("fit", "tiny.yaml", "--set", "trainer.max_epochs=3", "--resume", "last")
+    assert resumed.exit_code == 0, resumed.output
+    run = json.loads((folder.parent / "run.json").read_text())
+    assert run["checkpoint"].endswith("version_5/checkpoints/a.ckpt")
 
 
 def test_config_command_prints_yaml_that_feeds_back_unchanged(workdir):
@@ -250,9 +315,30 @@ def test_each_command_runs_as_a_real_subprocess(workdir):
     )
     assert bad.returncode == 2
     assert (
-        bad.stderr.strip()
-        == "error: trainer.max_epoch: unknown key; did you mean 'max_epochs'? (tiny.yaml)"
+        bad.stderr.strip() == "error: trainer.max_epoch: unknown key; did you mean 'max_epochs'? "
+        "(--set trainer.max_epoch=1)"
     )
+
+
+def test_a_problem_from_set_names_the_set_option_and_one_from_the_file_names_the_file(workdir):
+    (workdir / "bad.yaml").write_text(yaml.safe_dump({**TINY, "seed": -1}))
+    result = CliRunner().invoke(
+        main, ["config", "bad.yaml", "--set", "model.lr=fast", "--set", "modle.lr=1"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: modle: unknown key; did you mean 'model'? (--set modle.lr=1)",
+        "error: seed: expected a non-negative int or null, got -1 (bad.yaml)",
+        "error: model.init_args.lr: expected float, got 'fast' (--set model.lr=fast)",
+    ]
+
+
+def test_a_problem_from_set_on_a_checkpoints_config_names_the_set_option(trained):
+    result = CliRunner().invoke(main, ["test", "--ckpt", str(trained), "--set", "model.lr=fast"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: model.init_args.lr: expected float, got 'fast' (--set model.lr=fast)"
+    ]
 
 
 def test_checkpoint_of_another_model_is_one_line(trained, workdir):

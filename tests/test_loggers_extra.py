@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from torch.nn import functional as F
 
 import ltrain as pl
-from ltrain.cli import main
+from ltrain.app.cli import main
 from ltrain.errors import MisconfigurationException
 from ltrain.loggers import CSVLogger, MLFlowLogger, MLflowLogger, TensorBoardLogger, WandbLogger
 
@@ -106,7 +106,7 @@ def as_float32(series: dict[str, list[tuple[int, float]]]) -> dict[str, list[tup
 
 def test_import_ltrain_and_the_cli_import_no_logger_package():
     code = (
-        "import sys, ltrain, ltrain.cli\n"
+        "import sys, ltrain, ltrain.app.cli\n"
         "from ltrain.loggers import TensorBoardLogger, WandbLogger, MLFlowLogger\n"
         "print(sorted(m for m in ('tensorboard', 'wandb', 'mlflow') if m in sys.modules))"
     )

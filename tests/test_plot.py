@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from tiny_runs import invoke, write_project
 
-from ltrain.plots import metric_group, plot_runs
+from ltrain.app.plots import metric_group, plot_runs
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_bad_plot_input_is_one_line_exit_2_and_writes_nothing(project, monkeypat
 def test_help_of_runs_and_plot_imports_neither_pandas_nor_matplotlib(command):
     code = (
         "import sys\n"
-        "from ltrain.cli import main\n"
+        "from ltrain.app.cli import main\n"
         f"main([{command!r}, '--help'], prog_name='ltrain', standalone_mode=False)\n"
         "print('heavy:', *[m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules])\n"
     )

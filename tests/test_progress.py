@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from torch.nn import functional as F
 
 import ltrain as pl
+from ltrain.app.cli import main
 from ltrain.callbacks import TQDMProgressBar
-from ltrain.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 

@@ -16,9 +16,9 @@ import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from tiny_runs import FAIL_AT_4, INTERRUPT_AT_4, invoke, run_json, write_project
 
+from ltrain.app.runs_table import render, runs_frame, sort_frame, version_folders
 from ltrain.loggers import CSVLogger
 from ltrain.run_record import git_state
-from ltrain.runs_table import render, runs_frame, sort_frame, version_folders
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from test_data import write_cifar_batches, write_idx
 
-from ltrain.cli import main
+from ltrain.app.cli import main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY_TRAINER = [

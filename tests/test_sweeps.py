@@ -6,8 +6,8 @@ import pytest
 import yaml
 from tiny_runs import invoke, run_json, write_project
 
-from ltrain.config import ConfigError
-from ltrain.sweeps import expand, split_values
+from ltrain.app.errors import ConfigError
+from ltrain.app.sweeps import expand, split_values
 
 FAST = {"max_epochs": 1, "limit_train_batches": 2}
 
@@ -133,8 +133,8 @@ def test_a_bad_value_in_any_member_stops_the_sweep_before_it_starts(tmp_path, mo
     assert result.exit_code == 2
     errors = result.stderr.strip().splitlines()
     assert errors == [
-        "error: model.init_args.lr: expected float, got 'fast' (tiny.yaml) [sweep run 2]",
-        "error: model.init_args.lr: expected float, got 'slow' (tiny.yaml) [sweep run 3]",
+        "error: model.init_args.lr: expected float, got 'fast' (--set model.lr=fast) [sweep run 2]",
+        "error: model.init_args.lr: expected float, got 'slow' (--set model.lr=slow) [sweep run 3]",
     ]
     assert not (tmp_path / "runs").exists()
 

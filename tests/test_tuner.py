@@ -13,8 +13,8 @@ from boring import BoringModel, boring_loader, quiet_trainer
 from click.testing import CliRunner
 
 import ltrain as pl
+from ltrain.app.cli import main
 from ltrain.callbacks import LearningRateMonitor
-from ltrain.cli import main
 from ltrain.tuner import Tuner
 
 

@@ -13,7 +13,7 @@ import yaml
 from boring import digits_config
 from click.testing import CliRunner
 
-from ltrain.cli import main
+from ltrain.app.cli import main
 
 TINY: dict[str, Any] = digits_config(
     max_epochs=2,

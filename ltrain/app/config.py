@@ -1,10 +1,10 @@
-"""Run configs: YAML loading, `--set` overrides, validation against real signatures, instantiation.
+"""Run configs: YAML loading, validation against real signatures, instantiation.
 
 The `__init__` signatures are the schema. Every `class_path` is found, its `init_args` are bound
 to the parameters and checked against their type hints (int, float, bool, str, Optional, Literal,
 list, dict, nested classes), and every problem is collected with its dotted key before anything
-is instantiated, so a typo costs a second, not a crashed run. ltrain's own classes are read from
-their source (signatures.py), because importing them imports torch and `ltrain config` should
+is instantiated, so a typo costs a second, not a crashed run. ltrain's own classes are known from
+signature data (signatures.py), because importing them imports torch and `ltrain config` should
 answer at once; any other `class_path` is imported, and config targets are code: importing a
 module runs it. Only classes that fit their slot are accepted.
 """
@@ -23,32 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ltrain.signatures import ClassByName, ClassInfo, SourceReader, stand_in
+from ltrain.app.errors import ConfigError
+from ltrain.app.signatures import (
+    SHORT_NAMES,
+    TRAINER,
+    ClassByName,
+    ClassInfo,
+    read_class,
+    stand_in,
+)
 
 TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")
-
-SHORT_NAMES = {
-    "EarlyStopping": "ltrain.callbacks.EarlyStopping",
-    "ModelCheckpoint": "ltrain.callbacks.ModelCheckpoint",
-    "ModelSummary": "ltrain.callbacks.ModelSummary",
-    "LearningRateMonitor": "ltrain.callbacks.LearningRateMonitor",
-    "TQDMProgressBar": "ltrain.callbacks.TQDMProgressBar",
-    "CSVLogger": "ltrain.loggers.CSVLogger",
-    "TensorBoardLogger": "ltrain.loggers.TensorBoardLogger",
-    "WandbLogger": "ltrain.loggers.WandbLogger",
-    "MLFlowLogger": "ltrain.loggers.MLFlowLogger",
-    "MLflowLogger": "ltrain.loggers.MLflowLogger",
-    "Digits": "ltrain.data.Digits",
-    "MNIST": "ltrain.data.MNIST",
-    "CIFAR10": "ltrain.data.CIFAR10",
-    "MLPClassifier": "ltrain.zoo.MLPClassifier",
-    "CNNClassifier": "ltrain.zoo.CNNClassifier",
-    "ImageClassifier": "ltrain.zoo.ImageClassifier",
-    "TwoBranchMLP": "ltrain.zoo.TwoBranchMLP",
-    "SmallCNN": "ltrain.zoo.SmallCNN",
-}
-
-TRAINER = "ltrain.trainer.Trainer"
 
 # the class each slot must hold, where it is defined
 _SLOTS = {
@@ -59,17 +44,7 @@ _SLOTS = {
 }
 
 
-class ConfigError(Exception):
-    """One or more problems in a config; each line names the dotted key (or file) and the fix."""
-
-    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = source
-        where = f" ({source})" if source else ""
-        super().__init__("\n".join(f"{p}{where}" for p in self.problems))
-
-
-# ---------------------------------------------------------------------- loading and overrides
+# ---------------------------------------------------------------------- loading
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a config file: a YAML mapping. Errors name the file (and the line for syntax errors)."""
     import yaml
@@ -99,80 +74,6 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.0=value` into its key path and its YAML-parsed value."""
-    import yaml
-
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. trainer.max_epochs=3")
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: empty key; expected a dotted path such as model.lr")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_override(config: dict[str, Any], text: str) -> None:
-    """Apply one `--set KEY=VALUE` in place. `init_args` may be left out of the path."""
-    parts, value = parse_override(text)
-    node: Any = config
-    walked: list[str] = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if (
-            isinstance(node, dict)
-            and "class_path" in node
-            and part not in ("class_path", "init_args")
-        ):
-            node = node.setdefault("init_args", {})
-            if node is None:
-                node = {}
-            walked.append("init_args")
-        where = ".".join([*walked, part])
-        if isinstance(node, list):
-            if not part.lstrip("-").isdigit():
-                raise ConfigError(f"--set {text!r}: {'.'.join(walked)} is a list; use an index")
-            index = int(part)
-            if not -len(node) <= index < len(node):
-                raise ConfigError(
-                    f"--set {text!r}: {where}: list index out of range "
-                    f"({'.'.join(walked)} has {len(node)} items)"
-                )
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if child is None:
-                    if parts[i + 1].isdigit():
-                        raise ConfigError(
-                            f"--set {text!r}: {where} is not set, so it has no item {parts[i + 1]}"
-                        )
-                    child = node[part] = {}
-                node = child
-        else:
-            raise ConfigError(
-                f"--set {text!r}: {'.'.join(walked)} is a {type(node).__name__}, it has no {part!r}"
-            )
-        walked.append(part)
-
-
-def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The raw config: the file (or an empty one) with the `--set` overrides applied in order."""
-    config = load_yaml(path) if path is not None else {}
-    for text in overrides:
-        apply_override(config, text)
-    return config
-
-
 # ---------------------------------------------------------------------- resolving
 @dataclass
 class Resolved:
@@ -183,11 +84,16 @@ class Resolved:
 
 
 def resolve(
-    config: Mapping[str, Any], source: str | None = None, base_dir: str | None = None
+    config: Mapping[str, Any],
+    source: str | None = None,
+    base_dir: str | None = None,
+    set_by: Sequence[tuple[str, str]] = (),
 ) -> Resolved:
     """Validate every key and value; return the config with defaults filled and names expanded.
 
-    All problems are collected and raised together as one ConfigError.
+    All problems are collected and raised together as one ConfigError, each line ending with
+    where its value came from: the `--set` that brought its key (`set_by`, from
+    `apply_overrides`), else `source`, the file.
     """
     _make_importable(base_dir)
     checker = _Checker()
@@ -197,49 +103,60 @@ def resolve(
             checker.unknown(key, key, TOP_LEVEL_KEYS)
     name = config.get("name", "default")
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-        checker.problems.append(f"name: expected a folder name (text without '/'), got {name!r}")
+        checker.problem("name", f"expected a folder name (text without '/'), got {name!r}")
     out["name"] = name
     seed = config.get("seed", 0)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        checker.problems.append(f"seed: expected a non-negative int or null, got {seed!r}")
+        checker.problem("seed", f"expected a non-negative int or null, got {seed!r}")
     out["seed"] = seed
     if config.get("model") is None:
-        checker.problems.append("model: missing; expected {class_path: ..., init_args: {...}}")
+        checker.problem("model", "missing; expected {class_path: ..., init_args: {...}}")
     else:
         out["model"] = checker.class_spec(config["model"], "model", slot="model")
     if config.get("data") is not None:
         out["data"] = checker.class_spec(config["data"], "data", slot="data")
     trainer = config.get("trainer") or {}
     if not isinstance(trainer, Mapping):
-        checker.problems.append(
-            f"trainer: expected a mapping of Trainer arguments, got {trainer!r}"
-        )
+        checker.problem("trainer", f"expected a mapping of Trainer arguments, got {trainer!r}")
     else:
-        target = checker.source.read_class(TRAINER) or _import_qualified(TRAINER)
+        target = read_class(TRAINER) or import_qualified(TRAINER)
         out["trainer"] = checker.arguments(target, trainer, "trainer")
     if checker.problems:
-        raise ConfigError(checker.problems, source)
+        raise ConfigError([_located(key, text, set_by, source) for key, text in checker.problems])
     return Resolved(out, checker.unchecked)
+
+
+def check_value(value: Any, hint: Any, key: str = "value") -> tuple[Any, list[str]]:
+    """One value checked against one type hint as `resolve` checks it: (normalised, problems).
+
+    `1e-3` written as text becomes a float where the hint wants one; a `{class_path, init_args}`
+    value is checked against the class it names (which must fit a class hint) and filled in.
+    """
+    checker = _Checker()
+    normalised = checker.value(value, hint, key)
+    return normalised, [f"{key}: {text}" for key, text in checker.problems]
 
 
 class _Checker:
     """Walks a config against signatures, collecting problems instead of stopping at the first."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str]] = []  # (dotted key, what is wrong with it)
         self.unchecked: list[str] = []
-        self.source = SourceReader()
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append((key, text))
 
     def unknown(self, key: str, name: str, valid: Sequence[str]) -> None:
         close = difflib.get_close_matches(name, list(valid), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-        self.problems.append(f"{key}: unknown key{hint}")
+        self.problem(key, f"unknown key{hint}")
 
     def class_spec(self, spec: Any, key: str, slot: str | None = None, base: Any = None) -> Any:
         """Check `{class_path, init_args}` and return it resolved (full path, defaults filled)."""
         if not isinstance(spec, Mapping) or "class_path" not in spec:
-            self.problems.append(
-                f"{key}: expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
+            self.problem(
+                key, f"expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
             )
             return spec
         extra = set(spec) - {"class_path", "init_args"}
@@ -253,7 +170,7 @@ class _Checker:
             return dict(spec)
         init_args = spec.get("init_args") or {}
         if not isinstance(init_args, Mapping):
-            self.problems.append(f"{key}.init_args: expected a mapping, got {_short(init_args)}")
+            self.problem(f"{key}.init_args", f"expected a mapping, got {_short(init_args)}")
             return dict(spec)
         return {
             "class_path": _path(target, path),
@@ -262,34 +179,32 @@ class _Checker:
 
     def import_target(self, path: Any, key: str) -> Any:
         if not isinstance(path, str) or not path:
-            self.problems.append(f"{key}: expected a class name or dotted path, got {_short(path)}")
+            self.problem(key, f"expected a class name or dotted path, got {_short(path)}")
             return None
         dotted = SHORT_NAMES.get(path, path)
         module_name, _, attribute = dotted.rpartition(".")
         if not module_name:
             close = difflib.get_close_matches(path, list(SHORT_NAMES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.problems.append(
-                f"{key}: {path!r} is neither a built-in short name nor a dotted path "
-                f"(module.Class){hint}"
+            self.problem(
+                key,
+                f"{path!r} is neither a built-in short name nor a dotted path (module.Class){hint}",
             )
             return None
-        found = self.source.read_class(dotted)  # ltrain's own classes, without importing torch
+        found = read_class(dotted)  # ltrain's own classes, without importing torch
         if found is not None:
             return found
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            self.problems.append(f"{key}: cannot import module {error.name!r} (from {path!r})")
+            self.problem(key, f"cannot import module {error.name!r} (from {path!r})")
             return None
         except Exception as error:
-            self.problems.append(
-                f"{key}: importing {module_name!r} failed: {type(error).__name__}: {error}"
-            )
+            self.problem(key, f"importing {module_name!r} failed: {type(error).__name__}: {error}")
             return None
         target = getattr(module, attribute, None)
         if target is None:
-            self.problems.append(f"{key}: module {module_name!r} has no attribute {attribute!r}")
+            self.problem(key, f"module {module_name!r} has no attribute {attribute!r}")
         return target
 
     def fits(self, target: Any, key: str, slot: str | None, base: Any) -> bool:
@@ -297,21 +212,22 @@ class _Checker:
         required = stand_in(_SLOTS[slot]) if slot else base
         if required is None:
             if not (isinstance(target, ClassInfo) or callable(target)):
-                self.problems.append(f"{key}: {_name(target)} is not a class or function")
+                self.problem(key, f"{_name(target)} is not a class or function")
                 return False
             return True
         if isinstance(target, ClassInfo):
             ok = target.derives_from(_path(required))
-            if ok is None:  # a base outside ltrain that the source cannot see into
-                ok = issubclass(_import_qualified(target.path), _real(required))
+            if ok is None:  # a base outside ltrain, which may claim subclasses: ask the real one
+                ok = issubclass(import_qualified(target.path), _real(required))
         elif slot is None and not inspect.isclass(target) and callable(target):
             return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
         else:
             ok = inspect.isclass(target) and issubclass(target, _real(required))
         if not ok:
-            self.problems.append(
-                f"{key}: {_name(target)} is not a {required.__name__} subclass, which "
-                f"{slot or 'this value'} must be"
+            self.problem(
+                key,
+                f"{_name(target)} is not a {required.__name__} subclass, which "
+                f"{slot or 'this value'} must be",
             )
         return ok
 
@@ -340,7 +256,7 @@ class _Checker:
                 if _is_plain(parameter.default):
                     resolved[name] = parameter.default
             else:
-                self.problems.append(f"{key}.{name}: required argument missing")
+                self.problem(f"{key}.{name}", "required argument missing")
         for name in given:
             if name in parameters:
                 continue
@@ -355,7 +271,7 @@ class _Checker:
         """Check one value against its hint; return it normalised (e.g. '1e-3' -> 0.001)."""
         ok, normalised = self._match(value, hint, key)
         if not ok:
-            self.problems.append(f"{key}: expected {_describe(hint)}, got {_short(value)}")
+            self.problem(key, f"expected {_describe(hint)}, got {_short(value)}")
         return normalised
 
     def _match(self, value: Any, hint: Any, key: str) -> tuple[bool, Any]:
@@ -383,7 +299,8 @@ class _Checker:
         if hint is type(None) or hint is None:
             return value is None, value
         if origin is typing.Literal:
-            return value in args, value
+            # True == 1 and 0 == False: a bool matches only a bool, a number only a number
+            return any(value == a and type(value) is type(a) for a in args), value
         if hint is bool:
             return isinstance(value, bool), value
         if hint is int:
@@ -433,7 +350,7 @@ class _Checker:
 def instantiate(spec: Any) -> Any:
     """Build the object a resolved `{class_path, init_args}` describes (nested specs first)."""
     if isinstance(spec, Mapping) and "class_path" in spec:
-        target = _import_qualified(spec["class_path"])
+        target = import_qualified(spec["class_path"])
         kwargs = {k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()}
         return target(**kwargs)
     if isinstance(spec, list):
@@ -441,6 +358,20 @@ def instantiate(spec: Any) -> Any:
     if isinstance(spec, Mapping):
         return {k: instantiate(v) for k, v in spec.items()}
     return spec
+
+
+def import_qualified(dotted: str) -> Any:
+    """Import `module.Outer.Inner` where the class path may include nested attributes."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return target
+    raise ConfigError(f"cannot import {dotted}")
 
 
 def imported_modules(config: Mapping[str, Any]) -> list[str]:
@@ -465,7 +396,7 @@ def imported_modules(config: Mapping[str, Any]) -> list[str]:
 
 
 def to_yaml(config: Mapping[str, Any], header: str = "") -> str:
-    """The resolved config as YAML that `load_config` reads back unchanged."""
+    """The resolved config as YAML that `load_yaml` reads back unchanged."""
     import yaml
 
     body = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
@@ -477,7 +408,7 @@ def config_keys(path: str | None) -> list[str]:
     """Dotted keys for `--set` completion, read without importing torch.
 
     The config file's own keys (with `init_args` left out, as `--set` allows), plus every
-    argument of `Trainer.__init__`, read from trainer.py's source.
+    argument of `Trainer.__init__`, from the signature data.
     """
     keys: list[str] = []
     if path:
@@ -500,7 +431,7 @@ def config_keys(path: str | None) -> list[str]:
                     walk(child, f"{prefix}{index}.")
 
         walk(config, "")
-    trainer = SourceReader().read_class(TRAINER)
+    trainer = read_class(TRAINER)
     if trainer is not None:
         keys += [f"trainer.{name}" for name in trainer.signature.parameters]
     keys += TOP_LEVEL_KEYS
@@ -508,6 +439,15 @@ def config_keys(path: str | None) -> list[str]:
 
 
 # ---------------------------------------------------------------------- helpers
+def _located(key: str, text: str, set_by: Sequence[tuple[str, str]], source: str | None) -> str:
+    """One problem's line, ending with where its value came from: the last `--set` whose key is
+    the problem's or one above it, else the file."""
+    for written, option in reversed(set_by):
+        if key == written or key.startswith(f"{written}."):
+            return f"{key}: {text} ({option})"
+    return f"{key}: {text} ({source})" if source else f"{key}: {text}"
+
+
 def _make_importable(base_dir: str | None) -> None:
     """The config's folder and the current directory hold users' modules (`my_models.py`)."""
     for folder in (os.getcwd(), base_dir):
@@ -515,22 +455,8 @@ def _make_importable(base_dir: str | None) -> None:
             sys.path.insert(0, folder)
 
 
-def _import_qualified(dotted: str) -> Any:
-    """Import `module.Outer.Inner` where the class path may include nested attributes."""
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            target: Any = importlib.import_module(".".join(parts[:split]))
-        except ModuleNotFoundError:
-            continue
-        for attribute in parts[split:]:
-            target = getattr(target, attribute)
-        return target
-    raise ConfigError(f"cannot import {dotted}")
-
-
 def _path(target: Any, given: str | None = None) -> str:
-    """`module.Class`: where a class (imported, read from source, or a stand-in) is defined.
+    """`module.Class`: where a class (imported, known from signature data, or a stand-in) is defined.
 
     A class made inside a function has no importable qualified name; the path the config gave
     (`given`, short names expanded) is kept for it.
@@ -545,7 +471,7 @@ def _path(target: Any, given: str | None = None) -> str:
 
 def _real(cls: type) -> type:
     """The class itself: a stand-in is imported now, since an imported class is checked against it."""
-    return _import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
+    return import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
 
 
 def _type_hints(target: Any) -> dict[str, Any]:
@@ -579,7 +505,7 @@ def _is_plain(value: Any) -> bool:
 
 def _name(target: Any) -> str:
     if isinstance(target, ClassInfo):
-        return target.qualname
+        return target.name
     return getattr(target, "__qualname__", None) or type(target).__name__
 
 

@@ -1,40 +1,22 @@
-"""The `ltrain` command line: thin click commands over config.py, files.py and the Trainer.
+"""The `ltrain` command line: thin click commands over config.py, experiment.py and the runs table.
 
-Start-up stays fast: torch is imported inside command bodies, never at module level. Every error
-that is about the user's input (config, `--set`, `--ckpt`, a Trainer setting) becomes one line on
-stderr with exit code 2 and no traceback; an exception from the user's own training code keeps its
-traceback, because that is their bug to read.
+Start-up stays fast: torch is imported inside command bodies, never at module level. Each command
+runs its body through `errors.guard`, which turns an error about the user's input into one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from ltrain import __version__
-from ltrain.config import ConfigError, apply_override, load_yaml, resolve, to_yaml
-
-
-class CommandError(click.ClickException):
-    """A user-input error: printed as `error: <message>` lines, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file: Any = None) -> None:
-        for line in self.message.splitlines():
-            click.echo(f"error: {line}", err=True)
-
-
-class TrainingFailed(CommandError):
-    """Training itself went wrong (e.g. the loss diverged): one line, exit code 1."""
-
-    exit_code = 1
-
+from ltrain.app.config import load_yaml, resolve, to_yaml
+from ltrain.app.errors import CommandError, guard, resume_command
+from ltrain.app.overrides import apply_overrides
 
 SET_HELP = (
     "Override a config value, e.g. --set trainer.max_epochs=3 --set model.lr=3e-4 (repeatable)."
@@ -45,7 +27,7 @@ def _complete_set_keys(ctx: click.Context, param: click.Parameter, incomplete: s
     """Dotted keys of the config given on the command line, plus the Trainer's arguments."""
     from click.shell_completion import CompletionItem
 
-    from ltrain.config import config_keys
+    from ltrain.app.config import config_keys
 
     # while completing, click's resilient parsing leaves the CONFIG argument in ctx.args
     config = ctx.params.get("config") or next(
@@ -107,19 +89,19 @@ def fit(config: str | None, overrides: tuple[str, ...], resume: str | None, mult
     """
     if config is None:
         raise CommandError("fit needs a CONFIG file, e.g. ltrain fit configs/digits.yaml")
+    from ltrain.app.experiment import run_command
+    from ltrain.app.sweeps import is_value_list, run_sweep
     from ltrain.errors import RunInterrupted
-    from ltrain.experiment import run_command
-    from ltrain.sweeps import is_value_list, run_sweep
 
     if multirun:
         if resume is not None:
             raise CommandError("--multirun starts new runs; it cannot be combined with --resume")
-        code = _guard(run_sweep, config, overrides)
+        code = guard(run_sweep, config, overrides)
         if code:
             sys.exit(code)
         return
     try:
-        _guard(run_command, "fit", config, overrides, ckpt=resume)
+        guard(run_command, "fit", config, overrides, ckpt=resume)
     except RunInterrupted as stop:
         if os.environ.get("RANK", "0") == "0":  # one line, from rank 0 of a data-parallel run
             click.echo(f"Resume with: {resume_command(config, overrides, stop)}", err=True)
@@ -128,12 +110,6 @@ def fit(config: str | None, overrides: tuple[str, ...], resume: str | None, mult
         if type(error) is CommandError and any(is_value_list(o) for o in overrides):
             error.message += "; to run one fit per comma-separated value, add --multirun"
         raise
-
-
-def resume_command(config: str, overrides: Sequence[str], stop: Any) -> str:
-    """The command that continues a fit stopped by a signal (`stop`: the RunInterrupted)."""
-    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
-    return f"ltrain fit {shlex.quote(config)}{sets} --resume {shlex.quote(stop.checkpoint)}"
 
 
 @main.command()
@@ -149,9 +125,9 @@ def validate(config: str | None, overrides: tuple[str, ...], ckpt: str | None) -
     """
     if config is None and ckpt is None:
         raise CommandError("validate needs a CONFIG or --ckpt PATH")
-    from ltrain.experiment import run_command
+    from ltrain.app.experiment import run_command
 
-    _guard(run_command, "validate", config, overrides, ckpt=ckpt)
+    guard(run_command, "validate", config, overrides, ckpt=ckpt)
 
 
 @main.command()
@@ -171,9 +147,9 @@ def test(config: str | None, overrides: tuple[str, ...], ckpt: str | None) -> No
     """
     if ckpt is None:
         raise CommandError("test needs --ckpt PATH (a checkpoint file or a version folder)")
-    from ltrain.experiment import run_command
+    from ltrain.app.experiment import run_command
 
-    _guard(run_command, "test", config, overrides, ckpt=ckpt)
+    guard(run_command, "test", config, overrides, ckpt=ckpt)
 
 
 @main.command()
@@ -196,9 +172,9 @@ def predict(
     """
     if ckpt is None:
         raise CommandError("predict needs --ckpt PATH (a checkpoint file or a version folder)")
-    from ltrain.experiment import run_command
+    from ltrain.app.experiment import run_command
 
-    _guard(run_command, "predict", config, overrides, ckpt=ckpt, out=out)
+    guard(run_command, "predict", config, overrides, ckpt=ckpt, out=out)
 
 
 @main.command(name="lr-find")
@@ -233,10 +209,10 @@ def lr_find(
     """
     if config is None:
         raise CommandError("lr-find needs a CONFIG file, e.g. ltrain lr-find configs/digits.yaml")
-    from ltrain.experiment import run_command
+    from ltrain.app.experiment import run_command
 
     options = {"min_lr": min_lr, "max_lr": max_lr, "num_training": num_training}
-    _guard(run_command, "lr-find", config, overrides, lr_find=options, apply=apply)
+    guard(run_command, "lr-find", config, overrides, lr_find=options, apply=apply)
 
 
 @main.command(name="config")
@@ -254,15 +230,15 @@ def show_config(config: str | None, overrides: tuple[str, ...]) -> None:
 
     def show() -> None:
         raw = load_yaml(config)
-        for text in overrides:
-            apply_override(raw, text)
-        resolved = resolve(raw, source=config, base_dir=os.path.dirname(os.path.abspath(config)))
+        set_by = apply_overrides(raw, overrides)
+        base_dir = os.path.dirname(os.path.abspath(config))
+        resolved = resolve(raw, source=config, base_dir=base_dir, set_by=set_by)
         header = ""
         if resolved.unchecked:
             header = "not checked (passed through **kwargs): " + ", ".join(resolved.unchecked)
         click.echo(to_yaml(resolved.config, header), nl=False)
 
-    _guard(show)
+    guard(show)
 
 
 @main.command(name="runs")
@@ -288,7 +264,7 @@ def list_runs(root: str, name: str | None, sort: str | None, as_csv: bool) -> No
     """
 
     def show() -> None:
-        from ltrain.runs_table import render, runs_frame, sort_frame, to_csv, version_folders
+        from ltrain.app.runs_table import render, runs_frame, sort_frame, to_csv, version_folders
 
         folders = version_folders(root, name)
         if not folders:
@@ -297,7 +273,7 @@ def list_runs(root: str, name: str | None, sort: str | None, as_csv: bool) -> No
         frame = sort_frame(runs_frame(folders), sort)
         click.echo(to_csv(frame) if as_csv else render(frame), nl=not as_csv)
 
-    _guard(show)
+    guard(show)
 
 
 @main.command(name="plot")
@@ -327,25 +303,9 @@ def plot_command(targets: tuple[str, ...], metrics: tuple[str, ...], out: str | 
     """
 
     def draw() -> None:
-        from ltrain.plots import plot_runs
+        from ltrain.app.plots import plot_runs
 
         _, path = plot_runs(targets, metrics, out)
         click.echo(str(path))
 
-    _guard(draw)
-
-
-def _guard(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a command body, turning input errors into one-line messages (exit code 2)."""
-    from ltrain.errors import MisconfigurationException, NonFiniteLossError, WorkersFailed
-
-    try:
-        return function(*args, **kwargs)
-    except WorkersFailed as failed:  # the launcher and the rank have said what happened
-        raise click.exceptions.Exit(failed.code) from None
-    except ConfigError as error:
-        raise CommandError(str(error)) from None
-    except NonFiniteLossError as error:
-        raise TrainingFailed(str(error)) from None
-    except MisconfigurationException as error:
-        raise CommandError(str(error).strip().splitlines()[0]) from None
+    guard(draw)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -25,10 +24,9 @@ import pandas as pd
 import yaml
 
 from ltrain.errors import MisconfigurationException
-from ltrain.files import existing_versions
+from ltrain.files import existing_versions, version_number
 from ltrain.run_record import STATES, process_alive, read_run
 
-_VERSION = re.compile(r"^version_(\d+)$")
 FIXED = (
     "name",
     "version",
@@ -60,7 +58,7 @@ def version_folders(root: str | os.PathLike, name: str | None = None) -> list[Pa
         raise MisconfigurationException(f"{root}: no such runs folder")
     if not root.is_dir():
         raise MisconfigurationException(f"{root}: not a folder; pass a runs folder such as runs/")
-    if _VERSION.match(root.name):
+    if version_number(root) is not None:
         runs = {root.parent.name: [root]}
     elif existing_versions(root):
         runs = {root.name: _versions_of(root)}
@@ -206,7 +204,7 @@ def _value_text(value: Any, missing: object) -> str:
 
 
 def _previous_folder(folder: Path) -> Path | None:
-    number = int(_VERSION.match(folder.name).group(1))
+    number = version_number(folder)
     earlier = [n for n in existing_versions(folder.parent) if n < number]
     return folder.parent / f"version_{earlier[-1]}" if earlier else None
 
@@ -276,7 +274,7 @@ def read_row(folder: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, 
     git = run.get("git") if isinstance(run.get("git"), Mapping) else {}
     row = {
         "name": folder.parent.name,
-        "version": int(_VERSION.match(folder.name).group(1)),
+        "version": version_number(folder),
         "command": command,
         "state": state,
         "started": run.get("started"),

@@ -16,18 +16,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ltrain.callbacks.base import Callback
-from ltrain.config import (
-    ConfigError,
-    apply_override,
+from ltrain.app.config import (
+    import_qualified,
     imported_modules,
     instantiate,
-    load_config,
+    load_yaml,
     resolve,
     to_yaml,
 )
+from ltrain.app.errors import ConfigError
+from ltrain.app.overrides import apply_override, apply_overrides
+from ltrain.callbacks import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, WorkersFailed
+from ltrain.files import version_number
 from ltrain.run_record import RUN_FILE, RunRecord, command_line
 from ltrain.strategies import launcher_environment
 
@@ -63,15 +65,15 @@ def run_command(
                 f"--ckpt {ckpt}: the checkpoint carries no config; pass a CONFIG file"
             )
         raw = _config_from_text(stored_config, ckpt)
-        for text in overrides:
-            apply_override(raw, text)
+        set_by = apply_overrides(raw, overrides)
         modules = ", ".join(imported_modules(raw)) or "none"
         info(f"Using the config stored in {checkpoint_path}; it imports: {modules}")
         source, base_dir = str(checkpoint_path), None
     else:
-        raw = load_config(config_path, overrides)
+        raw = load_yaml(config_path)
+        set_by = apply_overrides(raw, overrides)
         source, base_dir = config_path, os.path.dirname(os.path.abspath(config_path))
-    resolved = resolve(raw, source=source, base_dir=base_dir).config
+    resolved = resolve(raw, source=source, base_dir=base_dir, set_by=set_by).config
     if command == "fit" and ckpt == "last":
         checkpoint_path = _last_checkpoint(resolved)
     strategy = strategy_for(resolved["trainer"])
@@ -96,23 +98,18 @@ def run_command(
     model = _build(resolved["model"], "model")
     datamodule = _build(resolved["data"], "data") if resolved.get("data") else None
     trainer_args = dict(resolved["trainer"])
-    callbacks = _build(_as_list(trainer_args.pop("callbacks", None)), "trainer.callbacks")
+    callbacks = _build(_one_or_many(trainer_args.pop("callbacks", None)), "trainer.callbacks")
     logger_spec = trainer_args.pop("logger", None)
 
     resume_folder = (
-        _version_folder_of(checkpoint_path) if command == "fit" and checkpoint_path else None
+        _run_folder_of(checkpoint_path) if command == "fit" and checkpoint_path else None
     )
     folder, created = None, False
     if strategy.is_global_zero:
         folder, created = _run_folder(resolved["name"], logger_spec, resume_folder)
     folder = strategy.broadcast(folder)
     try:
-        loggers = _loggers(
-            logger_spec,
-            raw_logger=_raw_trainer(raw).get("logger"),
-            name=resolved["name"],
-            folder=folder,
-        )
+        loggers = _loggers(logger_spec, raw_logger=_raw_trainer(raw).get("logger"), folder=folder)
         trainer_args.setdefault("default_root_dir", None)
         if trainer_args["default_root_dir"] is None:
             trainer_args["default_root_dir"] = str(folder)
@@ -217,16 +214,21 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise ConfigError(f"--ckpt {path}: no such file or folder")
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not files:
+    newest = _newest_checkpoint(folder)
+    if newest is None:
         raise ConfigError(f"--ckpt {path}: no .ckpt files in {folder}")
-    newest = _load(files[-1])
-    for key, state in newest.get("callbacks", {}).items():
+    for key, state in _load(newest).get("callbacks", {}).items():
         best = state.get("best_model_path") if key.startswith("ModelCheckpoint") else None
         if best and (folder / Path(best).name).is_file():
             return folder / Path(best).name
     last = folder / "last.ckpt"
-    return last if last.is_file() else files[-1]
+    return last if last.is_file() else newest
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    """The most recently written `*.ckpt` in `folder` (the name breaks a tie), or None."""
+    files = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    return max(files, key=lambda path: (path.stat().st_mtime, path.name), default=None)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -265,15 +267,23 @@ def _last_checkpoint(resolved: Mapping[str, Any]) -> Path:
         folder = root / f"version_{version}" / "checkpoints"
         if (folder / "last.ckpt").is_file():
             return folder / "last.ckpt"
-        files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if files:
-            return files[-1]
+        newest = _newest_checkpoint(folder)
+        if newest is not None:
+            return newest
     raise ConfigError(f"--resume last: no checkpoint under {root}/version_*/checkpoints")
 
 
-def _version_folder_of(checkpoint: Path) -> Path:
+def _run_folder_of(checkpoint: Path) -> Path | None:
+    """The version folder a checkpoint belongs to (`<name>/version_N/checkpoints/`), or None.
+
+    A fit resumed from a checkpoint anywhere else starts a new version folder, as Lightning's
+    `fit(ckpt_path=...)` logs into the logger's next version: a folder that is no run folder
+    (`foo_7`, `some/dir`) gets neither config.yaml nor metrics.
+    """
     parent = checkpoint.resolve().parent
-    return parent.parent if parent.name == "checkpoints" else parent
+    if parent.name == "checkpoints" and version_number(parent.parent) is not None:
+        return parent.parent
+    return None
 
 
 class StoreConfig(Callback):
@@ -293,7 +303,7 @@ def _raw_trainer(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _save_dir(logger_spec: Any) -> str:
-    folder_loggers = [s for s in _as_list(logger_spec) if _writes_version_folder(s)]
+    folder_loggers = [s for s in _one_or_many(logger_spec) if _writes_version_folder(s)]
     first = folder_loggers[0] if folder_loggers else None
     if isinstance(first, Mapping):
         save_dir = (first.get("init_args") or {}).get("save_dir")
@@ -311,19 +321,22 @@ def _run_folder(name: str, logger_spec: Any, resume_folder: Path | None) -> tupl
     return folder, True
 
 
-def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
-    """The run's loggers, all writing into `folder` (runs/<name>/version_N)."""
+def _loggers(spec: Any, raw_logger: Any, folder: Path) -> list[Any]:
+    """The run's loggers, all writing into `folder` (<save_dir>/<name>/version_N).
+
+    The name is the folder's, not the config's: a fit resumed from another run's checkpoint
+    continues in that run's folder.
+    """
     from ltrain.loggers import CSVLogger
 
     if spec is False:
         return []
-    version = int(folder.name.split("_")[-1])
-    save_dir = str(folder.parent.parent)
+    version, name, save_dir = version_number(folder), folder.parent.name, str(folder.parent.parent)
     if spec is None or spec is True:
         return [CSVLogger(save_dir=save_dir, name=name, version=version)]
-    raw_items = _as_list(raw_logger)
+    raw_items = _one_or_many(raw_logger)
     loggers = []
-    for i, item in enumerate(_as_list(spec)):
+    for i, item in enumerate(_one_or_many(spec)):
         item = dict(item)
         init_args = dict(item.get("init_args") or {})
         given = (
@@ -346,14 +359,16 @@ def _loggers(spec: Any, raw_logger: Any, name: str, folder: Path) -> list[Any]:
 
 def _writes_version_folder(spec: Any) -> bool:
     """Whether a resolved logger spec names a class that writes into runs/<name>/version_N."""
-    from ltrain.config import _import_qualified
-
     if not isinstance(spec, Mapping) or not isinstance(spec.get("class_path"), str):
         return False
-    return getattr(_import_qualified(spec["class_path"]), "writes_version_folder", True)
+    return getattr(import_qualified(spec["class_path"]), "writes_version_folder", True)
 
 
-def _as_list(value: Any) -> list[Any]:
+def _one_or_many(value: Any) -> list[Any]:
+    """A config value that holds one item or a list of them (callbacks, logger), as a list.
+
+    null is no items; a single mapping (`callbacks: {class_path: ...}`) is one.
+    """
     if value is None:
         return []
     return list(value) if isinstance(value, list) else [value]
@@ -441,6 +456,15 @@ def _report_lr_find(
     info(f"Config with the suggested learning rate: {target}")
 
 
+def _repeats_another(name: str, values: Mapping[str, float]) -> bool:
+    """NAME_step and NAME_epoch repeat NAME (which holds the epoch value): show NAME once.
+
+    Only those two suffixes: `loss_kl` next to `loss` is a metric of its own.
+    """
+    stem, _, suffix = name.rpartition("_")
+    return suffix in ("step", "epoch") and stem in values
+
+
 def _summary(trainer: Any, command: str, folder: Path) -> None:
     from ltrain.results import to_floats
 
@@ -456,8 +480,7 @@ def _summary(trainer: Any, command: str, folder: Path) -> None:
             info(f"Best checkpoint: {callback.best_model_path}{scored}")
         if trainer.callback_metrics:
             values = to_floats(trainer.callback_metrics)
-            # NAME_step / NAME_epoch repeat NAME (which holds the epoch value): show NAME once
-            values = {k: v for k, v in values.items() if k.rsplit("_", 1)[0] not in values}
+            values = {k: v for k, v in values.items() if not _repeats_another(k, values)}
             width = max(len(k) for k in values)
             lines = [f"  {k:<{width}}  {v:.6g}" for k, v in sorted(values.items())]
             info("Final metrics:\n" + "\n".join(lines))

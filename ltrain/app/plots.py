@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ltrain.app.runs_table import metric_name, read_metrics, series_kinds
 from ltrain.errors import MisconfigurationException
-from ltrain.files import existing_versions, write_atomically
-from ltrain.runs_table import metric_name, read_metrics, series_kinds
+from ltrain.files import existing_versions, version_number, write_atomically
 
-_VERSION = re.compile(r"^version_\d+$")
 _PHASES = ("train", "valid", "val", "test")
 FORMATS = (".png", ".svg", ".pdf")
 EPOCH_MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -57,7 +55,7 @@ def find_run(text: str, root: str | os.PathLike = "runs") -> Run:
         raise MisconfigurationException(
             f"{text}: no such run or version folder (expected runs/<name> or runs/<name>/version_N)"
         )
-    if path.is_dir() and _VERSION.match(path.name):
+    if path.is_dir() and version_number(path) is not None:
         folder = path
     elif path.is_dir() and existing_versions(path):
         with_metrics = [

@@ -20,7 +20,9 @@ from typing import Any
 
 import click
 
-from ltrain.config import ConfigError, load_config, resolve
+from ltrain.app.config import load_yaml, resolve
+from ltrain.app.errors import CommandError, ConfigError, guard, resume_command
+from ltrain.app.overrides import apply_overrides
 
 
 def split_values(text: str) -> list[str]:
@@ -77,9 +79,9 @@ def check_members(config_path: str, members: Sequence[Sequence[str]]) -> None:
     found: dict[str, list[int]] = {}
     for number, member in enumerate(members, start=1):
         try:
-            config = resolve(
-                load_config(config_path, member), source=config_path, base_dir=base_dir
-            )
+            raw = load_yaml(config_path)
+            set_by = apply_overrides(raw, member)
+            config = resolve(raw, source=config_path, base_dir=base_dir, set_by=set_by)
             _refuse_several_processes(config.config["trainer"])
         except ConfigError as error:
             for line in str(error).splitlines():
@@ -94,8 +96,8 @@ def check_members(config_path: str, members: Sequence[Sequence[str]]) -> None:
 
 def _refuse_several_processes(trainer: Mapping[str, Any]) -> None:
     """Sweep members run one after another from this process: a DDP member is refused."""
+    from ltrain.app.experiment import strategy_for
     from ltrain.errors import MisconfigurationException
-    from ltrain.experiment import strategy_for
 
     try:
         several = strategy_for(trainer).distributed
@@ -114,10 +116,9 @@ def _numbers(numbers: list[int]) -> str:
 
 def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
     """Run the grid; print its table sorted by the monitored metric. Returns the exit code."""
-    from ltrain.cli import CommandError, _guard, resume_command
+    from ltrain.app.experiment import run_command
     from ltrain.console import info
     from ltrain.errors import RunInterrupted
-    from ltrain.experiment import run_command
     from ltrain.run_record import RunRecord, command_line
 
     members, swept = expand(overrides)
@@ -131,7 +132,7 @@ def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
         sweep = {"command_line": sweep_line, "member": number, "members": len(members)}
         record = RunRecord("fit", line, extra={"sweep": sweep})
         try:
-            _guard(run_command, "fit", config_path, member, record=record)
+            guard(run_command, "fit", config_path, member, record=record)
         except KeyboardInterrupt as stop:
             if record.folder is not None:
                 folders.append(record.folder)
@@ -160,7 +161,7 @@ def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
 
 def _show(folders: list[Path], swept: list[str], failed: int, not_started: list[str]) -> None:
     """The sweep's runs, best first by the monitored metric, then the members that never started."""
-    from ltrain.runs_table import render, runs_frame, sort_frame
+    from ltrain.app.runs_table import render, runs_frame, sort_frame
 
     if folders:
         frame = runs_frame(folders, keys=swept)
