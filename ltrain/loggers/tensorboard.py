@@ -16,7 +16,13 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ltrain.loggers.base import FolderLogger, add_prefix, flatten_params, require_package
+from ltrain.loggers.base import (
+    FolderLogger,
+    add_prefix,
+    flatten_params,
+    require_package,
+    write_hparams_yaml,
+)
 
 
 class TensorBoardLogger(FolderLogger):
@@ -85,7 +91,7 @@ class TensorBoardLogger(FolderLogger):
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """hparams.yaml (as the CSV logger writes it) and the HPARAMS tab's summaries."""
-        self._write_hparams_yaml(params)
+        write_hparams_yaml(os.path.join(self.log_dir, "hparams.yaml"), params)
         self._hparams = dict(params)
         self._write_hparams_summary()
 

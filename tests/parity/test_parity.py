@@ -41,7 +41,6 @@ NOT_YET = {
     "checkpoint_save_last_without_monitor",
     "checkpoint_top_two_by_validation",
     "clip_by_value",
-    "csv_logger_used_directly",
     "custom_scheduler_through_lr_scheduler_step",
     "datamodule_hooks_and_hyperparameters",
     "datamodule_to_validate_test_predict",
