@@ -443,6 +443,45 @@ def test_hparams_yaml_holds_init_args_with_sorted_keys(tmp_path):
     assert [line.split(":")[0] for line in text.splitlines()] == ["features", "lr", "name"]
 
 
+def test_hparams_yaml_is_written_at_the_start_of_validate_test_and_predict_runs_too(tmp_path):
+    class WithHparams(BoringModel):
+        def __init__(self, lr: float = 0.05) -> None:
+            super().__init__(lr=lr)
+            self.save_hyperparameters()
+
+    for number, run in enumerate(("validate", "test", "predict")):
+        logger = CSVLogger(tmp_path, name=run)
+        trainer = quiet_trainer(tmp_path, logger=logger)
+        getattr(trainer, run)(WithHparams(lr=0.01 * (number + 1)), boring_loader(8))
+
+        hparams = yaml.safe_load((Path(logger.log_dir) / "hparams.yaml").read_text())
+        assert hparams == {"lr": 0.01 * (number + 1)}
+
+
+def test_save_hyperparameters_without_arguments_writes_an_empty_hparams_yaml(tmp_path):
+    class NoArguments(BoringModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    trainer = fit(
+        tmp_path, NoArguments(), train_batches=2, max_epochs=1, logger=CSVLogger(tmp_path)
+    )
+
+    assert (Path(trainer.logger.log_dir) / "hparams.yaml").read_text() == "{}\n"
+
+
+def test_save_hyperparameters_with_logger_false_keeps_them_out_of_hparams_yaml(tmp_path):
+    class Unlogged(BoringModel):
+        def __init__(self, lr: float = 0.05) -> None:
+            super().__init__(lr=lr)
+            self.save_hyperparameters(logger=False)
+
+    trainer = fit(tmp_path, Unlogged(), train_batches=2, max_epochs=1, logger=CSVLogger(tmp_path))
+
+    assert not (Path(trainer.logger.log_dir) / "hparams.yaml").exists()
+
+
 # ---------------------------------------------------------------------- the seed notebook
 
 

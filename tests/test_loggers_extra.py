@@ -190,6 +190,16 @@ def test_tensorboard_writes_hparams_yaml_and_the_hparams_tab(tmp_path):
     assert "hp_metric" not in tensorboard_series(folder)  # no placeholder scalar
 
 
+def test_tensorboard_writes_an_empty_hparams_yaml_for_a_module_without_hyperparameters(tmp_path):
+    pytest.importorskip("tensorboard")
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer = quiet_trainer(tmp_path, logger=logger)
+
+    trainer.validate(BoringModel(), boring_loader(8), verbose=False)
+
+    assert (Path(logger.log_dir) / "hparams.yaml").read_text() == "{}\n"
+
+
 def test_tensorboard_resume_shows_each_row_once_as_an_uninterrupted_run(tmp_path):
     """Resumed from the epoch-0 checkpoint of a finished run: epoch 1's rows are logged again."""
     pytest.importorskip("tensorboard")

@@ -433,6 +433,7 @@ class Trainer:
             self._prepare(stage, model, datamodule, loaders)
             if path is not None:
                 restore(self, path, stage)
+            log_hyperparameters(self, model)  # every stage, after the weights load (Lightning's)
             self._start_record(record, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
@@ -518,7 +519,6 @@ class Trainer:
         if stage == "fit":
             self._val_check_batch = val_check_batch(self)
             configure_optimizers(self, model)
-            log_hyperparameters(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
 
     def _teardown(

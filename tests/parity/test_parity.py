@@ -43,7 +43,6 @@ NOT_YET = {
     "clip_by_value",
     "custom_scheduler_through_lr_scheduler_step",
     "datamodule_hooks_and_hyperparameters",
-    "datamodule_to_validate_test_predict",
     "default_logger",
     "early_stopping_in_max_mode_with_threshold",
     "early_stopping_on_a_training_metric",
@@ -70,7 +69,6 @@ NOT_YET = {
     "manual_optimization_two_optimizers",
     "optimizer_and_epoch_scheduler",
     "plateau_scheduler_monitoring_validation",
-    "predict_returns_batches",
     "reduce_fx_in_any_spelling",
     "resume_from_last_checkpoint_in_python",
     "step_methods_without_batch_idx",
@@ -78,11 +76,9 @@ NOT_YET = {
     "submodule_kept_in_eval_mode_stays_there",
     "test_after_fit_uses_the_best_checkpoint",
     "test_and_validate_with_explicit_ckpt_paths",
-    "two_predict_loaders",
     "two_validation_loaders",
     "val_check_interval_across_epochs",
     "val_check_interval_integer",
-    "validate_and_test_return_values",
 }
 
 pytestmark = pytest.mark.xdist_group("parity")  # one worker runs the two framework processes
