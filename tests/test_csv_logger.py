@@ -242,7 +242,8 @@ def test_new_column_mid_run_rewrites_header_and_keeps_earlier_rows(tmp_path):
             return loss
 
     model = LateKey()
-    trainer = fit(tmp_path, model, train_batches=3, log_every_n_steps=1)
+    logger = CSVLogger(tmp_path)  # alone in its folder (the default adds TensorBoard's events)
+    trainer = fit(tmp_path, model, train_batches=3, log_every_n_steps=1, logger=logger)
 
     rows = raw_rows(metrics_path(trainer))
     assert list(rows[0]) == ["epoch", "extra", "step", "train_loss"]
@@ -422,8 +423,10 @@ def test_rows_are_on_disk_while_training_runs(tmp_path):
     assert rows_seen == [0, 1, 2, 3, 4, 5, 6, 7]
 
 
-def test_hparams_yaml_only_after_save_hyperparameters(tmp_path):
-    trainer = fit(tmp_path, BoringModel(), train_batches=2, log_every_n_steps=1, max_epochs=1)
+def test_csv_logger_writes_hparams_yaml_only_after_save_hyperparameters(tmp_path):
+    trainer = fit(
+        tmp_path, BoringModel(), train_batches=2, max_epochs=1, logger=CSVLogger(tmp_path)
+    )
 
     assert not (Path(trainer.logger.log_dir) / "hparams.yaml").exists()
 

@@ -219,13 +219,17 @@ def flatten_params(params: Mapping[str, Any], parent: str = "") -> dict[str, Any
     return flat
 
 
+def package_installed(module: str) -> bool:
+    """Whether an optional package can be imported (it is not imported to find out)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require_package(module: str, logger: str, extra: str) -> None:
     """Refuse to build `logger` when its optional package is missing, naming the install line."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not package_installed(module):
         raise MisconfigurationException(
             f"{logger} needs the {module!r} package, which is not installed: "
             f"pip install 'ltrain[{extra}]'"

@@ -25,7 +25,18 @@ lightning = pytest.importorskip("lightning", reason="the parity suite needs ligh
 DRIVER = Path(__file__).with_name("driver.py")
 
 # scenario -> {observation key prefix: why ltrain differs there on purpose}
-DELIBERATE: dict[str, dict[str, str]] = {}
+_DEFAULT_CSV = (
+    "ltrain's default logger keeps its promise that every run writes metrics.csv: a CSVLogger "
+    "beside Lightning's default TensorBoardLogger (trainer.logger), in its version folder"
+)
+DELIBERATE: dict[str, dict[str, str]] = {
+    "default_logger": {
+        "loggers": _DEFAULT_CSV,
+        "metrics.lightning_logs/version_0/metrics.csv": _DEFAULT_CSV,
+        "files": _DEFAULT_CSV + "; and a Python fit writes run.json (how the run went, for "
+        "`ltrain runs`) into it",
+    },
+}
 
 # scenarios where ltrain still differs from Lightning (issue 14's open divergences); a fix takes
 # its scenarios out, and a scenario listed here that matches fails the suite (strict xfail)
