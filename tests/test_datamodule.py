@@ -98,3 +98,106 @@ def test_the_datamodules_state_comes_back_from_a_checkpoint(tmp_path):
     trainer.test(BoringModel(), datamodule=data, ckpt_path="best", verbose=False)
 
     assert data.loaded == {"seen": 3}
+
+
+class Recorded(pl.LightningDataModule):
+    """Records the trainer's calls of its hooks, as the user sees them."""
+
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def prepare_data(self) -> None:
+        self.calls.append("prepare_data")
+
+    def setup(self, stage: str) -> None:
+        self.calls.append(f"setup({stage})")
+
+    def train_dataloader(self) -> Any:
+        self.calls.append("train_dataloader")
+        return boring_loader(16, 8)
+
+    def val_dataloader(self) -> Any:
+        self.calls.append("val_dataloader")
+        return boring_loader(8, 8)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        self.calls.append(f"batch({dataloader_idx})")
+        return batch
+
+    def teardown(self, stage: str) -> None:
+        self.calls.append(f"teardown({stage})")
+
+
+class RecordingModel(BoringModel):
+    def __init__(self, calls: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def configure_optimizers(self) -> Any:
+        self.calls.append("configure_optimizers")
+        return super().configure_optimizers()
+
+    def on_fit_start(self) -> None:
+        self.calls.append("on_fit_start")
+
+    def on_train_start(self) -> None:
+        self.calls.append("on_train_start")
+
+
+def test_fit_asks_for_the_val_loader_for_the_sanity_check_and_the_train_loader_after_it(tmp_path):
+    calls: list[str] = []
+    trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, enable_checkpointing=False)
+
+    trainer.fit(RecordingModel(calls), datamodule=Recorded(calls))
+
+    assert calls == [
+        "prepare_data", "setup(fit)", "configure_optimizers", "on_fit_start",
+        "val_dataloader", "batch(0)",  # the sanity check
+        "train_dataloader", "on_train_start", "batch(0)", "batch(0)", "batch(0)",
+        "teardown(fit)",
+    ]  # fmt: skip
+
+
+def test_without_a_sanity_check_the_loaders_are_asked_for_before_on_train_start(tmp_path):
+    calls: list[str] = []
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=1, logger=False, enable_checkpointing=False, num_sanity_val_steps=0
+    )
+
+    trainer.fit(RecordingModel(calls), datamodule=Recorded(calls))
+
+    assert calls[3:6] == ["on_fit_start", "train_dataloader", "val_dataloader"]
+    assert calls[6] == "on_train_start"
+
+
+def test_without_a_validation_step_the_val_loader_is_never_asked_for(tmp_path):
+    class NoValidation(RecordingModel):
+        validation_step = None  # as if never defined
+
+    calls: list[str] = []
+    trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, enable_checkpointing=False)
+
+    trainer.fit(NoValidation(calls), datamodule=Recorded(calls))
+
+    assert "val_dataloader" not in calls
+
+
+def test_estimated_stepping_batches_in_configure_optimizers_asks_for_the_train_loader(tmp_path):
+    class OneCycle(RecordingModel):
+        def configure_optimizers(self) -> Any:
+            optimizer = super().configure_optimizers()
+            total = self.trainer.estimated_stepping_batches
+            self.calls.append(f"total={total}")
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total),
+            }
+
+    calls: list[str] = []
+    trainer = quiet_trainer(tmp_path, max_epochs=3, logger=False, enable_checkpointing=False)
+
+    trainer.fit(OneCycle(calls), datamodule=Recorded(calls))
+
+    assert calls[2:5] == ["configure_optimizers", "train_dataloader", "total=6"]
+    assert calls.count("train_dataloader") == 1
