@@ -201,3 +201,18 @@ def test_estimated_stepping_batches_in_configure_optimizers_asks_for_the_train_l
 
     assert calls[2:5] == ["configure_optimizers", "train_dataloader", "total=6"]
     assert calls.count("train_dataloader") == 1
+
+
+def test_a_datamodules_transfer_batch_to_device_moves_its_batches(tmp_path):
+    class Moves(Recorded):
+        def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+            self.calls.append(f"transfer({dataloader_idx})")
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    calls: list[str] = []
+    trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, enable_checkpointing=False)
+
+    trainer.fit(BoringModel(), datamodule=Moves(calls))
+
+    assert calls.count("transfer(0)") == 4  # sanity check, two training batches, validation
+    assert calls.index("batch(0)") + 1 == calls.index("transfer(0)")

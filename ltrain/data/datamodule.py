@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ltrain.batch import move_to_device
 from ltrain.hyperparameters import HyperparametersMixin
 
 
@@ -50,6 +51,11 @@ class DataModule(HyperparametersMixin):
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return batch
+
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        """Move the batch's tensors to `device`; a data module that overrides it moves its own
+        batches (it wins over the module's, as the other batch hooks do)."""
+        return move_to_device(batch, device)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return batch

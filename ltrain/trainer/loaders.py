@@ -234,7 +234,7 @@ def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> BatchT
 
     return BatchTransfer(
         pick("on_before_batch_transfer"),
-        model.transfer_batch_to_device,
+        pick("transfer_batch_to_device") or model.transfer_batch_to_device,
         pick("on_after_batch_transfer"),
     )
 
