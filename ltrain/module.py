@@ -4,12 +4,11 @@ The module holds no loop logic. Everything that needs the run (logging, optimize
 goes through `self.trainer`, which owns the state; the module only forwards, and only to the
 public members `TrainerContract` lists, so neither file imports the other. Hook names and
 signatures are Lightning's so that user code moves over with its import changed.
+`save_hyperparameters` and `hparams` come from `ltrain.hyperparameters`, shared with `DataModule`.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,22 +19,10 @@ from torch import nn
 
 from ltrain.batch import move_to_device
 from ltrain.errors import MisconfigurationException
+from ltrain.hyperparameters import HyperparametersMixin
 
 if TYPE_CHECKING:
     from ltrain.results import Results
-
-
-class AttributeDict(dict):
-    """A dict whose keys read as attributes (`self.hparams.lr`), as in Lightning."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError as missing:
-            raise AttributeError(f"hparams has no {key!r}; it holds {sorted(self)}") from missing
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self[key] = value
 
 
 @runtime_checkable
@@ -72,7 +59,7 @@ class TrainerContract(Protocol):
         precision, with its hooks, counted in `global_step`."""
 
 
-class Module(nn.Module):
+class Module(HyperparametersMixin, nn.Module):
     """Base class for models trained by `ltrain.Trainer`; override the hooks you need."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -80,10 +67,7 @@ class Module(nn.Module):
         self._trainer: TrainerContract | None = None
         self.automatic_optimization: bool = True
         self.prepare_data_per_node: bool = True  # as DataModule's: where prepare_data runs
-        self._hparams: AttributeDict = AttributeDict()
-        self._hparams_initial: AttributeDict = AttributeDict()
         self._toggled_requires_grad: dict[nn.Parameter, bool] = {}
-        self._log_hyperparams = False
         self._warned: set[str] = set()  # arguments already warned about, once a module
 
     # ------------------------------------------------------------------ run state (read-only views)
@@ -252,44 +236,6 @@ class Module(nn.Module):
                 batch_size=batch_size,
                 rank_zero_only=rank_zero_only,
             )
-
-    # ------------------------------------------------------------------ hyperparameters
-    @property
-    def hparams(self) -> AttributeDict:
-        return self._hparams
-
-    @property
-    def hparams_initial(self) -> AttributeDict:
-        return copy.deepcopy(self._hparams_initial)
-
-    def save_hyperparameters(
-        self,
-        *args: Any,
-        ignore: list[str] | str | None = None,
-        frame: Any = None,
-        logger: bool = True,
-    ) -> None:
-        """Capture the arguments of `__init__` into `self.hparams` (and `hparams.yaml`, checkpoints).
-
-        With names (`save_hyperparameters("lr")`) only those are kept; with a dict, that dict.
-        """
-        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
-        if len(args) == 1 and isinstance(args[0], Mapping):
-            hparams = dict(args[0])
-        else:
-            init_args = _init_args_of(self, frame or inspect.currentframe().f_back)
-            names = [a for a in args if isinstance(a, str)]
-            unknown = [n for n in names if n not in init_args]
-            if unknown:
-                raise ValueError(
-                    f"save_hyperparameters: {unknown} are not arguments of "
-                    f"{type(self).__name__}.__init__ (it takes {sorted(init_args)})"
-                )
-            hparams = {n: init_args[n] for n in names} if names else init_args
-        hparams = {k: v for k, v in hparams.items() if k not in ignored}
-        self._hparams = AttributeDict(hparams)
-        self._hparams_initial = AttributeDict(copy.deepcopy(hparams))
-        self._log_hyperparams = logger
 
     @classmethod
     def load_from_checkpoint(
@@ -507,26 +453,3 @@ NO_OP_HOOKS = frozenset(
         "on_before_optimizer_step", "on_save_checkpoint", "on_load_checkpoint",
     }
 )  # fmt: skip
-
-
-def _init_args_of(module: nn.Module, frame: Any) -> dict[str, Any]:
-    """The arguments of every `__init__` frame of `module` on the stack, innermost last.
-
-    Walking all of them lets a base class call `save_hyperparameters()` for its subclasses.
-    """
-    frames = []
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "__init__" and frame.f_locals.get("self") is module:
-            frames.append(frame)
-        frame = frame.f_back
-    init_args: dict[str, Any] = {}
-    for init_frame in reversed(frames):
-        info = inspect.getargvalues(init_frame)
-        for name in info.args:
-            if name != "self":
-                init_args[name] = info.locals[name]
-        if info.keywords:
-            init_args.update(info.locals[info.keywords])
-        init_args.pop("__class__", None)
-    return init_args

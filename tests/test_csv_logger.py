@@ -242,7 +242,8 @@ def test_new_column_mid_run_rewrites_header_and_keeps_earlier_rows(tmp_path):
             return loss
 
     model = LateKey()
-    trainer = fit(tmp_path, model, train_batches=3, log_every_n_steps=1)
+    logger = CSVLogger(tmp_path)  # alone in its folder (the default adds TensorBoard's events)
+    trainer = fit(tmp_path, model, train_batches=3, log_every_n_steps=1, logger=logger)
 
     rows = raw_rows(metrics_path(trainer))
     assert list(rows[0]) == ["epoch", "extra", "step", "train_loss"]
@@ -422,8 +423,10 @@ def test_rows_are_on_disk_while_training_runs(tmp_path):
     assert rows_seen == [0, 1, 2, 3, 4, 5, 6, 7]
 
 
-def test_hparams_yaml_only_after_save_hyperparameters(tmp_path):
-    trainer = fit(tmp_path, BoringModel(), train_batches=2, log_every_n_steps=1, max_epochs=1)
+def test_csv_logger_writes_hparams_yaml_only_after_save_hyperparameters(tmp_path):
+    trainer = fit(
+        tmp_path, BoringModel(), train_batches=2, max_epochs=1, logger=CSVLogger(tmp_path)
+    )
 
     assert not (Path(trainer.logger.log_dir) / "hparams.yaml").exists()
 
@@ -441,6 +444,45 @@ def test_hparams_yaml_holds_init_args_with_sorted_keys(tmp_path):
     text = (Path(trainer.logger.log_dir) / "hparams.yaml").read_text()
     assert yaml.safe_load(text) == {"features": 4, "lr": 0.01, "name": "boring"}
     assert [line.split(":")[0] for line in text.splitlines()] == ["features", "lr", "name"]
+
+
+def test_hparams_yaml_is_written_at_the_start_of_validate_test_and_predict_runs_too(tmp_path):
+    class WithHparams(BoringModel):
+        def __init__(self, lr: float = 0.05) -> None:
+            super().__init__(lr=lr)
+            self.save_hyperparameters()
+
+    for number, run in enumerate(("validate", "test", "predict")):
+        logger = CSVLogger(tmp_path, name=run)
+        trainer = quiet_trainer(tmp_path, logger=logger)
+        getattr(trainer, run)(WithHparams(lr=0.01 * (number + 1)), boring_loader(8))
+
+        hparams = yaml.safe_load((Path(logger.log_dir) / "hparams.yaml").read_text())
+        assert hparams == {"lr": 0.01 * (number + 1)}
+
+
+def test_save_hyperparameters_without_arguments_writes_an_empty_hparams_yaml(tmp_path):
+    class NoArguments(BoringModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    trainer = fit(
+        tmp_path, NoArguments(), train_batches=2, max_epochs=1, logger=CSVLogger(tmp_path)
+    )
+
+    assert (Path(trainer.logger.log_dir) / "hparams.yaml").read_text() == "{}\n"
+
+
+def test_save_hyperparameters_with_logger_false_keeps_them_out_of_hparams_yaml(tmp_path):
+    class Unlogged(BoringModel):
+        def __init__(self, lr: float = 0.05) -> None:
+            super().__init__(lr=lr)
+            self.save_hyperparameters(logger=False)
+
+    trainer = fit(tmp_path, Unlogged(), train_batches=2, max_epochs=1, logger=CSVLogger(tmp_path))
+
+    assert not (Path(trainer.logger.log_dir) / "hparams.yaml").exists()
 
 
 # ---------------------------------------------------------------------- the seed notebook
@@ -619,3 +661,57 @@ def test_flush_logs_every_n_steps_other_than_the_default_warns_that_rows_are_flu
     assert not [w for w in recwarn if "flush_logs_every_n_steps" in str(w.message)]
     with pytest.warns(UserWarning, match=r"flush_logs_every_n_steps=10\): ltrain writes"):
         pl.loggers.CSVLogger(save_dir=tmp_path, flush_logs_every_n_steps=10)
+
+
+# ---------------------------------------------------------------------- the logger used directly
+
+
+def test_a_row_logged_without_a_step_gets_the_count_of_rows_since_the_last_save(tmp_path):
+    logger = CSVLogger(tmp_path, name="direct")
+    logger.log_metrics({"a": 1.0})
+    logger.log_metrics({"a": 2.0, "b": 3.0}, step=5)
+    logger.log_metrics({"c": 4.0})
+    logger.save()
+    logger.log_metrics({"c": 5.0})
+
+    frame = pd.read_csv(logger.metrics_file_path)
+    # Lightning's step is the length of its unsaved buffer, and save() empties it
+    assert list(frame.columns) == ["a", "b", "c", "step"]
+    assert frame["step"].tolist() == [0, 5, 2, 0]
+    assert frame["c"].tolist()[2:] == [4.0, 5.0]
+
+
+def test_flush_logs_every_n_steps_restarts_the_count_where_lightning_would_flush(tmp_path):
+    with pytest.warns(UserWarning, match="flush_logs_every_n_steps"):
+        logger = CSVLogger(tmp_path, name="direct", flush_logs_every_n_steps=2)
+    for value in range(4):
+        logger.log_metrics({"a": float(value)})
+
+    assert pd.read_csv(logger.metrics_file_path)["step"].tolist() == [0, 1, 0, 1]
+
+
+def test_experiment_is_the_writer_with_lightnings_methods(tmp_path):
+    logger = CSVLogger(tmp_path, name="direct")
+    writer = logger.experiment
+
+    writer.log_metrics({"loss": torch.tensor(0.5)}, step=3)
+    writer.log_hparams({"lr": 0.1})
+    writer.save()
+
+    assert writer.metrics_file_path == logger.metrics_file_path
+    assert writer.log_dir == logger.log_dir == str(tmp_path / "direct" / "version_0")
+    assert raw_rows(Path(writer.metrics_file_path)) == [{"loss": "0.5", "step": "3"}]
+    assert yaml.safe_load((Path(writer.log_dir) / "hparams.yaml").read_text()) == {"lr": 0.1}
+
+
+def test_hparams_yaml_holds_every_log_hyperparams_call_merged(tmp_path):
+    from argparse import Namespace
+
+    logger = CSVLogger(tmp_path, name="direct")
+    logger.log_hyperparams({"lr": 0.1, "name": "x"})
+    logger.log_hyperparams(Namespace(lr=0.2, layers=3))
+
+    text = (Path(logger.log_dir) / "hparams.yaml").read_text()
+    assert yaml.safe_load(text) == {"layers": 3, "lr": 0.2, "name": "x"}
+    with pytest.raises(TypeError, match="expected a dict or an argparse.Namespace, got list"):
+        logger.log_hyperparams([("lr", 0.1)])

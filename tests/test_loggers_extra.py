@@ -190,6 +190,16 @@ def test_tensorboard_writes_hparams_yaml_and_the_hparams_tab(tmp_path):
     assert "hp_metric" not in tensorboard_series(folder)  # no placeholder scalar
 
 
+def test_tensorboard_writes_an_empty_hparams_yaml_for_a_module_without_hyperparameters(tmp_path):
+    pytest.importorskip("tensorboard")
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer = quiet_trainer(tmp_path, logger=logger)
+
+    trainer.validate(BoringModel(), boring_loader(8), verbose=False)
+
+    assert (Path(logger.log_dir) / "hparams.yaml").read_text() == "{}\n"
+
+
 def test_tensorboard_resume_shows_each_row_once_as_an_uninterrupted_run(tmp_path):
     """Resumed from the epoch-0 checkpoint of a finished run: epoch 1's rows are logged again."""
     pytest.importorskip("tensorboard")
@@ -240,6 +250,39 @@ def test_several_loggers_share_the_first_ones_version_folder(tmp_path):
         files = sorted(p.name.split(".")[0] for p in (tmp_path / "run" / version).iterdir())
         assert files == ["events", "hparams", "metrics", "run"]
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["version_0", "version_1"]
+
+
+def test_the_default_logger_is_tensorboards_with_a_csv_logger_in_its_version_folder(tmp_path):
+    pytest.importorskip("tensorboard")
+
+    class AddsAnImage(Logged):
+        def on_train_end(self) -> None:
+            self.logger.experiment.add_image("weights", self.layer.weight[None], 0)
+
+    trainer = quiet_trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    trainer.fit(AddsAnImage(), boring_loader(16, 8))
+
+    assert [type(logger) for logger in trainer.loggers] == [TensorBoardLogger, CSVLogger]
+    assert trainer.logger is trainer.loggers[0]
+    folder = tmp_path / "lightning_logs" / "version_0"
+    assert trainer.log_dir == str(folder) == trainer.loggers[1].log_dir
+    files = sorted(p.name.split(".")[0] for p in folder.iterdir())
+    assert files == ["events", "hparams", "metrics", "run"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    assert events.Tags()["images"] == ["weights"]
+    assert trainer.loggers[1].experiment.metrics_file_path == str(folder / "metrics.csv")
+
+
+def test_without_tensorboard_the_default_logger_is_the_csv_logger_alone(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    trainer = quiet_trainer(tmp_path, max_epochs=1, enable_checkpointing=False)
+    trainer.fit(Logged(), boring_loader(16, 8))
+
+    assert [type(logger) for logger in trainer.loggers] == [CSVLogger]
+    assert (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").is_file()
 
 
 def test_a_logger_given_a_version_keeps_it_beside_a_sharing_one(tmp_path):

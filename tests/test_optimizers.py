@@ -157,3 +157,111 @@ def test_a_list_of_optimizers_works_under_manual_optimization(tmp_path):
 def test_configure_optimizers_returning_something_else_is_refused(tmp_path):
     with pytest.raises(MisconfigurationException, match="configure_optimizers"):
         fit_briefly(tmp_path, OptimizerModel(lambda m: "adam"))
+
+
+class Halving:
+    """A scheduler of the user's own (no PyTorch base class) that halves the lr when updated."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def update(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] /= 2
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class ManualWithScheduler(BoringModel):
+    """Manual optimization that steps its scheduler itself at each epoch's last batch."""
+
+    def __init__(self, returns: Any) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.returns = returns
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        loss = F.mse_loss(self(batch[0]), batch[1])
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        if self.trainer.is_last_batch:
+            scheduler = self.lr_schedulers()
+            if isinstance(scheduler, Halving):
+                scheduler.update()
+            else:
+                scheduler.step(1.0)  # a plateau: never better than the first epoch's 1.0
+
+    def configure_optimizers(self) -> Any:
+        return self.returns(self)
+
+
+def test_manual_optimization_takes_a_plateau_scheduler_without_a_monitor(tmp_path):
+    def returns(module: Any) -> Any:
+        optimizer = sgd(module, 0.1)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        return [optimizer], [plateau]
+
+    trainer = fit_briefly(tmp_path, ManualWithScheduler(returns), epochs=3)
+
+    # stepped by the module only: epoch 0 sets the best, epochs 1 and 2 each halve
+    assert lr_of(trainer) == pytest.approx(0.025)
+
+
+def test_manual_optimization_takes_a_scheduler_of_the_users_own_without_step(tmp_path):
+    def returns(module: Any) -> Any:
+        optimizer = sgd(module, 0.1)
+        return {"optimizer": optimizer, "lr_scheduler": Halving(optimizer)}
+
+    trainer = fit_briefly(tmp_path, ManualWithScheduler(returns), epochs=2)
+
+    assert lr_of(trainer) == pytest.approx(0.025)
+
+
+def test_monitor_in_a_manual_scheduler_dict_warns_that_it_is_ignored(tmp_path):
+    def returns(module: Any) -> Any:
+        optimizer = sgd(module, 0.1)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "x"}}
+
+    with pytest.warns(RuntimeWarning, match=r"key\(s\) \['monitor'\].*ignored"):
+        trainer = fit_briefly(tmp_path, ManualWithScheduler(returns), epochs=1)
+    assert trainer.lr_scheduler_configs[0].monitor is None
+
+
+def test_a_scheduler_without_step_works_through_the_modules_lr_scheduler_step(tmp_path):
+    class OwnStep(OptimizerModel):
+        def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+            scheduler.update()
+
+    def returns(module: Any) -> Any:
+        optimizer = sgd(module)
+        return {"optimizer": optimizer, "lr_scheduler": Halving(optimizer)}
+
+    trainer = fit_briefly(tmp_path, OwnStep(returns), epochs=3)
+    assert lr_of(trainer) == pytest.approx(0.125)
+
+    with pytest.raises(MisconfigurationException, match="Halving has no step\\(\\).*override"):
+        fit_briefly(tmp_path, OptimizerModel(returns))
+
+
+def test_a_scheduler_without_state_dict_is_refused_in_either_mode(tmp_path):
+    class Stateless:
+        def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+            self.optimizer = optimizer
+
+        def step(self) -> None:
+            pass
+
+    def returns(module: Any) -> Any:
+        optimizer = sgd(module)
+        return [optimizer], [Stateless(optimizer)]
+
+    for model in (OptimizerModel(returns), ManualWithScheduler(returns)):
+        with pytest.raises(MisconfigurationException, match="Stateless has no state_dict"):
+            fit_briefly(tmp_path, model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from argparse import Namespace
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -143,14 +144,6 @@ class FolderLogger(Logger):
             return
         self._version, _ = claim_version_folder(self.root_dir)
 
-    def _write_hparams_yaml(self, params: Mapping[str, Any]) -> None:
-        """`hparams.yaml` in `log_dir`: the values plain YAML can hold, keys sorted."""
-        import yaml
-
-        plain = yaml_safe_items(params, "hparams.yaml")
-        text = yaml.safe_dump(plain, sort_keys=True) if plain else "{}\n"
-        write_text_atomically(os.path.join(self.log_dir, "hparams.yaml"), text)
-
 
 def share_version_folder(loggers: Sequence[Logger]) -> None:
     """Folder loggers under the same `<save_dir>/<name>` write into one version folder.
@@ -166,6 +159,26 @@ def share_version_folder(loggers: Sequence[Logger]) -> None:
         leader = leaders.setdefault(os.path.abspath(logger.root_dir), logger)
         if leader is not logger and logger._version is None:
             logger._leader = leader
+
+
+def write_hparams_yaml(path: str, params: Mapping[str, Any]) -> None:
+    """`hparams.yaml` at `path` (atomically): the values plain YAML can hold, keys sorted."""
+    import yaml
+
+    plain = yaml_safe_items(params, "hparams.yaml")
+    text = yaml.safe_dump(plain, sort_keys=True) if plain else "{}\n"
+    write_text_atomically(path, text)
+
+
+def as_params(params: Mapping[str, Any] | Namespace) -> dict[str, Any]:
+    """Hyperparameters as a dict: Lightning's loggers take a mapping or an argparse Namespace."""
+    if isinstance(params, Namespace):
+        return vars(params)
+    if isinstance(params, Mapping):
+        return dict(params)
+    raise TypeError(
+        f"log_hyperparams: expected a dict or an argparse.Namespace, got {type(params).__name__}"
+    )
 
 
 def add_prefix(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
@@ -206,13 +219,17 @@ def flatten_params(params: Mapping[str, Any], parent: str = "") -> dict[str, Any
     return flat
 
 
+def package_installed(module: str) -> bool:
+    """Whether an optional package can be imported (it is not imported to find out)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def require_package(module: str, logger: str, extra: str) -> None:
     """Refuse to build `logger` when its optional package is missing, naming the install line."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not package_installed(module):
         raise MisconfigurationException(
             f"{logger} needs the {module!r} package, which is not installed: "
             f"pip install 'ltrain[{extra}]'"

@@ -13,10 +13,18 @@ none logged before it are lost, as the CSV logger truncates its file.
 from __future__ import annotations
 
 import os
+from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from ltrain.loggers.base import FolderLogger, add_prefix, flatten_params, require_package
+from ltrain.loggers.base import (
+    FolderLogger,
+    add_prefix,
+    as_params,
+    flatten_params,
+    require_package,
+    write_hparams_yaml,
+)
 
 
 class TensorBoardLogger(FolderLogger):
@@ -83,10 +91,10 @@ class TensorBoardLogger(FolderLogger):
             self._last_step, self._rows_at_last_step = step, []
         self._rows_at_last_step.append(dict(row))
 
-    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        """hparams.yaml (as the CSV logger writes it) and the HPARAMS tab's summaries."""
-        self._write_hparams_yaml(params)
-        self._hparams = dict(params)
+    def log_hyperparams(self, params: Mapping[str, Any] | Namespace) -> None:
+        """Add `params` to the hyperparameters (the HPARAMS tab shows them all); hparams.yaml
+        holds those of the first `save()`, as Lightning's TensorBoardLogger writes it."""
+        self._hparams = {**(self._hparams or {}), **as_params(params)}
         self._write_hparams_summary()
 
     def _write_hparams_summary(self) -> None:
@@ -104,8 +112,12 @@ class TensorBoardLogger(FolderLogger):
             writer.add_summary(summary)
 
     def save(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
+        """Flush the events, and write hparams.yaml unless the folder has one: a run that saved no
+        hyperparameters gets `{}`, as with Lightning's default logger."""
+        self.experiment.flush()
+        path = os.path.join(self.log_dir, "hparams.yaml")
+        if not os.path.exists(path):
+            write_hparams_yaml(path, self._hparams or {})
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +142,8 @@ class TensorBoardLogger(FolderLogger):
             self._write_row(row, step)
 
     def finalize(self, status: str) -> None:
+        if status == "success":
+            self.save()
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -14,15 +14,28 @@ from typing import Any
 import torch
 
 from ltrain.errors import MisconfigurationException
-from ltrain.loggers.base import Logger, share_version_folder
+from ltrain.loggers.base import Logger, package_installed, share_version_folder
 from ltrain.loggers.csv_logs import CSVLogger
+from ltrain.loggers.tensorboard import TensorBoardLogger
 
 
 def make_loggers(logger: Any, default_root_dir: str, fast_dev_run: bool) -> list[Logger]:
+    """The loggers `logger` stands for; the default (True/None) keeps two promises at once.
+
+    Lightning's default is a TensorBoardLogger when tensorboard is installed, so code written for
+    it calls `self.logger.experiment.add_image(...)`; ltrain's is that every run writes
+    `lightning_logs/version_N/metrics.csv`. Both are kept: `trainer.logger` is the TensorBoard
+    logger and a CSVLogger beside it shares its version folder. Without tensorboard the default
+    is the CSVLogger alone, as in Lightning.
+    """
     if fast_dev_run or logger is False:
         return []
     if logger is None or logger is True:
-        return [CSVLogger(save_dir=default_root_dir)]
+        loggers: list[Logger] = [CSVLogger(save_dir=default_root_dir)]
+        if package_installed("tensorboard"):
+            loggers.insert(0, TensorBoardLogger(save_dir=default_root_dir))
+            share_version_folder(loggers)
+        return loggers
     loggers = list(logger) if isinstance(logger, (list, tuple)) else [logger]
     for item in loggers:
         if not isinstance(item, Logger):

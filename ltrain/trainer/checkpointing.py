@@ -75,6 +75,13 @@ def checkpoint_state(trainer: Trainer, weights_only: bool) -> dict[str, Any]:
     hparams = _plain_items(model.hparams_initial)
     if hparams:
         state["hyper_parameters"] = hparams
+    datamodule = trainer.datamodule
+    if datamodule is not None:  # Lightning's keys: its hparams, its state under its class name
+        if datamodule.hparams:
+            state[datamodule.CHECKPOINT_HYPER_PARAMS_KEY] = _plain_items(datamodule.hparams)
+        datamodule_state = datamodule.state_dict()
+        if datamodule_state:
+            state[type(datamodule).__qualname__] = datamodule_state
     if not weights_only:
         state["rng"] = rng_state()
         state["loggers"] = [logger.state_dict() for logger in trainer.loggers]
@@ -118,6 +125,9 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
     # with .item()), and generator states are CPU tensors. Only the loop's own tensors (epoch
     # sums, metric states, reported values) go to the device, where the run adds to them.
     checkpoint = load_checkpoint(path, map_location="cpu")
+    datamodule = trainer.datamodule
+    if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
+        datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     model = trainer.lightning_module
     model.on_load_checkpoint(checkpoint)
     for callback in trainer.callbacks:

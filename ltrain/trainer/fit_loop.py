@@ -30,7 +30,14 @@ from ltrain.trainer.checkpointing import (
 )
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
-from ltrain.trainer.loaders import iterate_from, set_loader_epoch, to_device, with_last_flag
+from ltrain.trainer.loaders import (
+    iterate_from,
+    load_train_loader,
+    load_val_loaders,
+    set_loader_epoch,
+    to_device,
+    with_last_flag,
+)
 from ltrain.trainer.log_rows import check_losses, log_row
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
 
@@ -44,6 +51,9 @@ def fit_loop(trainer: Trainer) -> None:
     """The sanity check, then epochs until max_epochs/max_steps or a stop request."""
     if trainer._resume is None:  # a resumed run was checked before it was interrupted
         _run_sanity_check(trainer)
+    load_train_loader(trainer)  # Lightning asks for it here, after the sanity check
+    load_val_loaders(trainer)
+    trainer._val_check_batch = val_check_batch(trainer)
     call_hook(trainer, "on_train_start")
     with _graceful_signals(trainer):
         while True:
@@ -85,7 +95,10 @@ def _minimum_reached(trainer: Trainer) -> bool:
 
 def _run_sanity_check(trainer: Trainer) -> None:
     steps = trainer.num_sanity_val_steps
-    if not steps or not trainer.val_dataloaders or not sum(trainer.num_val_batches):
+    if not steps:
+        return
+    load_val_loaders(trainer)
+    if not trainer.val_dataloaders or not sum(trainer.num_val_batches):
         return
     limits = [n if steps == -1 else min(steps, n) for n in trainer.num_val_batches]
     trainer.sanity_checking = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -30,32 +31,28 @@ _END = object()
 def load_loaders(
     trainer: Trainer, stage: str, model: Module, datamodule: DataModule | None, given: tuple
 ) -> None:
-    """Find the stage's loaders, shard them for this process, and count their batches."""
-    strategy = trainer.strategy
+    """Find the stage's loaders, shard them for this process, and count their batches.
+
+    For fit, only check that there is training data and note where the loaders come from: the
+    loop asks for them when Lightning does (`load_val_loaders`, `load_train_loader`).
+    """
     if stage == "fit":
-        train = _loader_source("train", model, datamodule, given[0])
-        if train is None:
+        if not _has_source("train", model, datamodule, given[0]):
             raise MisconfigurationException(
                 "fit() needs training data: pass train_dataloaders, a datamodule, or define "
                 "`train_dataloader()` in the module."
             )
-        if trainer.overfit_batches:
-            train = _without_shuffle(train)
-        train = strategy.shard_loader(train, "train")
-        trainer.train_dataloader = train
-        trainer.num_training_batches = num_batches(train, trainer.limit_train_batches, "train")
-        val = _loader_source("val", model, datamodule, given[1])
-        if val is None and overrides(model, "validation_step", Module):
+        validates = overrides(model, "validation_step", Module)
+        if validates and not _has_source("val", model, datamodule, given[1]):
             warnings.warn(
                 "You defined a validation_step but have no val_dataloader. Skipping val loop.",
                 stacklevel=5,  # the user's fit() call
             )
-        if val is not None and not overrides(model, "validation_step", Module):
-            val = None
-        trainer.val_dataloaders = [strategy.shard_loader(v, "val") for v in as_loader_list(val)]
-        trainer.num_val_batches = [
-            num_batches(v, trainer.limit_val_batches, "val") for v in trainer.val_dataloaders
-        ]
+        # without a validation_step the val loaders are never asked for, as in Lightning
+        val = given[1] if validates else None
+        trainer._fit_sources = FitSources(model, datamodule, given[0], val, validates)
+        trainer.train_dataloader, trainer.num_training_batches = None, 0
+        trainer.val_dataloaders, trainer.num_val_batches = [], []
         return
     kind = _STAGE_LOADER[stage]
     step_name = {"validate": "validation_step", "test": "test_step"}.get(stage)
@@ -69,11 +66,70 @@ def load_loaders(
             f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
             f"`{kind}_dataloader()` in the module."
         )
-    found = [strategy.shard_loader(loader, kind) for loader in as_loader_list(found)]
+    found = [trainer.strategy.shard_loader(loader, kind) for loader in as_loader_list(found)]
     limit = getattr(trainer, f"limit_{kind}_batches")
     counts = [num_batches(loader, limit, kind) for loader in found]
     setattr(trainer, f"{kind}_dataloaders", found)
     setattr(trainer, f"num_{kind}_batches", counts)
+
+
+@dataclass
+class FitSources:
+    """Where a fit's loaders come from until the loop asks for them, in Lightning's order: the
+    validation loaders for the sanity check (else before on_train_start), the training loader
+    after the check; `trainer.estimated_stepping_batches` asks for it earlier when called."""
+
+    model: Module
+    datamodule: DataModule | None
+    train: Any  # the train_dataloaders given to fit(), or None
+    val: Any  # the val_dataloaders given to fit(), or None
+    validates: bool  # the module has a validation_step (else no val loader is asked for)
+    train_loaded: bool = False
+    val_loaded: bool = False
+
+
+def load_train_loader(trainer: Trainer) -> None:
+    """Ask for the fit's training loader (once), shard it and count its batches."""
+    sources = trainer._fit_sources
+    if sources is None or sources.train_loaded:
+        return
+    sources.train_loaded = True
+    train = _loader_source("train", sources.model, sources.datamodule, sources.train)
+    if train is None:
+        raise MisconfigurationException(
+            "fit() needs training data: train_dataloader() returned None; return a loader."
+        )
+    if trainer.overfit_batches:
+        train = _without_shuffle(train)
+    trainer.train_dataloader = trainer.strategy.shard_loader(train, "train")
+    trainer.num_training_batches = num_batches(
+        trainer.train_dataloader, trainer.limit_train_batches, "train"
+    )
+
+
+def load_val_loaders(trainer: Trainer) -> None:
+    """Ask for the fit's validation loaders (once), shard them and count their batches."""
+    sources = trainer._fit_sources
+    if sources is None or sources.val_loaded:
+        return
+    sources.val_loaded = True
+    if not sources.validates:
+        return
+    val = _loader_source("val", sources.model, sources.datamodule, sources.val)
+    trainer.val_dataloaders = [trainer.strategy.shard_loader(v, "val") for v in as_loader_list(val)]
+    trainer.num_val_batches = [
+        num_batches(v, trainer.limit_val_batches, "val") for v in trainer.val_dataloaders
+    ]
+
+
+def _has_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> bool:
+    """Whether `_loader_source` would find a loader, without asking for it."""
+    method = f"{kind}_dataloader"
+    return (
+        given is not None
+        or (datamodule is not None and overrides(datamodule, method, DataModule))
+        or callable(getattr(model, method, None))
+    )
 
 
 def _loader_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> Any:
@@ -178,7 +234,7 @@ def batch_transfer_hooks(model: Module, datamodule: DataModule | None) -> BatchT
 
     return BatchTransfer(
         pick("on_before_batch_transfer"),
-        model.transfer_batch_to_device,
+        pick("transfer_batch_to_device") or model.transfer_batch_to_device,
         pick("on_after_batch_transfer"),
     )
 

@@ -34,10 +34,42 @@ def log_row(trainer: Trainer, values: Mapping[str, torch.Tensor], step: int) -> 
 
 
 def log_hyperparameters(trainer: Trainer, model: Module) -> None:
-    if not trainer.loggers or not model._log_hyperparams or not model.hparams:
-        return
+    """Hand the hyperparameters to every logger at the start of a stage (any stage), then save.
+
+    Lightning's rule: the module's and the datamodule's, merged, from whichever of the two called
+    `save_hyperparameters()` (with `logger=True`); a key both have must hold the same value.
+    Every logger saves even when there are none, which is when TensorBoard writes hparams.yaml.
+    """
+    datamodule = trainer.datamodule
+    hparams: dict[str, Any] | None = None
+    if model._log_hyperparams:
+        hparams = dict(model.hparams_initial)
+    if datamodule is not None and datamodule._log_hyperparams:
+        ours = datamodule.hparams_initial
+        if hparams is not None:
+            clashes = sorted(
+                k for k in hparams.keys() & ours.keys() if not _same(hparams[k], ours[k])
+            )
+            if clashes:
+                raise RuntimeError(  # Lightning's type, which users' code may catch
+                    f"hyperparameters {clashes} are saved by both {type(model).__name__} and "
+                    f"{type(datamodule).__name__} with different values; give them one value "
+                    "or different names"
+                )
+        hparams = {**(hparams or {}), **ours}
     for logger in trainer._writing_loggers:
-        logger.log_hyperparams(dict(model.hparams_initial))
+        if hparams is not None:
+            logger.log_hyperparams(hparams)
+        logger.save()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Lightning's test of a key both hold: the same type and equal (a tensor: the same one)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, torch.Tensor):
+        return a is b
+    return bool(a == b)
 
 
 def check_losses(trainer: Trainer) -> None:

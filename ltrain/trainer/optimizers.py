@@ -10,6 +10,7 @@ forwards itself and skips their dispatch layers (none of them is a callback hook
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,7 @@ def configure_optimizers(trainer: Trainer, model: Module) -> None:
     """Call the module's `configure_optimizers`, check the result against its optimization mode,
     and keep the optimizers, their wrappers and the schedulers on the trainer."""
     trainer.results.hook = "configure_optimizers"
-    optimizers, configs = parse_optimizers(model.configure_optimizers())
+    optimizers, configs = parse_optimizers(model.configure_optimizers(), model)
     trainer.results.hook = None
     if model.automatic_optimization and len(optimizers) > 1:
         raise MisconfigurationException(
@@ -166,12 +167,22 @@ def step_schedulers(
         call_hook(trainer, "lr_scheduler_step", config.scheduler, metric)
 
 
-def parse_optimizers(returned: Any) -> tuple[list[torch.optim.Optimizer], list[LRSchedulerConfig]]:
-    """Lightning's `configure_optimizers` forms: an optimizer, a list, ([opts], [scheds]), a dict."""
+def parse_optimizers(
+    returned: Any, model: Module
+) -> tuple[list[torch.optim.Optimizer], list[LRSchedulerConfig]]:
+    """Lightning's `configure_optimizers` forms: an optimizer, a list, ([opts], [scheds]), a dict.
+
+    The schedulers are checked against `model`'s optimization mode: under manual optimization the
+    module steps them itself, so a plateau scheduler needs no monitor and any object will do.
+    """
+    rules = _SchedulerRules(
+        automatic=model.automatic_optimization,
+        own_step=overrides(model, "lr_scheduler_step", Module),
+    )
     if isinstance(returned, torch.optim.Optimizer):
         return [returned], []
     if isinstance(returned, Mapping):
-        return _parse_optimizer_dict(returned)
+        return _parse_optimizer_dict(returned, rules)
     if isinstance(returned, (list, tuple)):
         if (
             len(returned) == 2
@@ -179,13 +190,13 @@ def parse_optimizers(returned: Any) -> tuple[list[torch.optim.Optimizer], list[L
             and isinstance(returned[1], (list, tuple))
         ):
             optimizers = list(returned[0])
-            configs = [_scheduler_config(s) for s in returned[1]]
+            configs = [_scheduler_config(s, rules) for s in returned[1]]
             _check_optimizers(optimizers)
             return optimizers, configs
         if all(isinstance(item, Mapping) for item in returned):
             optimizers, configs = [], []
             for item in returned:
-                opts, confs = _parse_optimizer_dict(item)
+                opts, confs = _parse_optimizer_dict(item, rules)
                 optimizers += opts
                 configs += confs
             return optimizers, configs
@@ -198,7 +209,17 @@ def parse_optimizers(returned: Any) -> tuple[list[torch.optim.Optimizer], list[L
     )
 
 
-def _parse_optimizer_dict(returned: Mapping[str, Any]) -> tuple[list[Any], list[LRSchedulerConfig]]:
+@dataclass(frozen=True)
+class _SchedulerRules:
+    """What the module's optimization mode asks of its schedulers."""
+
+    automatic: bool  # the loop steps them (manual optimization: the module does)
+    own_step: bool  # the module overrides lr_scheduler_step, so any object can be stepped
+
+
+def _parse_optimizer_dict(
+    returned: Mapping[str, Any], rules: _SchedulerRules
+) -> tuple[list[Any], list[LRSchedulerConfig]]:
     unknown = set(returned) - {"optimizer", "lr_scheduler", "monitor"}
     if "optimizer" not in returned or unknown:
         raise MisconfigurationException(
@@ -210,10 +231,12 @@ def _parse_optimizer_dict(returned: Mapping[str, Any]) -> tuple[list[Any], list[
     scheduler = returned.get("lr_scheduler")
     if scheduler is None:
         return optimizers, []
-    return optimizers, [_scheduler_config(scheduler, returned.get("monitor"))]
+    return optimizers, [_scheduler_config(scheduler, rules, returned.get("monitor"))]
 
 
-def _scheduler_config(scheduler: Any, monitor: str | None = None) -> LRSchedulerConfig:
+def _scheduler_config(
+    scheduler: Any, rules: _SchedulerRules, monitor: str | None = None
+) -> LRSchedulerConfig:
     if isinstance(scheduler, Mapping):
         allowed = {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
         if "scheduler" not in scheduler or set(scheduler) - allowed:
@@ -221,9 +244,23 @@ def _scheduler_config(scheduler: Any, monitor: str | None = None) -> LRScheduler
                 f"lr_scheduler dict needs 'scheduler' and may have {sorted(allowed - {'scheduler'})}"
                 f"; got keys {sorted(scheduler)}"
             )
-        config = LRSchedulerConfig(**{"monitor": monitor, **scheduler})
+        settings = {"monitor": monitor, **scheduler}
+        if not rules.automatic:
+            ignored = sorted(k for k in ("monitor", "strict") if k in scheduler)
+            if ignored:
+                warnings.warn(  # Lightning's warning: the keys only matter when the loop steps
+                    f"The lr scheduler dict contains the key(s) {ignored}, but the keys will be "
+                    "ignored. You need to call `lr_scheduler.step()` manually in manual "
+                    "optimization.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            settings = {k: v for k, v in settings.items() if k not in ("monitor", "strict")}
+        config = LRSchedulerConfig(**settings)
     else:
-        config = LRSchedulerConfig(scheduler=scheduler, monitor=monitor)
+        config = LRSchedulerConfig(
+            scheduler=scheduler, monitor=monitor if rules.automatic else None
+        )
     if config.interval not in ("epoch", "step"):
         raise MisconfigurationException(
             f"lr_scheduler interval={config.interval!r}: expected 'epoch' or 'step'"
@@ -232,14 +269,23 @@ def _scheduler_config(scheduler: Any, monitor: str | None = None) -> LRScheduler
         raise MisconfigurationException(
             f"lr_scheduler frequency={config.frequency!r}: expected an int >= 1"
         )
+    name = type(config.scheduler).__name__
+    if not hasattr(config.scheduler, "state_dict"):
+        raise MisconfigurationException(
+            f"lr_scheduler: {name} has no state_dict(), which checkpoints store; give it "
+            "state_dict() and load_state_dict()"
+        )
+    if not rules.automatic:
+        return config  # the module steps it: nothing more is asked of it
     if config.reduce_on_plateau and config.monitor is None:
         raise MisconfigurationException(
             "ReduceLROnPlateau needs a metric to watch: return {'optimizer': opt, 'lr_scheduler': "
             "{'scheduler': sched, 'monitor': 'valid_loss'}}."
         )
-    if not hasattr(config.scheduler, "step") or not hasattr(config.scheduler, "state_dict"):
+    if not hasattr(config.scheduler, "step") and not rules.own_step:
         raise MisconfigurationException(
-            f"lr_scheduler: {type(config.scheduler).__name__} is not a learning-rate scheduler"
+            f"lr_scheduler: {name} has no step(); give it one, or override "
+            "lr_scheduler_step(scheduler, metric) in the module to step it"
         )
     return config
 

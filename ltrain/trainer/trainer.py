@@ -23,8 +23,8 @@ checks this list):
 Hook order (Lightning's; callbacks that decide from metrics run after the module's hook):
 
     prepare_data; setup(stage); configure_model; configure_optimizers; on_fit_start
-    sanity check: on_sanity_check_start, validation loop, on_sanity_check_end
-    on_train_start
+    sanity check: val_dataloader, on_sanity_check_start, validation loop, on_sanity_check_end
+    train_dataloader (and val_dataloader, if no sanity check asked for it); on_train_start
     for epoch:
         on_train_epoch_start
         for batch:
@@ -87,7 +87,7 @@ from ltrain.trainer.checkpointing import (
     restore,
 )
 from ltrain.trainer.evaluation_loop import evaluate, predict
-from ltrain.trainer.fit_loop import backward, fit_loop, val_check_batch
+from ltrain.trainer.fit_loop import backward, fit_loop
 from ltrain.trainer.hooks import (
     HookPlan,
     call_hook,
@@ -95,7 +95,13 @@ from ltrain.trainer.hooks import (
     merge_model_callbacks,
     order_callbacks,
 )
-from ltrain.trainer.loaders import BatchTransfer, batch_transfer_hooks, load_loaders
+from ltrain.trainer.loaders import (
+    BatchTransfer,
+    FitSources,
+    batch_transfer_hooks,
+    load_loaders,
+    load_train_loader,
+)
 from ltrain.trainer.log_rows import check_losses, log_hyperparameters
 from ltrain.trainer.optimizers import (
     LightningOptimizer,
@@ -243,6 +249,7 @@ class Trainer:
         self._hook_plans: dict[str, HookPlan | object] = {}  # hooks.plan_hook's, per run
         self._val_check_batch: float = math.inf
         self._batch_transfer: BatchTransfer | None = None  # the batch hooks, set per run
+        self._fit_sources: FitSources | None = None  # where fit's loaders come from, per fit
         self._step_output: Any = None
         self._training_step_runner: Any = None  # the module's training_step, or DDP around it
         self._return_predictions = True
@@ -316,6 +323,7 @@ class Trainer:
     @property
     def estimated_stepping_batches(self) -> int | float:
         """Optimizer steps the whole fit will take (for schedulers such as OneCycleLR)."""
+        load_train_loader(self)  # asked for in configure_optimizers: before the loop asks
         if self.max_epochs == -1:
             return math.inf if self.max_steps == -1 else self.max_steps
         if self.num_training_batches == math.inf:
@@ -433,6 +441,7 @@ class Trainer:
             self._prepare(stage, model, datamodule, loaders)
             if path is not None:
                 restore(self, path, stage)
+            log_hyperparameters(self, model)  # every stage, after the weights load (Lightning's)
             self._start_record(record, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
@@ -516,9 +525,7 @@ class Trainer:
         self._batch_transfer = batch_transfer_hooks(model, datamodule)
         load_loaders(self, stage, model, datamodule, loaders)
         if stage == "fit":
-            self._val_check_batch = val_check_batch(self)
             configure_optimizers(self, model)
-            log_hyperparameters(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
 
     def _teardown(

@@ -25,7 +25,18 @@ lightning = pytest.importorskip("lightning", reason="the parity suite needs ligh
 DRIVER = Path(__file__).with_name("driver.py")
 
 # scenario -> {observation key prefix: why ltrain differs there on purpose}
-DELIBERATE: dict[str, dict[str, str]] = {}
+_DEFAULT_CSV = (
+    "ltrain's default logger keeps its promise that every run writes metrics.csv: a CSVLogger "
+    "beside Lightning's default TensorBoardLogger (trainer.logger), in its version folder"
+)
+DELIBERATE: dict[str, dict[str, str]] = {
+    "default_logger": {
+        "loggers": _DEFAULT_CSV,
+        "metrics.lightning_logs/version_0/metrics.csv": _DEFAULT_CSV,
+        "files": _DEFAULT_CSV + "; and a Python fit writes run.json (how the run went, for "
+        "`ltrain runs`) into it",
+    },
+}
 
 # scenarios where ltrain still differs from Lightning (issue 14's open divergences); a fix takes
 # its scenarios out, and a scenario listed here that matches fails the suite (strict xfail)
@@ -41,10 +52,8 @@ NOT_YET = {
     "checkpoint_save_last_without_monitor",
     "checkpoint_top_two_by_validation",
     "clip_by_value",
-    "csv_logger_used_directly",
     "custom_scheduler_through_lr_scheduler_step",
     "datamodule_hooks_and_hyperparameters",
-    "datamodule_to_validate_test_predict",
     "default_logger",
     "early_stopping_in_max_mode_with_threshold",
     "early_stopping_on_a_training_metric",
@@ -71,7 +80,6 @@ NOT_YET = {
     "manual_optimization_two_optimizers",
     "optimizer_and_epoch_scheduler",
     "plateau_scheduler_monitoring_validation",
-    "predict_returns_batches",
     "reduce_fx_in_any_spelling",
     "resume_from_last_checkpoint_in_python",
     "step_methods_without_batch_idx",
@@ -79,11 +87,9 @@ NOT_YET = {
     "submodule_kept_in_eval_mode_stays_there",
     "test_after_fit_uses_the_best_checkpoint",
     "test_and_validate_with_explicit_ckpt_paths",
-    "two_predict_loaders",
     "two_validation_loaders",
     "val_check_interval_across_epochs",
     "val_check_interval_integer",
-    "validate_and_test_return_values",
 }
 
 pytestmark = pytest.mark.xdist_group("parity")  # one worker runs the two framework processes
