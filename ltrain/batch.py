@@ -20,7 +20,8 @@ def apply_to_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> 
     if isinstance(batch, (list, tuple)):
         return type(batch)(apply_to_tensors(b, fn) for b in batch)
     if isinstance(batch, Mapping):
-        return type(batch)({k: apply_to_tensors(v, fn) for k, v in batch.items()})
+        mapping_type: Any = type(batch)
+        return mapping_type({k: apply_to_tensors(v, fn) for k, v in batch.items()})
     return batch
 
 
@@ -69,12 +70,13 @@ def split_samples(batch: Any) -> list[Any] | None:
         return list(batch.unbind(0)) if batch.dim() > 0 else None
     if isinstance(batch, Mapping):
         keys = list(batch)
-        columns = [split_samples(batch[key]) for key in keys]
+        parts = [split_samples(batch[key]) for key in keys]
     elif isinstance(batch, (list, tuple)):
-        columns = [split_samples(item) for item in batch]
+        parts = [split_samples(item) for item in batch]
     else:
         return None
-    if not columns or any(c is None for c in columns) or len({len(c) for c in columns}) != 1:
+    columns = [c for c in parts if c is not None]
+    if not columns or len(columns) != len(parts) or len({len(c) for c in columns}) != 1:
         return None
     rows = zip(*columns, strict=True)
     if isinstance(batch, Mapping):

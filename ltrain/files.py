@@ -57,7 +57,7 @@ def claim_version_folder(root: str | os.PathLike) -> tuple[int, Path]:
         return version, path
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file through `write(handle)` so that `path` is either the old file or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

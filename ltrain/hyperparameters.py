@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,7 +60,7 @@ class HyperparametersMixin:
         if len(args) == 1 and isinstance(args[0], Mapping):
             hparams = dict(args[0])
         else:
-            init_args = _init_args_of(self, frame or inspect.currentframe().f_back)
+            init_args = _init_args_of(self, frame or sys._getframe(1))
             names = [a for a in args if isinstance(a, str)]
             unknown = [n for n in names if n not in init_args]
             if unknown:

@@ -211,7 +211,7 @@ class Tuner:
             set_rng_state(generators)
             model.trainer = user
         suggestion = finder.suggestion()
-        if update_attr and suggestion is not None:
+        if update_attr and attribute is not None and suggestion is not None:
             setattr(model, attribute, suggestion)
             if attribute in model.hparams:
                 model.hparams[attribute] = suggestion

@@ -47,7 +47,7 @@ def shard_loader(loader: Any, rank: int, world_size: int, kind: str) -> Any:
             kind, f"a DataLoader with a custom sampler ({type(loader.sampler).__name__})"
         )
         return loader
-    sampler = DistributedSampler(
+    sampler: DistributedSampler = DistributedSampler(
         loader.dataset,
         num_replicas=world_size,
         rank=rank,

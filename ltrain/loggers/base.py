@@ -111,23 +111,22 @@ class FolderLogger(Logger):
     @property
     def version(self) -> int | str:
         """The version number; asking for it claims the folder (one `mkdir`, never shared)."""
-        self._ensure_version()
-        return self._version
+        return self._ensure_version()
 
     @property
     def log_dir(self) -> str:
         if self._log_dir is None:
-            self._ensure_version()
-            self._log_dir = self.fixed_log_dir
-            os.makedirs(self._log_dir, exist_ok=True)
+            log_dir = self._folder_of(self._ensure_version())
+            os.makedirs(log_dir, exist_ok=True)
+            self._log_dir = log_dir
         return self._log_dir
 
     @property
     def fixed_log_dir(self) -> str | None:
         """The version folder if the version is already known, without creating anything."""
-        if self._version is None:
-            return None
-        version = self._version
+        return None if self._version is None else self._folder_of(self._version)
+
+    def _folder_of(self, version: int | str) -> str:
         folder = version if isinstance(version, str) else f"version_{version}"
         return os.path.join(self.root_dir, folder)
 
@@ -136,13 +135,13 @@ class FolderLogger(Logger):
             self._version = version
             self._log_dir = None  # a folder asked for before belongs to the old version
 
-    def _ensure_version(self) -> None:
-        if self._version is not None:
-            return
-        if self._leader is not None:
-            self._version = self._leader.version
-            return
-        self._version, _ = claim_version_folder(self.root_dir)
+    def _ensure_version(self) -> int | str:
+        if self._version is None:
+            if self._leader is not None:
+                self._version = self._leader.version
+            else:
+                self._version, _ = claim_version_folder(self.root_dir)
+        return self._version
 
 
 def share_version_folder(loggers: Sequence[Logger]) -> None:

@@ -99,11 +99,13 @@ class MLFlowLogger(Logger):
     @property
     def experiment_id(self) -> str:
         self._start()
+        assert self._experiment_id is not None, "_start sets it or raises"
         return self._experiment_id
 
     @property
     def run_id(self) -> str:
         self._start()
+        assert self._run_id is not None, "_start sets it or raises"
         return self._run_id
 
     @property

@@ -101,7 +101,7 @@ class TensorBoardLogger(FolderLogger):
         from torch.utils.tensorboard.summary import hparams
 
         values = {}
-        for key, value in flatten_params(self._hparams).items():
+        for key, value in flatten_params(self._hparams or {}).items():
             if isinstance(value, (bool, int, float, str)):
                 values[key] = value
             elif value is not None:
@@ -139,7 +139,7 @@ class TensorBoardLogger(FolderLogger):
             self._write_hparams_summary()  # a purge at step 0 would hide the earlier ones
         self._last_step, self._rows_at_last_step = None, []
         for row in state.get("rows", []):
-            self._write_row(row, step)
+            self._write_row(row, self._purge_step)
 
     def finalize(self, status: str) -> None:
         if status == "success":

@@ -76,7 +76,7 @@ class WandbLogger(Logger):
             # absolute: W&B's service process, started once per Python process, keeps its cwd
             folder = os.path.abspath(self._save_dir)
             os.makedirs(folder, exist_ok=True)
-            options = {"resume": "allow"} if self._id else {}
+            options: dict[str, Any] = {"resume": "allow"} if self._id else {}
             options.update(self._init_kwargs)
             self._run = wandb.init(project=self._project, dir=folder, id=self._id, **options)
             self._run.define_metric(STEP_KEY)

@@ -9,12 +9,15 @@ import atexit
 import inspect
 import os
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ltrain.errors import MisconfigurationException
 from ltrain.strategies.devices import device_indices
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
 
 DDP_STRATEGY_NAMES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
@@ -212,7 +215,7 @@ class DDPStrategy:
 
         return shard_loader(loader, self.global_rank, self.world_size, kind)
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, module: Module) -> torch.nn.Module:
         """DistributedDataParallel around a module whose forward is `module.training_step`.
 
         Running the step through DDP's forward is what lets DDP prepare the gradient reduction
@@ -230,7 +233,7 @@ class _TrainingStepForward(torch.nn.Module):
     """Makes `training_step` the forward of a module (what DDP wraps); adds no parameters' names
     to checkpoints, which are always taken from the user's module itself."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: Module) -> None:
         super().__init__()
         self.module = module
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
 
 
 class SingleDeviceStrategy:
@@ -41,5 +44,5 @@ class SingleDeviceStrategy:
     def before_manual_backward(self, runner: Any, loss: torch.Tensor) -> None:
         """Nothing to prepare: gradients stay in this process."""
 
-    def wrap(self, module: torch.nn.Module) -> None:
+    def wrap(self, module: Module) -> None:
         """No wrapper: the trainer calls the module's training_step itself."""
