@@ -38,6 +38,7 @@ gpu-check: $(LOGGERS_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check ltrain tests benchmarks
 	$(VENV)/bin/ruff check ltrain tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
