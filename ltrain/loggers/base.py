@@ -127,6 +127,7 @@ class FolderLogger(Logger):
         return None if self._version is None else self._folder_of(self._version)
 
     def _folder_of(self, version: int | str) -> str:
+        """The folder a version's files go in (a subclass may add a subfolder)."""
         folder = version if isinstance(version, str) else f"version_{version}"
         return os.path.join(self.root_dir, folder)
 

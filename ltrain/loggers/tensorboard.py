@@ -60,12 +60,9 @@ class TensorBoardLogger(FolderLogger):
     def sub_dir(self) -> str | None:
         return self._sub_dir
 
-    @property
-    def fixed_log_dir(self) -> str | None:
-        folder = super().fixed_log_dir
-        if folder is None or self._sub_dir is None:
-            return folder
-        return os.path.join(folder, self._sub_dir)
+    def _folder_of(self, version: int | str) -> str:
+        folder = super()._folder_of(version)
+        return folder if self._sub_dir is None else os.path.join(folder, self._sub_dir)
 
     @property
     def experiment(self) -> Any:
@@ -130,16 +127,16 @@ class TensorBoardLogger(FolderLogger):
         """On resume into the same folder, hide what was logged after the checkpoint."""
         if state.get("event_dir") != os.path.abspath(self.log_dir):
             return
-        step = state.get("step")
+        step = state.get("step") or 0
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self._purge_step = step if step is not None else 0
+        self._purge_step = step
         if self._hparams is not None:
             self._write_hparams_summary()  # a purge at step 0 would hide the earlier ones
         self._last_step, self._rows_at_last_step = None, []
         for row in state.get("rows", []):
-            self._write_row(row, self._purge_step)
+            self._write_row(row, step)
 
     def finalize(self, status: str) -> None:
         if status == "success":
