@@ -316,3 +316,18 @@ def test_a_modules_callback_of_a_new_type_is_added_before_checkpointing(tmp_path
     assert trainer.current_epoch == 2
     assert isinstance(trainer.callbacks[-1], ModelCheckpoint)
     assert sum(isinstance(c, EarlyStopping) for c in trainer.callbacks) == 1
+
+
+def test_lambda_callback_refuses_a_name_that_is_not_a_hook():
+    from ltrain.callbacks import LambdaCallback
+
+    with pytest.raises(TypeError, match="'on_epoch_end', which is not a callback hook"):
+        LambdaCallback(on_epoch_end=print)
+
+
+def test_backbone_finetuning_needs_a_backbone(tmp_path):
+    from ltrain.callbacks import BackboneFinetuning
+
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[BackboneFinetuning()])
+    with pytest.raises(MisconfigurationException, match="nn.Module `backbone` attribute"):
+        trainer.fit(BoringModel(), boring_loader())

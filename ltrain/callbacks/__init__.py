@@ -2,14 +2,19 @@
 
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.early_stopping import EarlyStopping
+from ltrain.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
+from ltrain.callbacks.lambda_function import LambdaCallback
 from ltrain.callbacks.lr_monitor import LearningRateMonitor
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
 
 __all__ = [
+    "BackboneFinetuning",
+    "BaseFinetuning",
     "Callback",
     "EarlyStopping",
+    "LambdaCallback",
     "LearningRateMonitor",
     "ModelCheckpoint",
     "ModelSummary",

@@ -843,3 +843,103 @@ def checkpoint_hooks_add_to_the_checkpoint(pl, root):
     run.fit(model, loader(regression()), ckpt_path=checkpoint.last_model_path)
     stored = torch.load(checkpoint.last_model_path, weights_only=False)
     return observe(run, model, root, restored=model.restored, extra=stored["extra"])
+
+
+# ---------------------------------------------------------------------- callbacks beyond the core
+def _backbone_model(pl: Any) -> Any:
+    class WithBackbone(kit(pl).Regressor):
+        """A batch-normed backbone the finetuning callback freezes, and a head Adam trains."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = torch.nn.Sequential(
+                torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU()
+            )
+            self.layer = torch.nn.Linear(8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layer(self.dropout(self.backbone(x)))
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.Adam(self.layer.parameters(), lr=0.01)
+
+    return WithBackbone()
+
+
+def _group_rates(pl: Any, seen: list) -> Any:
+    """A LambdaCallback recording each epoch's learning rate of every parameter group."""
+    return pl.callbacks.LambdaCallback(
+        on_train_epoch_end=lambda trainer, module: seen.append(
+            [round(g["lr"], 12) for g in trainer.optimizers[0].param_groups]
+        )
+    )
+
+
+@scenario
+def backbone_finetuning_unfreezes_with_growing_rate(pl, root):
+    rates: list = []
+    finetuning = pl.callbacks.BackboneFinetuning(
+        unfreeze_backbone_at_epoch=1, lambda_func=lambda e: 1.5
+    )
+    run, model = _fit(
+        pl, root, _backbone_model(pl), max_epochs=5, callbacks=[finetuning, _group_rates(pl, rates)]
+    )
+    frozen = [p.requires_grad for p in model.backbone.parameters()]
+    return observe(run, model, root, rates=rates, requires_grad=frozen)
+
+
+@scenario
+def backbone_finetuning_resumes_its_parameter_groups(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    callbacks = [pl.callbacks.BackboneFinetuning(unfreeze_backbone_at_epoch=1), checkpoint]
+    _fit(pl, root, _backbone_model(pl), max_epochs=3, callbacks=callbacks)
+    rates: list = []
+    model = _backbone_model(pl)
+    resumed = trainer(
+        pl,
+        root,
+        max_epochs=5,
+        callbacks=[
+            pl.callbacks.BackboneFinetuning(unfreeze_backbone_at_epoch=1),
+            _group_rates(pl, rates),
+        ],
+    )
+    resumed.fit(model, loader(regression()), ckpt_path=checkpoint.last_model_path)
+    return observe(resumed, model, root, rates=rates)
+
+
+@scenario
+def base_finetuning_subclass_adds_a_group_at_its_epoch(pl, root):
+    class UnfreezeAtTwo(pl.callbacks.BaseFinetuning):
+        def freeze_before_training(self, pl_module):
+            self.freeze([pl_module.backbone[0], pl_module.backbone[1]], train_bn=False)
+
+        def finetune_function(self, pl_module, epoch, optimizer):
+            if epoch == 2:
+                self.unfreeze_and_add_param_group(pl_module.backbone, optimizer, train_bn=False)
+
+    rates: list = []
+    run, model = _fit(
+        pl,
+        root,
+        _backbone_model(pl),
+        max_epochs=4,
+        callbacks=[UnfreezeAtTwo(), _group_rates(pl, rates)],
+    )
+    flags = [p.requires_grad for p in model.backbone.parameters()]
+    return observe(run, model, root, rates=rates, requires_grad=flags)
+
+
+@scenario
+def lambda_callback_hooks_in_order(pl, root):
+    calls: list[str] = []
+
+    def recorder(name: str) -> Any:
+        return lambda trainer, module, *args, **kwargs: calls.append(name)
+
+    names = ["setup", "on_fit_start", "on_train_epoch_start", "on_train_batch_end",
+             "on_validation_end", "on_train_epoch_end", "on_fit_end", "teardown"]  # fmt: skip
+    callback = pl.callbacks.LambdaCallback(**{name: recorder(name) for name in names})
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2, limit_train_batches=2,
+                      callbacks=[callback])  # fmt: skip
+    return observe(run, model, root, calls=calls)
