@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn import Module, ModuleDict
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Modules = Union[Module, Iterable[Any]]  # a module, or (nested) iterables of them
+Modules = Module | Iterable[Any]  # a module, or (nested) iterables of them
 
 
 def multiplicative(epoch: int) -> float:
@@ -210,14 +210,11 @@ class BackboneFinetuning(BaseFinetuning):
         self.previous_backbone_lr = state_dict["previous_backbone_lr"]
         super().load_state_dict(state_dict)
 
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def freeze_before_training(self, pl_module: LightningModule) -> None:
         if not isinstance(getattr(pl_module, "backbone", None), Module):
             raise MisconfigurationException(
                 "The LightningModule should have a nn.Module `backbone` attribute"
             )
-        super().on_fit_start(trainer, pl_module)
-
-    def freeze_before_training(self, pl_module: LightningModule) -> None:
         self.freeze(pl_module.backbone)
 
     def finetune_function(
