@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ltrain.callbacks.model_checkpoint import first_model_checkpoint
+
 RUN_FILE = "run.json"
 STATES = ("running", "finished", "failed", "interrupted")
 
@@ -97,7 +99,7 @@ class RunRecord:
         )
         if self.command == "fit":
             self.data.update(epochs=trainer.current_epoch, global_step=trainer.global_step)
-            callback = trainer.checkpoint_callback
+            callback = first_model_checkpoint(trainer.callbacks)
             if callback is not None:
                 score = callback.best_model_score
                 self.data.update(

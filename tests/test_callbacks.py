@@ -13,6 +13,7 @@ import pytest
 import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 
+import ltrain as pl
 from ltrain.callbacks import EarlyStopping, ModelCheckpoint
 from ltrain.errors import MisconfigurationException
 
@@ -331,3 +332,44 @@ def test_backbone_finetuning_needs_a_backbone(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[BackboneFinetuning()])
     with pytest.raises(MisconfigurationException, match="nn.Module `backbone` attribute"):
         trainer.fit(BoringModel(), boring_loader())
+
+
+class _FailsAtBatchThree(BoringModel):
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 3:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_on_exception_checkpoint_saves_a_resumable_checkpoint_when_the_run_raises(tmp_path):
+    from ltrain.callbacks import OnExceptionCheckpoint
+
+    saver = OnExceptionCheckpoint(tmp_path / "saved")
+    trainer = quiet_trainer(tmp_path, max_epochs=1, callbacks=[saver])
+    assert trainer.checkpoint_callback is saver  # it replaces the default ModelCheckpoint
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(_FailsAtBatchThree(), boring_loader())
+    assert os.listdir(tmp_path / "saved") == ["on_exception.ckpt"]
+    assert torch.load(saver.ckpt_path, weights_only=False)["global_step"] == 3
+    resumed = quiet_trainer(
+        tmp_path, max_epochs=1, callbacks=[OnExceptionCheckpoint(tmp_path / "saved")]
+    )
+    resumed.fit(BoringModel(), boring_loader(), ckpt_path=saver.ckpt_path)
+    assert resumed.global_step == len(boring_loader())
+    assert not os.path.exists(saver.ckpt_path)  # a run that ends well removes the stale file
+
+
+def test_teardown_hooks_are_skipped_when_a_run_raises(tmp_path):
+    calls = []
+
+    class Records(pl.Callback):
+        def teardown(self, trainer, pl_module, stage):
+            calls.append(stage)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        quiet_trainer(tmp_path, max_epochs=1, callbacks=[Records()]).fit(
+            _FailsAtBatchThree(), boring_loader()
+        )
+    assert calls == []
+    quiet_trainer(tmp_path, max_epochs=1, callbacks=[Records()]).fit(BoringModel(), boring_loader())
+    assert calls == ["fit"]

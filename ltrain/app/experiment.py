@@ -27,6 +27,7 @@ from ltrain.app.config import (
 from ltrain.app.errors import ConfigError
 from ltrain.app.overrides import apply_override, apply_overrides
 from ltrain.callbacks import Callback
+from ltrain.callbacks.model_checkpoint import first_model_checkpoint
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, WorkersFailed
 from ltrain.files import version_number
@@ -469,7 +470,7 @@ def _summary(trainer: Any, command: str, folder: Path) -> None:
     from ltrain.results import to_floats
 
     if command == "fit":
-        callback = trainer.checkpoint_callback
+        callback = first_model_checkpoint(trainer.callbacks)
         if callback is not None and callback.best_model_path:
             score = callback.best_model_score
             scored = (

@@ -1,6 +1,7 @@
 """Callbacks: hooks into the loop, with Lightning's names."""
 
 from ltrain.callbacks.base import Callback
+from ltrain.callbacks.checkpoint import Checkpoint, OnExceptionCheckpoint
 from ltrain.callbacks.early_stopping import EarlyStopping
 from ltrain.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ltrain.callbacks.lambda_function import LambdaCallback
@@ -13,11 +14,13 @@ __all__ = [
     "BackboneFinetuning",
     "BaseFinetuning",
     "Callback",
+    "Checkpoint",
     "EarlyStopping",
     "LambdaCallback",
     "LearningRateMonitor",
     "ModelCheckpoint",
     "ModelSummary",
+    "OnExceptionCheckpoint",
     "ProgressBar",
     "TQDMProgressBar",
 ]

@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from ltrain.callbacks.base import Callback
+from ltrain.callbacks.checkpoint import Checkpoint
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 
 _PLACEHOLDER = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(Checkpoint):
     runs_after_module = True
     CHECKPOINT_NAME_LAST = "last"
     FILE_EXTENSION = ".ckpt"
@@ -260,3 +260,10 @@ class ModelCheckpoint(Callback):
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+
+def first_model_checkpoint(callbacks: list[Any]) -> ModelCheckpoint | None:
+    """The first ModelCheckpoint among `callbacks`: the one whose best and last files a run
+    reports and `ckpt_path="best"/"last"` name (`trainer.checkpoint_callback` may be another
+    `Checkpoint`, as in Lightning)."""
+    return next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ltrain.batch import apply_to_tensors
+from ltrain.callbacks.model_checkpoint import first_model_checkpoint
 from ltrain.checkpoint import load_checkpoint, plain_data
 from ltrain.errors import MisconfigurationException
 from ltrain.seed import rng_state
@@ -181,7 +182,7 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
 def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike) -> str:
     """The file `ckpt_path` names: "best" and "last" are this trainer's ModelCheckpoint files."""
     if ckpt_path in ("best", "last"):
-        callback = trainer.checkpoint_callback
+        callback = first_model_checkpoint(trainer.callbacks)
         path = None
         if callback is not None:
             path = callback.best_model_path if ckpt_path == "best" else callback.last_model_path
@@ -205,7 +206,7 @@ def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike) -> str:
 
 def save_resume_checkpoint(trainer: Trainer) -> str:
     """Save last.ckpt where the ModelCheckpoint keeps it (else under the log dir); its path."""
-    callback = trainer.checkpoint_callback
+    callback = first_model_checkpoint(trainer.callbacks)
     if callback is not None and callback.dirpath:
         return callback.save_last_checkpoint(trainer)
     path = os.path.join(trainer.log_dir, "checkpoints", "last.ckpt")

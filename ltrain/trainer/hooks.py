@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ltrain.callbacks.base import Callback
+from ltrain.callbacks.checkpoint import Checkpoint
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
@@ -124,8 +125,8 @@ def merge_model_callbacks(callbacks: list[Callback], model: Module) -> list[Call
 
 def order_callbacks(callbacks: list[Callback]) -> list[Callback]:
     """Checkpointing last, as in Lightning, so it saves what other callbacks already updated."""
-    return [c for c in callbacks if not isinstance(c, ModelCheckpoint)] + [
-        c for c in callbacks if isinstance(c, ModelCheckpoint)
+    return [c for c in callbacks if not isinstance(c, Checkpoint)] + [
+        c for c in callbacks if isinstance(c, Checkpoint)
     ]
 
 
@@ -153,10 +154,12 @@ def make_callbacks(
         )
     if model_summary and not any(isinstance(c, ModelSummary) for c in given):
         given.append(ModelSummary())
-    if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in given):
+    savers = [c for c in given if isinstance(c, Checkpoint)]
+    if checkpointing and not savers:
         given.append(ModelCheckpoint())
-    if not checkpointing and any(isinstance(c, ModelCheckpoint) for c in given):
+    if not checkpointing and savers:
         raise MisconfigurationException(
-            "enable_checkpointing=False but a ModelCheckpoint is in callbacks; remove one of them."
+            f"enable_checkpointing=False but a {type(savers[0]).__name__} is in callbacks; "
+            "remove one of them."
         )
     return order_callbacks(given)

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from ltrain.callbacks.base import Callback
-from ltrain.callbacks.model_checkpoint import ModelCheckpoint
+from ltrain.callbacks.checkpoint import Checkpoint
 from ltrain.callbacks.progress import ProgressBar
 from ltrain.checkpoint import save_checkpoint
 from ltrain.console import info
@@ -277,11 +277,11 @@ class Trainer:
         return self.lightning_module
 
     @property
-    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
-        return [c for c in self.callbacks if isinstance(c, ModelCheckpoint)]
+    def checkpoint_callbacks(self) -> list[Checkpoint]:
+        return [c for c in self.callbacks if isinstance(c, Checkpoint)]
 
     @property
-    def checkpoint_callback(self) -> ModelCheckpoint | None:
+    def checkpoint_callback(self) -> Checkpoint | None:
         found = self.checkpoint_callbacks
         return found[0] if found else None
 
@@ -531,9 +531,10 @@ class Trainer:
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str
     ) -> None:
-        if datamodule is not None:
-            datamodule.teardown(stage)
-        call_hook(self, "teardown", stage)
+        if status == "success":  # as in Lightning, a run that raised skips the teardown hooks
+            if datamodule is not None:
+                datamodule.teardown(stage)
+            call_hook(self, "teardown", stage)
         self.results.hook = None
         self._training_step_runner = None  # DDP's buckets are as large as the gradients
         for logger in self._writing_loggers:

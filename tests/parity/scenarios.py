@@ -943,3 +943,32 @@ def lambda_callback_hooks_in_order(pl, root):
     run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2, limit_train_batches=2,
                       callbacks=[callback])  # fmt: skip
     return observe(run, model, root, calls=calls)
+
+
+@scenario
+def on_exception_checkpoint_then_resume(pl, root):
+    class FailsOnce(kit(pl).Regressor):
+        fail = True
+
+        def training_step(self, batch, batch_idx):
+            if self.fail and self.current_epoch == 1 and batch_idx == 2:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    saver = pl.callbacks.OnExceptionCheckpoint(str(root / "saved"))
+    try:
+        _fit(pl, root, FailsOnce(), max_epochs=3, callbacks=[saver])
+    except RuntimeError:
+        pass
+    saved = sorted(p.name for p in (root / "saved").iterdir())
+    stored = torch.load(saver.ckpt_path, weights_only=False)
+    model = FailsOnce()
+    model.fail = False
+    run = trainer(
+        pl, root, max_epochs=3, callbacks=[pl.callbacks.OnExceptionCheckpoint(str(root / "saved"))]
+    )
+    run.fit(model, loader(regression()), ckpt_path=saver.ckpt_path)
+    return observe(
+        run, model, root, saved=saved, step_saved=stored["global_step"], epoch_saved=stored["epoch"],
+        left=sorted(p.name for p in (root / "saved").iterdir()),
+    )  # fmt: skip
