@@ -235,6 +235,7 @@ class Trainer:
         self._batches_that_stepped = 0  # the logger's step: batches that ran an optimizer step
         self._position = LoopPosition()  # where the fit loop stands; checkpoints store it
         self._resume: ResumePoint | None = None  # what `restore` found, used by train_epoch
+        self._ckpt_path: str | None = None  # the checkpoint the current (or last) run loaded
         self._epoch_start_rng: dict[str, Any] | None = None
         # (loss, global step, epoch, batch): checked for nan/inf when the host syncs
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
@@ -264,6 +265,11 @@ class Trainer:
         if not self.loggers:
             return self.default_root_dir
         return self.loggers[0].log_dir or self.default_root_dir
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """The checkpoint the latest fit/validate/test/predict loaded (Lightning's name)."""
+        return self._ckpt_path
 
     @property
     def model(self) -> Module | None:
@@ -413,6 +419,7 @@ class Trainer:
     ) -> Any:
         # "best"/"last" name this trainer's files, before the module's callbacks may replace its own
         path = resolve_ckpt_path(self, ckpt_path) if ckpt_path is not None else None
+        self._ckpt_path = path
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
         # as in Lightning, each run starts with no metrics from the previous one

@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from parity.observe import classification, kit, loader, observe, regression, trainer
+from parity.observe import (
+    classification,
+    kit,
+    loader,
+    observe,
+    recording_class,
+    regression,
+    trainer,
+)
 
 SCENARIOS: dict[str, Callable[[Any, Path], dict[str, Any]]] = {}
 
@@ -843,3 +851,56 @@ def checkpoint_hooks_add_to_the_checkpoint(pl, root):
     run.fit(model, loader(regression()), ckpt_path=checkpoint.last_model_path)
     stored = torch.load(checkpoint.last_model_path, weights_only=False)
     return observe(run, model, root, restored=model.restored, extra=stored["extra"])
+
+
+# ---------------------------------------------------------------------- checkpoints and resuming
+# (a model without dropout on unshuffled data draws no random numbers, so these compare what
+# checkpointing does, not how each framework's generators move)
+def _steady(pl: Any, hooks: tuple[str, ...] = ()) -> Any:
+    class Steady(kit(pl).Regressor):
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Identity()
+
+    return recording_class(Steady, hooks)() if hooks else Steady()
+
+
+@scenario
+def checkpoint_names_taken_by_an_earlier_run(pl, root):
+    folder = str(root / "ckpts")
+    for _ in range(2):
+        checkpoint = pl.callbacks.ModelCheckpoint(
+            dirpath=folder, every_n_train_steps=3, save_top_k=-1, save_last=True
+        )
+        run, model = _fit(
+            pl, root, _steady(pl), max_epochs=1, log_every_n_steps=1, callbacks=[checkpoint]
+        )
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_last_follows_the_files_written(pl, root):
+    """last.ckpt is rewritten with each top-k file (and once at the end of a fit that wrote
+    none): an epoch that does not improve leaves it where it was."""
+    steps = {}
+    for name, options in {
+        "no_improvement": {"monitor": "valid_loss", "mode": "max", "save_last": True},
+        "no_top_k": {"save_top_k": 0, "save_last": True},
+        "every_second_epoch": {"every_n_epochs": 2, "save_last": True},
+    }.items():
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(root / name), **options)
+        _fit(
+            pl, root, _steady(pl), val=loader(regression(16)), max_epochs=3,
+            log_every_n_steps=1, callbacks=[checkpoint], logger=False,
+        )  # fmt: skip
+        stored = torch.load(checkpoint.last_model_path, weights_only=False)
+        steps[name] = [stored["epoch"], stored["global_step"]]
+    return observe(root=root, last_checkpoint_steps=steps)
+
+
+@scenario
+def early_stopping_is_not_checked_by_validate(pl, root):
+    stop = pl.callbacks.EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
+    run = trainer(pl, root, callbacks=[stop])
+    validated = run.validate(_steady(pl), loader(regression(16)))
+    return observe(run, root=root, validated=validated, wait=stop.wait_count)
