@@ -343,6 +343,26 @@ def test_early_stopping_is_not_checked_by_validate(tmp_path):
     assert not trainer.should_stop and stopper.wait_count == 0
 
 
+# ---------------------------------------------------------------------- test() after fit()
+def test_test_without_a_model_after_fit_loads_the_best_checkpoint(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="valid_loss")
+    trainer = fit(tmp_path, Scripted([0.1, 1.0, 2.0]), [checkpoint], logger=False)
+    best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    assert not torch.equal(best["layer.weight"], trainer.lightning_module.layer.weight)
+    with pytest.warns(UserWarning, match=r"The best model of the previous `fit` call will be used"):
+        trainer.test(dataloaders=boring_loader(8, 8), verbose=False)
+    assert trainer.ckpt_path == checkpoint.best_model_path
+    assert torch.equal(best["layer.weight"], trainer.lightning_module.layer.weight)
+
+
+def test_test_without_a_model_or_a_saved_checkpoint_tests_the_fitted_module(tmp_path):
+    trainer = fit(tmp_path, Scripted([0.1]), [], logger=False, enable_checkpointing=False)
+    weights = trainer.lightning_module.layer.weight.detach().clone()
+    [metrics] = trainer.test(dataloaders=boring_loader(8, 8), verbose=False)
+    assert "test_loss" in metrics and trainer.ckpt_path is None
+    assert torch.equal(weights, trainer.lightning_module.layer.weight)
+
+
 # ---------------------------------------------------------------------- configure_callbacks
 
 

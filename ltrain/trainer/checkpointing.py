@@ -10,6 +10,7 @@ dict of plain values under "loops", beside the counters and metrics the loop nee
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -168,8 +169,29 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
     )
 
 
-def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike) -> str:
-    """The file `ckpt_path` names: "best" and "last" are this trainer's ModelCheckpoint files."""
+def resolve_ckpt_path(
+    trainer: Trainer, stage: str, model_given: bool, ckpt_path: str | os.PathLike | None
+) -> str | None:
+    """The file `ckpt_path` names: "best" and "last" are this trainer's ModelCheckpoint files.
+
+    Without a path, validate/test/predict of the fitted module (no model passed) load the best
+    checkpoint, with Lightning's warning, as Lightning 2.x does; when no ModelCheckpoint saved
+    one, they run the fitted module as it is (where Lightning raises).
+    """
+    if ckpt_path is None:
+        callback = trainer.checkpoint_callback
+        best = callback.best_model_path if callback is not None else ""
+        if model_given or stage == "fit" or trainer.lightning_module is None or not best:
+            return None
+        warnings.warn(
+            f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the "
+            f"previous `fit` call will be used. You can pass `.{stage}(ckpt_path='best')` to use "
+            f"the best model or `.{stage}(ckpt_path='last')` to use the last model. If you pass "
+            "a value, this warning will be silenced.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return best
     if ckpt_path in ("best", "last"):
         callback = trainer.checkpoint_callback
         path = None

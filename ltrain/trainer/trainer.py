@@ -418,8 +418,7 @@ class Trainer:
         verbose: bool = True,
     ) -> Any:
         # "best"/"last" name this trainer's files, before the module's callbacks may replace its own
-        path = resolve_ckpt_path(self, ckpt_path) if ckpt_path is not None else None
-        self._ckpt_path = path
+        path = self._ckpt_path = resolve_ckpt_path(self, stage, model is not None, ckpt_path)
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
         # as in Lightning, each run starts with no metrics from the previous one

@@ -899,6 +899,23 @@ def checkpoint_last_follows_the_files_written(pl, root):
 
 
 @scenario
+def test_after_fit_without_a_model_loads_the_best_checkpoint(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="valid_loss", mode="max")
+    run, model = _fit(
+        pl, root, _steady(pl), val=loader(regression(16)), max_epochs=3, log_every_n_steps=1,
+        callbacks=[checkpoint],
+    )  # fmt: skip
+    tested = run.test(dataloaders=loader(regression(16, seed=9)))
+    return observe(run, model, root, tested=tested)
+
+
+@scenario
+def test_after_fit_without_any_checkpoint(pl, root):
+    run, _ = _fit(pl, root, _steady(pl), max_epochs=1, enable_checkpointing=False, logger=False)
+    return observe(tested=run.test(dataloaders=loader(regression(16, seed=9)), verbose=False))
+
+
+@scenario
 def early_stopping_is_not_checked_by_validate(pl, root):
     stop = pl.callbacks.EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
     run = trainer(pl, root, callbacks=[stop])
