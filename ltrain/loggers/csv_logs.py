@@ -63,14 +63,16 @@ class CSVLogger(FolderLogger):
         rows = self._metrics.rows if self._metrics is not None else None
         return {"metrics_file": os.path.abspath(self.metrics_file_path), "rows": rows}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> bool:
         """On resume into the same file, drop the rows written after the checkpoint was taken."""
+        if state.get("metrics_file") != os.path.abspath(self.metrics_file_path):
+            return False
         rows = state.get("rows")
-        if rows is None or state.get("metrics_file") != os.path.abspath(self.metrics_file_path):
-            return
-        if self._metrics is None:
-            self._metrics = _MetricsFile(self.metrics_file_path)
-        self._metrics.truncate(rows)
+        if rows is not None:
+            if self._metrics is None:
+                self._metrics = _MetricsFile(self.metrics_file_path)
+            self._metrics.truncate(rows)
+        return True
 
     def finalize(self, status: str) -> None:
         if self._metrics is not None:

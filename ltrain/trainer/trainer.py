@@ -83,8 +83,10 @@ from ltrain.trainer.checkpointing import (
     LoopPosition,
     ResumePoint,
     checkpoint_state,
+    continue_in_checkpoint_version,
     resolve_ckpt_path,
-    restore,
+    restore_module,
+    restore_training_state,
 )
 from ltrain.trainer.evaluation_loop import evaluate, predict
 from ltrain.trainer.fit_loop import backward, fit_loop, val_check_batch
@@ -234,8 +236,9 @@ class Trainer:
         # loop state of the files beside this one
         self._batches_that_stepped = 0  # the logger's step: batches that ran an optimizer step
         self._position = LoopPosition()  # where the fit loop stands; checkpoints store it
-        self._resume: ResumePoint | None = None  # what `restore` found, used by train_epoch
+        self._resume: ResumePoint | None = None  # what the restore found, used by train_epoch
         self._ckpt_path: str | None = None  # the checkpoint the current (or last) run loaded
+        self._replay_skips: list[Logger] = []  # loggers given no row of a resume's replay
         self._epoch_start_rng: dict[str, Any] | None = None
         # (loss, global step, epoch, batch): checked for nan/inf when the host syncs
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
@@ -419,6 +422,8 @@ class Trainer:
     ) -> Any:
         # "best"/"last" name this trainer's files, before the module's callbacks may replace its own
         path = self._ckpt_path = resolve_ckpt_path(self, stage, model is not None, ckpt_path)
+        if stage == "fit" and path is not None:
+            continue_in_checkpoint_version(self, path)
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
         # as in Lightning, each run starts with no metrics from the previous one
@@ -436,9 +441,7 @@ class Trainer:
         try:
             self.strategy.setup()
             self._agree_on_log_dirs()
-            self._prepare(stage, model, datamodule, loaders)
-            if path is not None:
-                restore(self, path, stage)
+            self._prepare(stage, model, datamodule, loaders, path)
             self._start_record(record, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
@@ -502,7 +505,12 @@ class Trainer:
         self.predicting = stage == "predict"
 
     def _prepare(
-        self, stage: str, model: Module, datamodule: DataModule | None, loaders: tuple
+        self,
+        stage: str,
+        model: Module,
+        datamodule: DataModule | None,
+        loaders: tuple,
+        ckpt_path: str | None,
     ) -> None:
         # downloads and unpacking happen once per machine (Lightning's prepare_data_per_node),
         # or once in all; the other ranks wait, then every rank reads the files in setup
@@ -519,6 +527,7 @@ class Trainer:
         model.configure_model()
         self.precision_plugin.convert_module(model)
         model.to(self.strategy.root_device)
+        checkpoint = restore_module(self, ckpt_path, stage) if ckpt_path is not None else None
         self._batch_transfer = batch_transfer_hooks(model, datamodule)
         load_loaders(self, stage, model, datamodule, loaders)
         if stage == "fit":
@@ -526,6 +535,8 @@ class Trainer:
             configure_optimizers(self, model)
             log_hyperparameters(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
+            if checkpoint is not None:
+                restore_training_state(self, checkpoint)
 
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str

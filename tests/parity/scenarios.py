@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from parity.observe import (
+    MODULE_HOOKS,
     classification,
     kit,
     loader,
@@ -629,8 +630,9 @@ def resume_from_last_checkpoint_in_python(pl, root):
     callback = kit(pl).RecordingCallback()
     model = kit(pl).RecordingRegressor()
     resumed = trainer(
-        pl, root, max_epochs=3, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback]
-    )
+        pl, root, max_epochs=3, logger=pl.loggers.CSVLogger(str(root), name="resumed"),
+        callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback],
+    )  # fmt: skip
     resumed.fit(model, loader(regression()), loader(regression(16)), ckpt_path=last)
     return observe(resumed, model, root, callbacks=(callback,))
 
@@ -913,6 +915,39 @@ def test_after_fit_without_a_model_loads_the_best_checkpoint(pl, root):
 def test_after_fit_without_any_checkpoint(pl, root):
     run, _ = _fit(pl, root, _steady(pl), max_epochs=1, enable_checkpointing=False, logger=False)
     return observe(tested=run.test(dataloaders=loader(regression(16, seed=9)), verbose=False))
+
+
+def _resume_in_python(pl: Any, root: Path, logger_name: str) -> dict[str, Any]:
+    """One epoch, then a fit resumed from its last.ckpt with its logger under `logger_name`."""
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    _fit(
+        pl, root, _steady(pl), val=loader(regression(16)), max_epochs=1, log_every_n_steps=1,
+        callbacks=[checkpoint],
+    )  # fmt: skip
+    callback = kit(pl).RecordingCallback()
+    hooks = tuple(h for h in MODULE_HOOKS if "_model_" not in h)  # *_model_*: item 11's
+    model = _steady(pl, hooks)
+    resumed = trainer(
+        pl, root, max_epochs=3, log_every_n_steps=1,
+        logger=pl.loggers.CSVLogger(str(root), name=logger_name),
+        callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback],
+    )  # fmt: skip
+    resumed.fit(
+        model, loader(regression()), loader(regression(16)), ckpt_path=checkpoint.last_model_path
+    )
+    return observe(resumed, model, root, callbacks=(callback,))
+
+
+@scenario
+def resume_in_python_into_a_new_logger_folder(pl, root):
+    """on_load_checkpoint (module, then callbacks) before configure_optimizers, then the sanity
+    check; the new folder repeats no row of the checkpoint's own."""
+    return _resume_in_python(pl, root, "resumed")
+
+
+@scenario
+def resume_in_python_into_the_checkpoints_logger_folder(pl, root):
+    return _resume_in_python(pl, root, "run")
 
 
 @scenario

@@ -30,6 +30,16 @@ DELIBERATE: dict[str, dict[str, str]] = {
         "error": "with no checkpoint saved, test() runs the fitted module; Lightning raises",
         "tested": "with no checkpoint saved, test() runs the fitted module; Lightning raises",
     },
+    "resume_in_python_into_the_checkpoints_logger_folder": {
+        key: "a resume from the logger's own version folder goes on in it; Lightning starts another"
+        for key in (
+            "best_model_path",
+            "checkpoints",
+            "last_model_path",
+            "metrics.run/version_0",
+            "metrics.run/version_1",
+        )
+    },
 }
 
 # scenarios where ltrain still differs from Lightning (issue 14's open divergences); a fix takes
