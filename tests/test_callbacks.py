@@ -89,7 +89,7 @@ def test_early_stopping_min_delta_counts_small_gains_as_no_improvement(tmp_path)
 
 def test_early_stopping_on_a_metric_never_logged_lists_the_logged_ones(tmp_path):
     stopper = EarlyStopping(monitor="val_acc")
-    with pytest.raises(MisconfigurationException) as refused:
+    with pytest.raises(RuntimeError) as refused:  # Lightning's type
         fit(tmp_path, Scripted([1.0]), [stopper], logger=False)
     message = str(refused.value)
     assert "val_acc" in message and "train_loss" in message and "valid_loss" in message
@@ -341,6 +341,15 @@ def test_early_stopping_is_not_checked_by_validate(tmp_path):
     trainer = quiet_trainer(tmp_path, callbacks=[stopper], logger=False)
     trainer.validate(BoringModel(), boring_loader(8, 8), verbose=False)  # no "never logged"
     assert not trainer.should_stop and stopper.wait_count == 0
+
+
+def test_early_stopping_on_a_metric_not_there_yet_raises_lightnings_runtime_error(tmp_path):
+    """After validation, a training epoch metric is not logged yet: Lightning's RuntimeError."""
+    stopper = EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
+    with pytest.raises(
+        RuntimeError, match=r"conditioned on metric `train_loss_epoch` which is not"
+    ):
+        fit(tmp_path, Scripted([1.0]), [stopper], logger=False)
 
 
 # ---------------------------------------------------------------------- test() after fit()

@@ -101,11 +101,12 @@ class EarlyStopping(Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
-            if self.strict:
-                available = ", ".join(f"`{k}`" for k in sorted(trainer.callback_metrics)) or "none"
-                raise MisconfigurationException(
-                    f"EarlyStopping(monitor={self.monitor!r}): the metric was never logged. "
-                    f"Logged metrics: {available}."
+            if self.strict:  # Lightning's error type and words, so code catching it still does
+                available = "`, `".join(trainer.callback_metrics)
+                raise RuntimeError(
+                    f"Early stopping conditioned on metric `{self.monitor}` which is not "
+                    "available. Pass in or modify your `EarlyStopping` callback to use any of the "
+                    f"following: `{available}`"
                 )
             return
         current = float(value)

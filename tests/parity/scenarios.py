@@ -951,6 +951,61 @@ def resume_in_python_into_the_checkpoints_logger_folder(pl, root):
 
 
 @scenario
+def checkpoint_options_on_a_steady_model(pl, root):
+    """Item 7's options without generator noise: what each ModelCheckpoint wrote and kept."""
+    seen = {}
+    for name, (options, val) in {
+        "save_last_without_monitor": ({"save_last": True}, True),
+        "training_epoch_metric": ({"monitor": "train_loss_epoch", "save_top_k": 1}, True),
+        "training_epoch_metric_no_val": ({"monitor": "train_loss_epoch", "save_top_k": 2}, False),
+        "on_train_epoch_end": ({"monitor": "valid_loss", "save_on_train_epoch_end": True}, True),
+        "every_second_epoch_last": (
+            {"every_n_epochs": 2, "save_last": True, "save_top_k": -1},
+            True,
+        ),
+    }.items():
+        folder = root / name
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(folder), **options)
+        pl.seed_everything(0)
+        _fit(
+            pl, root, _steady(pl), val=loader(regression(16)) if val else None, max_epochs=3,
+            log_every_n_steps=1, callbacks=[checkpoint], logger=False,
+        )  # fmt: skip
+        score = checkpoint.best_model_score
+        seen[name] = {
+            "files": sorted(p.name for p in folder.glob("*.ckpt")),
+            "best": Path(checkpoint.best_model_path).name,
+            "score": None if score is None else float(score),
+            "top_k": {Path(k).name: float(v) for k, v in checkpoint.best_k_models.items()},
+            "last": Path(checkpoint.last_model_path).name,
+        }
+    return observe(root=root, checkpoints_kept=seen)
+
+
+@scenario
+def early_stopping_on_training_metrics_of_a_steady_model(pl, root):
+    """Item 8 without generator noise: with and without a validation loop."""
+    seen = {}
+    for name, (options, val) in {
+        "no_validation": ({}, False),
+        "check_on_train_epoch_end": ({"check_on_train_epoch_end": True}, True),
+        "after_validation": ({"check_on_train_epoch_end": False}, True),
+    }.items():
+        stop = pl.callbacks.EarlyStopping(
+            monitor="train_loss_epoch", patience=0, min_delta=10.0, **options
+        )
+        pl.seed_everything(0)
+        run = trainer(pl, root, max_epochs=5, log_every_n_steps=1, callbacks=[stop], logger=False)
+        try:
+            run.fit(_steady(pl), loader(regression()), loader(regression(16)) if val else None)
+        except RuntimeError as error:  # Lightning's type: the metric is not there yet
+            seen[name] = str(error)
+            continue
+        seen[name] = [stop.stopped_epoch, stop.wait_count, run.current_epoch, run.global_step]
+    return observe(root=root, stopped=seen)
+
+
+@scenario
 def early_stopping_is_not_checked_by_validate(pl, root):
     stop = pl.callbacks.EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
     run = trainer(pl, root, callbacks=[stop])
