@@ -22,7 +22,8 @@ checks this list):
 
 Hook order (Lightning's; callbacks that decide from metrics run after the module's hook):
 
-    prepare_data; setup(stage); configure_model; configure_optimizers; on_fit_start
+    prepare_data; setup(stage); configure_model; with ckpt_path: on_load_checkpoint (module,
+    then callbacks) and the weights; configure_optimizers; on_fit_start
     sanity check: on_sanity_check_start, validation loop, on_sanity_check_end
     on_train_start
     for epoch:
