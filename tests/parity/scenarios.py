@@ -951,6 +951,22 @@ def resume_in_python_into_the_checkpoints_logger_folder(pl, root):
 
 
 @scenario
+def resume_mid_epoch_into_a_new_logger_folder(pl, root):
+    """The same rows as Lightning (none repeated); ltrain trains on the batches after the
+    checkpoint where Lightning reads the epoch's loader again from its start."""
+    checkpoint = pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1)
+    _fit(pl, root, _steady(pl), max_epochs=1, log_every_n_steps=1, callbacks=[checkpoint])
+    model = _steady(pl)
+    resumed = trainer(
+        pl, root, max_epochs=2, log_every_n_steps=1,
+        logger=pl.loggers.CSVLogger(str(root), name="resumed"),
+    )  # fmt: skip
+    resumed.fit(model, loader(regression()), ckpt_path=f"{checkpoint.dirpath}/epoch=0-step=3.ckpt")
+    rows = observe(root=root)["metrics"]["resumed/version_0/metrics.csv"]["rows"]
+    return observe(resumed, model, root, row_steps=[row[:2] for row in rows])
+
+
+@scenario
 def checkpoint_options_on_a_steady_model(pl, root):
     """Item 7's options without generator noise: what each ModelCheckpoint wrote and kept."""
     seen = {}
