@@ -908,7 +908,12 @@ def test_after_fit_without_a_model_loads_the_best_checkpoint(pl, root):
         callbacks=[checkpoint],
     )  # fmt: skip
     tested = run.test(dataloaders=loader(regression(16, seed=9)))
-    return observe(run, model, root, tested=tested)
+    validated = run.validate(dataloaders=loader(regression(16, seed=9)))
+    predicted = run.predict(dataloaders=loader(regression(8, seed=9)))
+    return observe(
+        run, model, root, tested=tested, validated=validated, predicted=predicted,
+        ckpt_path=str(Path(run.ckpt_path).relative_to(root)),
+    )  # fmt: skip
 
 
 @scenario
