@@ -21,11 +21,17 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became nan or inf; the message names the step and the batch."""
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Fit stopped on SIGINT/SIGTERM after saving `checkpoint`; exit with 128 + `signum`."""
+class RunInterrupted(KeyboardInterrupt, SystemExit):
+    """Fit stopped on SIGINT/SIGTERM after saving `checkpoint`.
+
+    A KeyboardInterrupt to the code around fit (finally blocks run, `except KeyboardInterrupt`
+    catches it); uncaught, it ends the process as the signal does, with status 128 + `signum`
+    (130, 143) and no traceback, because it is also a SystemExit with that code.
+    """
 
     def __init__(self, signum: int, checkpoint: str) -> None:
         super().__init__(f"{signal.Signals(signum).name}: saved {checkpoint}")
+        self.code = 128 + signum
         self.signum = signum
         self.checkpoint = checkpoint
 

@@ -90,7 +90,7 @@ def test_early_stopping_min_delta_counts_small_gains_as_no_improvement(tmp_path)
 
 def test_early_stopping_on_a_metric_never_logged_lists_the_logged_ones(tmp_path):
     stopper = EarlyStopping(monitor="val_acc")
-    with pytest.raises(MisconfigurationException) as refused:
+    with pytest.raises(RuntimeError) as refused:  # Lightning's type
         fit(tmp_path, Scripted([1.0]), [stopper], logger=False)
     message = str(refused.value)
     assert "val_acc" in message and "train_loss" in message and "valid_loss" in message
@@ -276,6 +276,101 @@ def test_default_checkpoint_dir_is_inside_the_loggers_version_folder(tmp_path):
     expected = os.path.join(trainer.log_dir, "checkpoints")
     assert trainer.checkpoint_callback.dirpath == expected
     assert os.path.isdir(expected)
+
+
+def test_a_name_taken_in_the_folder_gets_a_version_as_in_lightning(tmp_path):
+    folder = tmp_path / "ckpts"
+    for _ in range(2):
+        checkpoint = ModelCheckpoint(dirpath=folder, save_last=True)
+        fit(tmp_path, Scripted([1.0]), [checkpoint], logger=False)
+    assert checkpoint_files(folder) == [
+        "epoch=0-step=2-v1.ckpt", "epoch=0-step=2.ckpt", "last-v1.ckpt", "last.ckpt",
+    ]  # fmt: skip
+    assert checkpoint.best_model_path == str(folder / "epoch=0-step=2-v1.ckpt")
+    assert checkpoint.last_model_path == str(folder / "last-v1.ckpt")
+
+
+def test_without_a_monitor_no_file_gets_a_score(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=3, save_top_k=-1)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, logger=False, callbacks=[checkpoint])
+    trainer.fit(BoringModel(), boring_loader(48, 8))  # 6 batches per epoch
+    assert checkpoint_files(tmp_path / "ckpts") == [
+        "epoch=0-step=3.ckpt", "epoch=0-step=6.ckpt", "epoch=1-step=12.ckpt", "epoch=1-step=9.ckpt",
+    ]  # fmt: skip
+    assert checkpoint.best_k_models == {}  # Lightning tracks scores only for a monitor
+    assert checkpoint.best_model_path.endswith("epoch=1-step=12.ckpt")
+    assert checkpoint.best_model_score is None
+
+
+def saved_step(path: Any) -> int:
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+def test_last_ckpt_is_rewritten_with_each_checkpoint_file(tmp_path):
+    """An epoch that saves no top-k file leaves last.ckpt as it was, as in Lightning."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="valid_loss", save_last=True)
+    fit(tmp_path, Scripted([2.0, 1.0, 3.0]), [checkpoint], logger=False)
+    assert checkpoint_files(tmp_path / "ckpts") == ["epoch=1-step=4.ckpt", "last.ckpt"]
+    assert saved_step(checkpoint.last_model_path) == 4
+
+
+@pytest.mark.parametrize("options", [{"save_top_k": 0}, {"every_n_epochs": 5}])
+def test_a_fit_that_saves_no_file_still_ends_with_last_ckpt(tmp_path, options):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True, **options)
+    fit(tmp_path, Scripted([2.0, 1.0, 3.0]), [checkpoint], logger=False)
+    assert checkpoint_files(tmp_path / "ckpts") == ["last.ckpt"]
+    assert saved_step(checkpoint.last_model_path) == 6
+
+
+def test_a_step_triggered_save_waits_for_the_validation_its_metric_comes_from(tmp_path):
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpts", monitor="valid_loss", every_n_train_steps=1, save_top_k=-1
+    )
+    # 2 batches per epoch, each followed by validation. As in Lightning: step 1 waits for the
+    # first validation; step 3 saves at once with the value it has; step 4 (the epoch's last
+    # batch) waits for the validation right after it, which brings epoch 1's value
+    fit(tmp_path, Scripted([3.0, 2.0]), [checkpoint], logger=False, val_check_interval=0.5)
+    scores = {os.path.basename(path): score for path, score in checkpoint.best_k_models.items()}
+    assert scores == {
+        "epoch=0-step=1.ckpt": 3.0, "epoch=0-step=2.ckpt": 3.0,
+        "epoch=1-step=3.ckpt": 3.0, "epoch=1-step=4.ckpt": 2.0,
+    }  # fmt: skip
+
+
+def test_early_stopping_is_not_checked_by_validate(tmp_path):
+    stopper = EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
+    trainer = quiet_trainer(tmp_path, callbacks=[stopper], logger=False)
+    trainer.validate(BoringModel(), boring_loader(8, 8), verbose=False)  # no "never logged"
+    assert not trainer.should_stop and stopper.wait_count == 0
+
+
+def test_early_stopping_on_a_metric_not_there_yet_raises_lightnings_runtime_error(tmp_path):
+    """After validation, a training epoch metric is not logged yet: Lightning's RuntimeError."""
+    stopper = EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
+    with pytest.raises(
+        RuntimeError, match=r"conditioned on metric `train_loss_epoch` which is not"
+    ):
+        fit(tmp_path, Scripted([1.0]), [stopper], logger=False)
+
+
+# ---------------------------------------------------------------------- test() after fit()
+def test_test_without_a_model_after_fit_loads_the_best_checkpoint(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="valid_loss")
+    trainer = fit(tmp_path, Scripted([0.1, 1.0, 2.0]), [checkpoint], logger=False)
+    best = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    assert not torch.equal(best["layer.weight"], trainer.lightning_module.layer.weight)
+    with pytest.warns(UserWarning, match=r"The best model of the previous `fit` call will be used"):
+        trainer.test(dataloaders=boring_loader(8, 8), verbose=False)
+    assert trainer.ckpt_path == checkpoint.best_model_path
+    assert torch.equal(best["layer.weight"], trainer.lightning_module.layer.weight)
+
+
+def test_test_without_a_model_or_a_saved_checkpoint_tests_the_fitted_module(tmp_path):
+    trainer = fit(tmp_path, Scripted([0.1]), [], logger=False, enable_checkpointing=False)
+    weights = trainer.lightning_module.layer.weight.detach().clone()
+    [metrics] = trainer.test(dataloaders=boring_loader(8, 8), verbose=False)
+    assert "test_loss" in metrics and trainer.ckpt_path is None
+    assert torch.equal(weights, trainer.lightning_module.layer.weight)
 
 
 # ---------------------------------------------------------------------- configure_callbacks

@@ -164,3 +164,96 @@ def test_a_resumed_run_keeps_adams_step_counts_on_the_host(tmp_path, accelerator
     assert states and all(state["step"].device.type == "cpu" for state in states)
     assert all(state["exp_avg"].device.type == accelerator for state in states)
     assert resumed.global_step == 16
+
+
+# ---------------------------------------------------------------------- resuming from Python
+class _EpochLogger:
+    """A module logging per epoch too (so a resume has an epoch row still to write)."""
+
+    @staticmethod
+    def make(calls: list[str]):
+        from boring import BoringModel
+
+        class Model(BoringModel):
+            def training_step(self, batch, batch_idx):
+                loss = super().training_step(batch, batch_idx)
+                self.log("train_loss_mean", loss, on_step=False, on_epoch=True)
+                return loss
+
+            def configure_optimizers(self):
+                calls.append("configure_optimizers")
+                return super().configure_optimizers()
+
+            def on_load_checkpoint(self, checkpoint):
+                calls.append("module.on_load_checkpoint")
+
+        return Model()
+
+
+def _python_resume(tmp_path: Path, resumed_name: str) -> tuple[list[str], Path]:
+    from boring import boring_loader, quiet_trainer
+
+    import ltrain as pl
+
+    calls: list[str] = []
+
+    class Recorder(pl.Callback):
+        def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+            calls.append("callback.on_load_checkpoint")
+
+        def on_sanity_check_start(self, trainer, pl_module):
+            calls.append("on_sanity_check_start")
+
+    def trainer(epochs: int, name: str) -> pl.Trainer:
+        return quiet_trainer(
+            tmp_path,
+            max_epochs=epochs,
+            log_every_n_steps=1,
+            logger=pl.loggers.CSVLogger(tmp_path, name=name),
+            callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), Recorder()],
+        )
+
+    first = trainer(1, "run")
+    first.fit(_EpochLogger.make([]), boring_loader(), boring_loader(16))
+    last = first.checkpoint_callback.last_model_path
+    calls.clear()
+    trainer(3, resumed_name).fit(
+        _EpochLogger.make(calls), boring_loader(), boring_loader(16), ckpt_path=last
+    )
+    return calls, tmp_path
+
+
+def _rows(path: Path) -> list[tuple[str, ...]]:
+    """metrics.csv's rows: epoch, step, then the values in the file's column order."""
+    import csv
+
+    with open(path, newline="") as handle:
+        return [
+            (row.pop("epoch"), row.pop("step"), *row.values()) for row in csv.DictReader(handle)
+        ]
+
+
+def test_a_python_resume_loads_before_configure_optimizers_and_runs_the_sanity_check(tmp_path):
+    calls, _ = _python_resume(tmp_path, "resumed")
+    assert calls[:4] == [
+        "module.on_load_checkpoint",
+        "callback.on_load_checkpoint",
+        "configure_optimizers",
+        "on_sanity_check_start",
+    ]
+
+
+def test_a_python_resume_into_a_new_folder_repeats_no_row_of_the_first(tmp_path):
+    _python_resume(tmp_path, "resumed")
+    first = _rows(tmp_path / "run/version_0/metrics.csv")
+    resumed = _rows(tmp_path / "resumed/version_0/metrics.csv")
+    assert not {row[:2] for row in first} & {row[:2] for row in resumed}
+    assert {row[0] for row in resumed} == {"1", "2"}
+
+
+def test_a_python_resume_into_the_checkpoints_own_folder_continues_that_version(tmp_path):
+    """ltrain's deliberate difference: Lightning would start version_1 (README, Differences)."""
+    _python_resume(tmp_path, "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["version_0"]
+    rows = _rows(tmp_path / "run/version_0/metrics.csv")
+    assert len(rows) == len(set(rows)) and {row[0] for row in rows} == {"0", "1", "2"}

@@ -98,3 +98,80 @@ def test_signal_saves_last_ckpt_prints_the_resume_command_and_resumes_exactly(
         runs / "version_1/metrics.csv"
     ).read_text()
     assert not os.path.exists(runs / "version_2")
+
+
+PLAIN_SCRIPT = """
+import signal, sys
+import torch
+import {framework} as pl
+
+
+class Model(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class SignalAt(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 3:
+            signal.raise_signal(int(sys.argv[1]))
+
+
+data = torch.utils.data.TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
+trainer = pl.Trainer(
+    max_epochs=2, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    default_root_dir=".", callbacks=[SignalAt(), pl.callbacks.ModelCheckpoint(save_last=True)],
+)
+try:
+    trainer.fit(Model(), torch.utils.data.DataLoader(data, batch_size=8))
+finally:
+    print("finally ran")
+print("after fit")
+"""
+
+
+def plain_script(tmp_path: Path, framework: str, signum: int) -> subprocess.CompletedProcess:
+    (tmp_path / "plain.py").write_text(PLAIN_SCRIPT.format(framework=framework))
+    return subprocess.run(
+        [sys.executable, "plain.py", str(int(signum))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_a_plain_script_as_an_interrupted_program(tmp_path, signum, code):
+    """Status 128 + signal after last.ckpt, without a traceback; Lightning exits with 1
+    (README, Differences from Lightning). `except KeyboardInterrupt` around fit catches it."""
+    stopped = plain_script(tmp_path, "ltrain", signum)
+    assert stopped.returncode == code, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "finally ran" in stopped.stdout and "after fit" not in stopped.stdout
+    last = tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_lightning_ends_a_plain_script_interrupted_by_sigint_with_status_1(tmp_path):
+    """What ltrain's 130 differs from (the test above)."""
+    pytest.importorskip("lightning")
+    stopped = plain_script(tmp_path, "lightning.pytorch", signal.SIGINT)
+    assert stopped.returncode == 1, stopped.stderr
+
+
+def test_run_interrupted_is_a_keyboard_interrupt_for_the_code_around_fit():
+    from ltrain.errors import RunInterrupted
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        raise RunInterrupted(signal.SIGTERM, "last.ckpt")
+    assert caught.value.code == 143 and caught.value.checkpoint == "last.ckpt"

@@ -1,7 +1,7 @@
 """`EarlyStopping`: stop when a monitored metric stops improving, with Lightning's rules.
 
 It checks at the end of each training epoch when validation runs once per epoch (after that
-validation), otherwise after each validation run, and always says why it stopped.
+validation), otherwise after each validation run during fit, and always says why it stopped.
 """
 
 from __future__ import annotations
@@ -75,12 +75,18 @@ class EarlyStopping(Callback):
             )
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._check_on_train_epoch_end and not trainer.sanity_checking:
+        if self._check_on_train_epoch_end and not self._skips(trainer):
             self._run_check(trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._check_on_train_epoch_end and not trainer.sanity_checking:
+        if not self._check_on_train_epoch_end and not self._skips(trainer):
             self._run_check(trainer)
+
+    @staticmethod
+    def _skips(trainer: Any) -> bool:
+        """As Lightning: only fit decides to stop (not validate() or the sanity check), so a
+        training metric it monitors is never looked for in a validate() run."""
+        return not trainer.training or trainer.sanity_checking
 
     def _improves(self, current: float, reference: float) -> bool:
         if self.mode == "min":
@@ -95,11 +101,12 @@ class EarlyStopping(Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
-            if self.strict:
-                available = ", ".join(f"`{k}`" for k in sorted(trainer.callback_metrics)) or "none"
-                raise MisconfigurationException(
-                    f"EarlyStopping(monitor={self.monitor!r}): the metric was never logged. "
-                    f"Logged metrics: {available}."
+            if self.strict:  # Lightning's error type and words, so code catching it still does
+                available = "`, `".join(trainer.callback_metrics)
+                raise RuntimeError(
+                    f"Early stopping conditioned on metric `{self.monitor}` which is not "
+                    "available. Pass in or modify your `EarlyStopping` callback to use any of the "
+                    f"following: `{available}`"
                 )
             return
         current = float(value)

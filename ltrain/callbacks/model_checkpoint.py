@@ -1,5 +1,14 @@
 """`ModelCheckpoint`: save checkpoints with Lightning's names and keep the top k by a monitored metric.
 
+When it saves follows Lightning: at the end of a training epoch or after validation (whichever the
+monitored metric comes from), every n training steps, and a step-triggered save whose metric
+only validation produces waits for that validation. `last.ckpt` (save_last=True) is written at
+every step-triggered save and with every other checkpoint file, so it is the latest checkpoint
+(an epoch without a new top-k file leaves it as it was, as in Lightning), and at the end of a
+fit that wrote no checkpoint (save_top_k=0, every_n_epochs beyond the run). A name already taken
+in the folder gets Lightning's `-v1`, `-v2`, ... (`enable_version_counter`), so a second run into
+the same folder never overwrites the first run's files.
+
 A new file is written (atomically) before an old one is deleted, so a kill between the two never
 leaves the run without its best checkpoint.
 """
@@ -9,6 +18,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +33,10 @@ _PLACEHOLDER = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 
 class ModelCheckpoint(Checkpoint):
     runs_after_module = True
+    CHECKPOINT_JOIN_CHAR = "-"
     CHECKPOINT_NAME_LAST = "last"
     FILE_EXTENSION = ".ckpt"
+    STARTING_VERSION = 1
 
     def __init__(
         self,
@@ -39,6 +52,7 @@ class ModelCheckpoint(Checkpoint):
         every_n_train_steps: int | None = None,
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
     ) -> None:
         if mode not in ("min", "max"):
             raise MisconfigurationException(
@@ -70,13 +84,19 @@ class ModelCheckpoint(Checkpoint):
         self.every_n_epochs = (
             1 if every_n_epochs is None and not every_n_train_steps else (every_n_epochs or 0)
         )
+        self.enable_version_counter = enable_version_counter
         self._save_on_train_epoch_end = save_on_train_epoch_end
-        self.best_k_models: dict[str, float] = {}
+        self.best_k_models: dict[str, float] = {}  # only a monitored metric's scores
         self.kth_best_model_path = ""
         self.best_model_path = ""
         self.best_model_score: torch.Tensor | None = None  # a tensor, as Lightning's
         self.last_model_path = ""
-        self._last_global_step_saved = -1
+        # the global step of the latest save (none before the first optimizer step, as in
+        # Lightning); a checkpoint records it, so a resume that replays the save point where
+        # it was taken does not save (and version) the same files again
+        self._last_global_step_saved = 0
+        self._last_checkpoint_saved = ""  # the latest file this callback wrote
+        self._defer_until_validation = False
 
     @property
     def state_key(self) -> str:
@@ -91,16 +111,39 @@ class ModelCheckpoint(Checkpoint):
             "kth_best_model_path": self.kth_best_model_path,
             "last_model_path": self.last_model_path,
             "dirpath": self.dirpath,
+            "last_global_step_saved": self._last_global_step_saved,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("dirpath") != self.dirpath:
-            return  # another folder: its files are not ours to rank or delete
+        """As Lightning: the record of another folder's files gives only `best_model_path`.
+
+        The same folder may be named relatively in one run and absolutely in the other (the
+        command line resumes by absolute path): its files are renamed into this run's spelling.
+        """
+        stored = state_dict.get("dirpath")
+        same = stored is not None and self.dirpath is not None
+        if not same or os.path.abspath(stored) != os.path.abspath(self.dirpath):
+            self.best_model_path = state_dict["best_model_path"]
+            if self.dirpath is None:  # validate/test/predict: this callback has no folder
+                return
+            warnings.warn(
+                f"The dirpath has changed from {stored!r} to {self.dirpath!r}, therefore"
+                " `best_model_score`, `kth_best_model_path`, `last_model_path` and"
+                " `best_k_models` won't be reloaded. Only `best_model_path` will be reloaded.",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+
+        def ours(path: str) -> str:
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        self.best_model_path = ours(state_dict["best_model_path"])
         self.best_model_score = state_dict["best_model_score"]
-        self.best_model_path = state_dict["best_model_path"]
-        self.best_k_models = dict(state_dict["best_k_models"])
-        self.kth_best_model_path = state_dict["kth_best_model_path"]
-        self.last_model_path = state_dict["last_model_path"]
+        self.best_k_models = {ours(k): v for k, v in state_dict["best_k_models"].items()}
+        self.kth_best_model_path = ours(state_dict["kth_best_model_path"])
+        self.last_model_path = ours(state_dict["last_model_path"])
+        self._last_global_step_saved = int(state_dict.get("last_global_step_saved", 0))
 
     # ------------------------------------------------------------------ when to save
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -108,6 +151,8 @@ class ModelCheckpoint(Checkpoint):
             self.dirpath = os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
 
     def _saves_on_train_epoch_end(self, trainer: Any) -> bool:
+        """Lightning's rule: at the epoch's end, unless the validation that produces the
+        metrics runs at other times than once at each epoch's end."""
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
         if trainer.check_val_every_n_epoch != 1:
@@ -116,54 +161,107 @@ class ModelCheckpoint(Checkpoint):
             return True
         return trainer.val_check_interval == 1.0
 
+    def _skips(self, trainer: Any) -> bool:
+        """No saving outside fit, in fast_dev_run and the sanity check, or twice at one step."""
+        return (
+            bool(trainer.fast_dev_run)
+            or not trainer.training
+            or trainer.sanity_checking
+            or self._last_global_step_saved == trainer.global_step
+        )
+
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0 and not trainer.sanity_checking:
-            self.save(trainer, step_triggered=True)
+        if not n or trainer.global_step % n:
+            return
+        metrics = self._metrics(trainer)
+        if self.monitor is not None and (
+            self.monitor not in metrics or self._validation_follows(trainer)
+        ):
+            # the metric comes from a validation that has not run yet, or that runs right
+            # after this batch: save after it, with its values (as Lightning)
+            self._defer_until_validation = True
+            return
+        if self._skips(trainer):
+            return
+        self._save_top_k(trainer, metrics)
+        self._save_last(trainer)
+
+    def _validation_follows(self, trainer: Any) -> bool:
+        """Validation runs right after this (the epoch's last) batch and this callback saves
+        after validation, so the monitored value would be the previous validation's."""
+        if self._saves_on_train_epoch_end(trainer) or not trainer.is_last_batch:
+            return False
+        if not trainer.val_dataloaders or not sum(trainer.num_val_batches):
+            return False
+        every = trainer.check_val_every_n_epoch
+        return every is None or (trainer.current_epoch + 1) % every == 0
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._epoch_due(trainer) and self._saves_on_train_epoch_end(trainer):
-            self.save(trainer)
+        if self._skips(trainer) or not self._saves_on_train_epoch_end(trainer):
+            return
+        if self._epoch_due(trainer):
+            self._save_top_k(trainer, self._metrics(trainer))
+        self._save_last_if_saved_now(trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or not trainer.training:
+        if self._skips(trainer) or self._saves_on_train_epoch_end(trainer):
             return
-        if self._epoch_due(trainer) and not self._saves_on_train_epoch_end(trainer):
-            self.save(trainer)
+        if self._defer_until_validation:  # the step-triggered save that waited for it
+            self._defer_until_validation = False
+            self._save_top_k(trainer, self._metrics(trainer))
+            self._save_last(trainer)
+            return
+        if self._epoch_due(trainer):
+            self._save_top_k(trainer, self._metrics(trainer))
+        self._save_last_if_saved_now(trainer)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """A fit in which no save point wrote a file still ends with last.ckpt (Lightning's,
+        which writes it under fast_dev_run too)."""
+        if self.save_last and not self._last_checkpoint_saved:
+            self.save_last_checkpoint(trainer)
 
     def _epoch_due(self, trainer: Any) -> bool:
         n = self.every_n_epochs
         return bool(n) and (trainer.current_epoch + 1) % n == 0
 
     # ------------------------------------------------------------------ saving
-    def save(self, trainer: Any, step_triggered: bool = False) -> None:
-        """Save for the current position: a top-k file and/or `last.ckpt`.
+    def save_last_checkpoint(self, trainer: Any) -> str:
+        """Write `last.ckpt` for the current position (what a resume continues from); its path.
 
-        A step-triggered save that comes before the monitored metric exists (validation has not
-        run yet) only refreshes `last.ckpt`; the top-k files wait for the metric.
+        A `last.ckpt` this callback did not write gets a version (`last-v1.ckpt`), as in Lightning.
         """
-        # fast_dev_run suppresses checkpointing whichever trigger (epoch or step) asked for it
-        if trainer.fast_dev_run:
-            return
-        metrics = self._metrics(trainer)
-        if self.save_top_k != 0 and trainer.global_step != self._last_global_step_saved:
-            if self.monitor is None:
-                self._last_global_step_saved = trainer.global_step
-                self._save_latest(trainer, metrics)
-            elif self.monitor in metrics or not step_triggered:
-                self._last_global_step_saved = trainer.global_step
-                self._save_if_top_k(trainer, metrics)
+        path = self._free_path(trainer, self.CHECKPOINT_NAME_LAST, self.last_model_path)
+        previous, self.last_model_path = self.last_model_path, path  # part of the file's state
+        self._write(trainer, path)
+        if previous and previous != path:
+            self._remove(trainer, previous)
+        return path
+
+    def _save_last(self, trainer: Any) -> None:
         if self.save_last:
             self.save_last_checkpoint(trainer)
 
-    def save_last_checkpoint(self, trainer: Any) -> str:
-        """Write `last.ckpt` for the current position (what `--resume last` continues from)."""
-        path = self._path(self.CHECKPOINT_NAME_LAST)
+    def _save_last_if_saved_now(self, trainer: Any) -> None:
+        """At an epoch's or a validation's end, last.ckpt follows a file saved just now."""
+        if self._last_global_step_saved == trainer.global_step:
+            self._save_last(trainer)
+
+    def _save_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        if self.save_top_k == 0:
+            return
+        if self.monitor is None:
+            self._save_latest(trainer, metrics)
+        else:
+            self._save_if_top_k(trainer, metrics)
+
+    def _write(self, trainer: Any, path: str) -> None:
+        self._last_global_step_saved = trainer.global_step  # before: the file records it
+        self._last_checkpoint_saved = path
         trainer.save_checkpoint(path, self.save_weights_only)
-        self.last_model_path = path
-        return path
 
     def _metrics(self, trainer: Any) -> dict[str, Any]:
         """The values names and top-k choices come from: rank 0's, so all ranks choose alike."""
@@ -173,13 +271,12 @@ class ModelCheckpoint(Checkpoint):
         return trainer.strategy.broadcast(metrics)
 
     def _save_latest(self, trainer: Any, metrics: dict[str, Any]) -> None:
-        path = self._path(self.format_checkpoint_name(metrics))
-        trainer.save_checkpoint(path, self.save_weights_only)
+        """Without a monitor, the newest file is the best; none of them has a score."""
         previous = self.best_model_path
-        self.best_model_path = path
-        if self.save_top_k == -1:
-            self.best_k_models[path] = math.nan
-        elif previous and previous != path:
+        path = self._free_path(trainer, self.format_checkpoint_name(metrics), previous)
+        self.best_model_path = path  # part of the file's state
+        self._write(trainer, path)
+        if self.save_top_k == 1 and previous and previous != path:
             self._remove(trainer, previous)
 
     def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
@@ -199,37 +296,36 @@ class ModelCheckpoint(Checkpoint):
             if self.verbose:
                 info(f"{prefix} {self.monitor!r} was not in top {self.save_top_k}")
             return
-        path = self._path(self.format_checkpoint_name(metrics))
-        trainer.save_checkpoint(path, self.save_weights_only)
-        self.best_k_models[path] = score
+        k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
         evicted = None
-        if self.save_top_k != -1 and len(self.best_k_models) > self.save_top_k:
-            evicted = self._worst_path()
+        if len(self.best_k_models) == k:
+            evicted = self.kth_best_model_path
             del self.best_k_models[evicted]
-        self._update_best()
+        path = self._free_path(trainer, self.format_checkpoint_name(metrics), evicted)
+        self.best_k_models[path] = score
+        if len(self.best_k_models) == k:  # Lightning names the k-th only once there are k
+            self.kth_best_model_path = self._worst_path()
+        pick = min if self.mode == "min" else max
+        self.best_model_path = pick(self.best_k_models, key=self.best_k_models.__getitem__)
+        self.best_model_score = torch.tensor(self.best_k_models[self.best_model_path])
         if self.verbose:
             info(
                 f"{prefix} {self.monitor!r} reached {score:0.5f} (best {self.best_model_score:0.5f}), "
-                f"saving model to {path!r} as top {self.save_top_k}"
+                f"saving model to {path!r} as top {k}"
             )
+        self._write(trainer, path)
         if evicted is not None and evicted != path:
             self._remove(trainer, evicted)
 
     def _in_top_k(self, score: float) -> bool:
         if self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
             return True
-        worst = self.best_k_models[self._worst_path()]
+        worst = self.best_k_models[self.kth_best_model_path]
         return score < worst if self.mode == "min" else score > worst
 
     def _worst_path(self) -> str:
         pick = max if self.mode == "min" else min
         return pick(self.best_k_models, key=self.best_k_models.__getitem__)
-
-    def _update_best(self) -> None:
-        pick = min if self.mode == "min" else max
-        self.best_model_path = pick(self.best_k_models, key=self.best_k_models.__getitem__)
-        self.best_model_score = torch.tensor(self.best_k_models[self.best_model_path])
-        self.kth_best_model_path = self._worst_path()
 
     def format_checkpoint_name(self, metrics: dict[str, Any]) -> str:
         """Fill the `filename` template: '{epoch}-{valid_loss:.2f}' -> 'epoch=2-valid_loss=1.91'."""
@@ -250,16 +346,41 @@ class ModelCheckpoint(Checkpoint):
     def _path(self, name: str) -> str:
         return os.path.join(self.dirpath, name + self.FILE_EXTENSION)
 
+    def _free_path(self, trainer: Any, name: str, replaceable: str | None) -> str:
+        """The path for `name`, versioned (`name-v1`, ...) while the file exists and is not the
+        one this save replaces."""
+        path = self._path(name)
+        version = self.STARTING_VERSION
+        while self.enable_version_counter and path != replaceable and self._exists(trainer, path):
+            path = self._path(f"{name}{self.CHECKPOINT_JOIN_CHAR}v{version}")
+            version += 1
+        return path
+
+    @staticmethod
+    def _exists(trainer: Any, path: str) -> bool:
+        """Whether rank 0 sees `path` (it writes the files), so every rank picks the same name."""
+        found = os.path.exists(path) if trainer.is_global_zero else False
+        return trainer.strategy.reduce_boolean_decision(found, all=False)
+
     def _remove(self, trainer: Any, path: str) -> None:
+        """Delete a file this callback replaced: never the checkpoint the run resumed from, one
+        outside its folder, or one it still names."""
         if (
-            trainer.is_global_zero  # the rank that writes checkpoints is the one that deletes
-            and path not in (self.last_model_path, self.best_model_path)
-            and path not in self.best_k_models
+            not trainer.is_global_zero  # the rank that writes checkpoints is the one that deletes
+            or path in (self.last_model_path, self.best_model_path)
+            or path in self.best_k_models
+            or self.dirpath is None
         ):
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
+            return
+        resumed = trainer.ckpt_path
+        if resumed is not None and os.path.abspath(path) == os.path.abspath(resumed):
+            return
+        if Path(os.path.abspath(self.dirpath)) not in Path(os.path.abspath(path)).parents:
+            return
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
 
 
 def first_model_checkpoint(callbacks: list[Any]) -> ModelCheckpoint | None:

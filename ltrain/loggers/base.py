@@ -68,8 +68,13 @@ class Logger:
         """What a checkpoint records of the logger, so a resume can continue it exactly."""
         return {}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Return to the state a checkpoint recorded (e.g. drop rows written after it)."""
+    def load_state_dict(self, state: Mapping[str, Any]) -> bool:
+        """Return to the state a checkpoint recorded (e.g. drop rows written after it).
+
+        True when this logger goes on in the checkpoint's own files: only there are the rows a
+        resume replays written again (elsewhere they would repeat the checkpoint's run).
+        """
+        return False
 
     def finalize(self, status: str) -> None:
         """Called once when a run ends with status 'success', 'failed' or 'interrupted'."""

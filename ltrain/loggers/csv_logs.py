@@ -80,12 +80,14 @@ class CSVLogger(FolderLogger):
         rows = self.experiment.rows_written
         return {"metrics_file": os.path.abspath(self.metrics_file_path), "rows": rows}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> bool:
         """On resume into the same file, drop the rows written after the checkpoint was taken."""
+        if state.get("metrics_file") != os.path.abspath(self.metrics_file_path):
+            return False
         rows = state.get("rows")
-        if rows is None or state.get("metrics_file") != os.path.abspath(self.metrics_file_path):
-            return
-        self.experiment.truncate(rows)
+        if rows is not None:
+            self.experiment.truncate(rows)
+        return True
 
     def finalize(self, status: str) -> None:
         if self._experiment is not None:

@@ -123,10 +123,10 @@ class TensorBoardLogger(FolderLogger):
             "rows": [dict(row) for row in self._rows_at_last_step],
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> bool:
         """On resume into the same folder, hide what was logged after the checkpoint."""
         if state.get("event_dir") != os.path.abspath(self.log_dir):
-            return
+            return False
         step = state.get("step") or 0
         if self._writer is not None:
             self._writer.close()
@@ -137,6 +137,7 @@ class TensorBoardLogger(FolderLogger):
         self._last_step, self._rows_at_last_step = None, []
         for row in state.get("rows", []):
             self._write_row(row, step)
+        return True
 
     def finalize(self, status: str) -> None:
         if status == "success":

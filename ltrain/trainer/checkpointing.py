@@ -10,6 +10,8 @@ dict of plain values under "loops", beside the counters and metrics the loop nee
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from ltrain.batch import apply_to_tensors
 from ltrain.callbacks.model_checkpoint import first_model_checkpoint
 from ltrain.checkpoint import load_checkpoint, plain_data
 from ltrain.errors import MisconfigurationException
+from ltrain.loggers.base import FolderLogger
 from ltrain.seed import rng_state
 
 if TYPE_CHECKING:
@@ -119,20 +122,42 @@ def _loop_state(trainer: Trainer) -> dict[str, Any]:
     return loops
 
 
-def restore(trainer: Trainer, path: str, stage: str) -> None:
-    """Load the weights from `path`; for fit, also everything needed to go on where it stopped."""
+def continue_in_checkpoint_version(trainer: Trainer, path: str) -> None:
+    """A fit resumed from a checkpoint in a logger's own `version_N` folder goes on in that
+    version, as `ltrain fit --resume` does (Lightning starts a new one and keeps the rows written
+    after the checkpoint there, so the run's history would hold them twice)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(folder) == "checkpoints":
+        folder = os.path.dirname(folder)
+    version = re.fullmatch(r"version_(\d+)", os.path.basename(folder))
+    if version is None:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, FolderLogger) and logger.fixed_log_dir is None:
+            if os.path.abspath(logger.root_dir) == os.path.dirname(folder):
+                logger.use_version(int(version.group(1)))
+
+
+def restore_module(trainer: Trainer, path: str, stage: str) -> dict[str, Any]:
+    """Load the weights from `path`, in Lightning's order before configure_optimizers: the
+    module's on_load_checkpoint, its weights, then (fit only) the callbacks' on_load_checkpoint
+    and states. Returns the checkpoint for `restore_training_state`."""
     # Read on the host: optimizers move their state next to each parameter themselves and keep
     # a non-capturable Adam's step counts on the CPU (on the GPU every step would read them back
     # with .item()), and generator states are CPU tensors. Only the loop's own tensors (epoch
     # sums, metric states, reported values) go to the device, where the run adds to them.
     checkpoint = load_checkpoint(path, map_location="cpu")
+    missing = [k for k in ("optimizer_states", "loops", "rng") if k not in checkpoint]
+    if stage == "fit" and missing:
+        raise MisconfigurationException(
+            f"{path}: cannot resume training from it (no {', '.join(missing)}; a weights-only "
+            "or foreign checkpoint); load its weights with validate/test instead"
+        )
     datamodule = trainer.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
         datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
     model = trainer.lightning_module
     model.on_load_checkpoint(checkpoint)
-    for callback in trainer.callbacks:
-        callback.on_load_checkpoint(trainer, model, checkpoint)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:  # torch lists every key on many lines: keep the first fact
@@ -140,14 +165,18 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
         raise MisconfigurationException(
             f"{path}: its weights do not fit {type(model).__name__} ({detail})"
         ) from None
-    if stage != "fit":
-        return
-    missing = [k for k in ("optimizer_states", "loops", "rng") if k not in checkpoint]
-    if missing:
-        raise MisconfigurationException(
-            f"{path}: cannot resume training from it (no {', '.join(missing)}; a weights-only "
-            "or foreign checkpoint); load its weights with validate/test instead"
-        )
+    if stage == "fit":
+        for callback in trainer.callbacks:
+            callback.on_load_checkpoint(trainer, model, checkpoint)
+        callback_states = checkpoint.get("callbacks", {})
+        for callback in trainer.callbacks:
+            if callback.state_key in callback_states:
+                callback.load_state_dict(callback_states[callback.state_key])
+    return checkpoint
+
+
+def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+    """Everything a fit needs to go on where the checkpoint stopped, once the optimizers exist."""
     states = checkpoint["optimizer_states"]
     for optimizer, state in zip(trainer.optimizers, states, strict=False):
         optimizer.load_state_dict(state)
@@ -156,10 +185,6 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
     ):
         config.scheduler.load_state_dict(state)
     trainer.precision_plugin.load_state_dict(checkpoint.get("precision", {}))
-    callback_states = checkpoint.get("callbacks", {})
-    for callback in trainer.callbacks:
-        if callback.state_key in callback_states:
-            callback.load_state_dict(callback_states[callback.state_key])
     trainer.global_step = int(checkpoint["global_step"])
     device = trainer.strategy.root_device
     loops = apply_to_tensors(checkpoint["loops"], lambda t: t.to(device))
@@ -168,8 +193,15 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
     trainer.should_stop = bool(loops["should_stop"])
     trainer.callback_metrics.update(loops["callback_metrics"])
     trainer.progress_bar_metrics.update(loops["progress_bar_metrics"])
-    for logger, state in zip(trainer._writing_loggers, checkpoint.get("loggers", []), strict=False):
-        logger.load_state_dict(state)
+    loggers, states = trainer._writing_loggers, checkpoint.get("loggers", [])
+    continued = [
+        logger.load_state_dict(state) for logger, state in zip(loggers, states, strict=False)
+    ]
+    # the rows the resume replays were written in the checkpoint's own files only (and are cut
+    # there now): other files do not get them again, as in Lightning
+    trainer._replay_skips = [
+        logger for i, logger in enumerate(loggers) if i >= len(continued) or not continued[i]
+    ]
     trainer._position = LoopPosition.from_dict(loops)
     trainer._resume = ResumePoint(
         position=LoopPosition.from_dict(loops),
@@ -179,8 +211,29 @@ def restore(trainer: Trainer, path: str, stage: str) -> None:
     )
 
 
-def resolve_ckpt_path(trainer: Trainer, ckpt_path: str | os.PathLike) -> str:
-    """The file `ckpt_path` names: "best" and "last" are this trainer's ModelCheckpoint files."""
+def resolve_ckpt_path(
+    trainer: Trainer, stage: str, model_given: bool, ckpt_path: str | os.PathLike | None
+) -> str | None:
+    """The file `ckpt_path` names: "best" and "last" are this trainer's ModelCheckpoint files.
+
+    Without a path, validate/test/predict of the fitted module (no model passed) load the best
+    checkpoint, with Lightning's warning, as Lightning 2.x does; when no ModelCheckpoint saved
+    one, they run the fitted module as it is (where Lightning raises).
+    """
+    if ckpt_path is None:
+        callback = first_model_checkpoint(trainer.callbacks)
+        best = callback.best_model_path if callback is not None else ""
+        if model_given or stage == "fit" or trainer.lightning_module is None or not best:
+            return None
+        warnings.warn(
+            f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the "
+            f"previous `fit` call will be used. You can pass `.{stage}(ckpt_path='best')` to use "
+            f"the best model or `.{stage}(ckpt_path='last')` to use the last model. If you pass "
+            "a value, this warning will be silenced.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return best
     if ckpt_path in ("best", "last"):
         callback = first_model_checkpoint(trainer.callbacks)
         path = None

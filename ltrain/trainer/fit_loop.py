@@ -49,8 +49,7 @@ SIGNAL_AGREEMENT_BATCHES = 10  # how often data-parallel ranks compare received 
 
 def fit_loop(trainer: Trainer) -> None:
     """The sanity check, then epochs until max_epochs/max_steps or a stop request."""
-    if trainer._resume is None:  # a resumed run was checked before it was interrupted
-        _run_sanity_check(trainer)
+    _run_sanity_check(trainer)  # also when resuming, as in Lightning
     load_train_loader(trainer)  # Lightning asks for it here, after the sanity check
     load_val_loaders(trainer)
     trainer._val_check_batch = val_check_batch(trainer)
@@ -101,14 +100,18 @@ def _run_sanity_check(trainer: Trainer) -> None:
     if not trainer.val_dataloaders or not sum(trainer.num_val_batches):
         return
     limits = [n if steps == -1 else min(steps, n) for n in trainer.num_val_batches]
+    kept = dict(trainer.callback_metrics), dict(trainer.progress_bar_metrics)
     trainer.sanity_checking = True
     call_hook(trainer, "on_sanity_check_start")
     evaluation_epoch(trainer, "validation", trainer.val_dataloaders, limits)
     call_hook(trainer, "on_sanity_check_end")
     trainer.sanity_checking = False
-    # what the sanity check logged must not reach callbacks or the progress bar
-    trainer.callback_metrics.clear()
-    trainer.progress_bar_metrics.clear()
+    # what the sanity check logged must not reach callbacks or the progress bar: they keep what
+    # they had before (nothing, or what a resume restored)
+    shown = (trainer.callback_metrics, trainer.progress_bar_metrics)
+    for metrics, before in zip(shown, kept, strict=True):
+        metrics.clear()
+        metrics.update(before)
 
 
 def train_epoch(trainer: Trainer) -> None:
@@ -121,6 +124,7 @@ def train_epoch(trainer: Trainer) -> None:
         results.load_state_dict(_own_results_state(trainer, resume.results), model)
     if phase == EPOCH_END:
         _finish_train_epoch(trainer, results)
+        trainer._replay_skips = []
         return
     loader = trainer.train_dataloader
     set_loader_epoch(loader, trainer.current_epoch)
@@ -140,6 +144,7 @@ def train_epoch(trainer: Trainer) -> None:
     if phase == BATCH_END:
         position = resume.position
         done = _after_train_batch(trainer, results, start - 1, position.is_last, position.stepped)
+    trainer._replay_skips = []  # what follows is new to every logger
     if not done:
         position = trainer._position
         for batch_idx, batch, is_last in with_last_flag(

@@ -30,7 +30,8 @@ def log_row(trainer: Trainer, values: Mapping[str, torch.Tensor], step: int) -> 
         trainer.logged_metrics[key] = torch.tensor(value)
     row["epoch"] = trainer.current_epoch
     for logger in trainer._writing_loggers:
-        logger.log_metrics(row, step)
+        if logger not in trainer._replay_skips:
+            logger.log_metrics(row, step)
 
 
 def log_hyperparameters(trainer: Trainer, model: Module) -> None:

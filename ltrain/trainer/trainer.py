@@ -22,7 +22,8 @@ checks this list):
 
 Hook order (Lightning's; callbacks that decide from metrics run after the module's hook):
 
-    prepare_data; setup(stage); configure_model; configure_optimizers; on_fit_start
+    prepare_data; setup(stage); configure_model; with ckpt_path: on_load_checkpoint (module,
+    then callbacks) and the weights; configure_optimizers; on_fit_start
     sanity check: val_dataloader, on_sanity_check_start, validation loop, on_sanity_check_end
     train_dataloader (and val_dataloader, if no sanity check asked for it); on_train_start
     for epoch:
@@ -83,8 +84,10 @@ from ltrain.trainer.checkpointing import (
     LoopPosition,
     ResumePoint,
     checkpoint_state,
+    continue_in_checkpoint_version,
     resolve_ckpt_path,
-    restore,
+    restore_module,
+    restore_training_state,
 )
 from ltrain.trainer.evaluation_loop import evaluate, predict
 from ltrain.trainer.fit_loop import backward, fit_loop
@@ -240,7 +243,9 @@ class Trainer:
         # loop state of the files beside this one
         self._batches_that_stepped = 0  # the logger's step: batches that ran an optimizer step
         self._position = LoopPosition()  # where the fit loop stands; checkpoints store it
-        self._resume: ResumePoint | None = None  # what `restore` found, used by train_epoch
+        self._resume: ResumePoint | None = None  # what the restore found, used by train_epoch
+        self._ckpt_path: str | None = None  # the checkpoint the current (or last) run loaded
+        self._replay_skips: list[Logger] = []  # loggers given no row of a resume's replay
         self._epoch_start_rng: dict[str, Any] | None = None
         # (loss, global step, epoch, batch): checked for nan/inf when the host syncs
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
@@ -271,6 +276,11 @@ class Trainer:
         if not self.loggers:
             return self.default_root_dir
         return self.loggers[0].log_dir or self.default_root_dir
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """The checkpoint the latest fit/validate/test/predict loaded (Lightning's name)."""
+        return self._ckpt_path
 
     @property
     def model(self) -> Module | None:
@@ -420,7 +430,9 @@ class Trainer:
         verbose: bool = True,
     ) -> Any:
         # "best"/"last" name this trainer's files, before the module's callbacks may replace its own
-        path = resolve_ckpt_path(self, ckpt_path) if ckpt_path is not None else None
+        path = self._ckpt_path = resolve_ckpt_path(self, stage, model is not None, ckpt_path)
+        if stage == "fit" and path is not None:
+            continue_in_checkpoint_version(self, path)
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
         # as in Lightning, each run starts with no metrics from the previous one
@@ -438,10 +450,7 @@ class Trainer:
         try:
             self.strategy.setup()
             self._agree_on_log_dirs()
-            self._prepare(stage, model, datamodule, loaders)
-            if path is not None:
-                restore(self, path, stage)
-            log_hyperparameters(self, model)  # every stage, after the weights load (Lightning's)
+            self._prepare(stage, model, datamodule, loaders, path)
             self._start_record(record, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
@@ -505,7 +514,12 @@ class Trainer:
         self.predicting = stage == "predict"
 
     def _prepare(
-        self, stage: str, model: Module, datamodule: DataModule | None, loaders: tuple
+        self,
+        stage: str,
+        model: Module,
+        datamodule: DataModule | None,
+        loaders: tuple,
+        ckpt_path: str | None,
     ) -> None:
         # downloads and unpacking happen once per machine (Lightning's prepare_data_per_node),
         # or once in all; the other ranks wait, then every rank reads the files in setup
@@ -522,11 +536,15 @@ class Trainer:
         model.configure_model()
         self.precision_plugin.convert_module(model)
         model.to(self.strategy.root_device)
+        checkpoint = restore_module(self, ckpt_path, stage) if ckpt_path is not None else None
         self._batch_transfer = batch_transfer_hooks(model, datamodule)
         load_loaders(self, stage, model, datamodule, loaders)
+        log_hyperparameters(self, model)  # every stage, after the weights load (Lightning's)
         if stage == "fit":
             configure_optimizers(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
+            if checkpoint is not None:
+                restore_training_state(self, checkpoint)
 
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str

@@ -14,7 +14,16 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from parity.observe import classification, kit, loader, observe, regression, trainer
+from parity.observe import (
+    MODULE_HOOKS,
+    classification,
+    kit,
+    loader,
+    observe,
+    recording_class,
+    regression,
+    trainer,
+)
 
 SCENARIOS: dict[str, Callable[[Any, Path], dict[str, Any]]] = {}
 
@@ -621,8 +630,9 @@ def resume_from_last_checkpoint_in_python(pl, root):
     callback = kit(pl).RecordingCallback()
     model = kit(pl).RecordingRegressor()
     resumed = trainer(
-        pl, root, max_epochs=3, callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback]
-    )
+        pl, root, max_epochs=3, logger=pl.loggers.CSVLogger(str(root), name="resumed"),
+        callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback],
+    )  # fmt: skip
     resumed.fit(model, loader(regression()), loader(regression(16)), ckpt_path=last)
     return observe(resumed, model, root, callbacks=(callback,))
 
@@ -843,6 +853,185 @@ def checkpoint_hooks_add_to_the_checkpoint(pl, root):
     run.fit(model, loader(regression()), ckpt_path=checkpoint.last_model_path)
     stored = torch.load(checkpoint.last_model_path, weights_only=False)
     return observe(run, model, root, restored=model.restored, extra=stored["extra"])
+
+
+# ---------------------------------------------------------------------- checkpoints and resuming
+# (a model without dropout on unshuffled data draws no random numbers, so these compare what
+# checkpointing does, not how each framework's generators move)
+def _steady(pl: Any, hooks: tuple[str, ...] = ()) -> Any:
+    class Steady(kit(pl).Regressor):
+        def __init__(self):
+            super().__init__()
+            self.dropout = torch.nn.Identity()
+
+    return recording_class(Steady, hooks)() if hooks else Steady()
+
+
+@scenario
+def checkpoint_names_taken_by_an_earlier_run(pl, root):
+    folder = str(root / "ckpts")
+    for _ in range(2):
+        checkpoint = pl.callbacks.ModelCheckpoint(
+            dirpath=folder, every_n_train_steps=3, save_top_k=-1, save_last=True
+        )
+        run, model = _fit(
+            pl, root, _steady(pl), max_epochs=1, log_every_n_steps=1, callbacks=[checkpoint]
+        )
+    return observe(run, model, root)
+
+
+@scenario
+def checkpoint_last_follows_the_files_written(pl, root):
+    """last.ckpt is rewritten with each top-k file (and once at the end of a fit that wrote
+    none): an epoch that does not improve leaves it where it was."""
+    steps = {}
+    for name, options in {
+        "no_improvement": {"monitor": "valid_loss", "mode": "max", "save_last": True},
+        "no_top_k": {"save_top_k": 0, "save_last": True},
+        "every_second_epoch": {"every_n_epochs": 2, "save_last": True},
+    }.items():
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(root / name), **options)
+        _fit(
+            pl, root, _steady(pl), val=loader(regression(16)), max_epochs=3,
+            log_every_n_steps=1, callbacks=[checkpoint], logger=False,
+        )  # fmt: skip
+        stored = torch.load(checkpoint.last_model_path, weights_only=False)
+        steps[name] = [stored["epoch"], stored["global_step"]]
+    return observe(root=root, last_checkpoint_steps=steps)
+
+
+@scenario
+def test_after_fit_without_a_model_loads_the_best_checkpoint(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(monitor="valid_loss", mode="max")
+    run, model = _fit(
+        pl, root, _steady(pl), val=loader(regression(16)), max_epochs=3, log_every_n_steps=1,
+        callbacks=[checkpoint],
+    )  # fmt: skip
+    tested = run.test(dataloaders=loader(regression(16, seed=9)))
+    validated = run.validate(dataloaders=loader(regression(16, seed=9)))
+    predicted = run.predict(dataloaders=loader(regression(8, seed=9)))
+    return observe(
+        run, model, root, tested=tested, validated=validated, predicted=predicted,
+        ckpt_path=str(Path(run.ckpt_path).relative_to(root)),
+    )  # fmt: skip
+
+
+@scenario
+def test_after_fit_without_any_checkpoint(pl, root):
+    run, _ = _fit(pl, root, _steady(pl), max_epochs=1, enable_checkpointing=False, logger=False)
+    return observe(tested=run.test(dataloaders=loader(regression(16, seed=9)), verbose=False))
+
+
+def _resume_in_python(pl: Any, root: Path, logger_name: str) -> dict[str, Any]:
+    """One epoch, then a fit resumed from its last.ckpt with its logger under `logger_name`."""
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    _fit(
+        pl, root, _steady(pl), val=loader(regression(16)), max_epochs=1, log_every_n_steps=1,
+        callbacks=[checkpoint],
+    )  # fmt: skip
+    callback = kit(pl).RecordingCallback()
+    hooks = tuple(h for h in MODULE_HOOKS if "_model_" not in h)  # *_model_*: item 11's
+    model = _steady(pl, hooks)
+    resumed = trainer(
+        pl, root, max_epochs=3, log_every_n_steps=1,
+        logger=pl.loggers.CSVLogger(str(root), name=logger_name),
+        callbacks=[pl.callbacks.ModelCheckpoint(save_last=True), callback],
+    )  # fmt: skip
+    resumed.fit(
+        model, loader(regression()), loader(regression(16)), ckpt_path=checkpoint.last_model_path
+    )
+    return observe(resumed, model, root, callbacks=(callback,))
+
+
+@scenario
+def resume_in_python_into_a_new_logger_folder(pl, root):
+    """on_load_checkpoint (module, then callbacks) before configure_optimizers, then the sanity
+    check; the new folder repeats no row of the checkpoint's own."""
+    return _resume_in_python(pl, root, "resumed")
+
+
+@scenario
+def resume_in_python_into_the_checkpoints_logger_folder(pl, root):
+    return _resume_in_python(pl, root, "run")
+
+
+@scenario
+def resume_mid_epoch_into_a_new_logger_folder(pl, root):
+    """The same rows as Lightning (none repeated); ltrain trains on the batches after the
+    checkpoint where Lightning reads the epoch's loader again from its start."""
+    checkpoint = pl.callbacks.ModelCheckpoint(every_n_train_steps=3, save_top_k=-1)
+    _fit(pl, root, _steady(pl), max_epochs=1, log_every_n_steps=1, callbacks=[checkpoint])
+    model = _steady(pl)
+    resumed = trainer(
+        pl, root, max_epochs=2, log_every_n_steps=1,
+        logger=pl.loggers.CSVLogger(str(root), name="resumed"),
+    )  # fmt: skip
+    resumed.fit(model, loader(regression()), ckpt_path=f"{checkpoint.dirpath}/epoch=0-step=3.ckpt")
+    rows = observe(root=root)["metrics"]["resumed/version_0/metrics.csv"]["rows"]
+    return observe(resumed, model, root, row_steps=[row[:2] for row in rows])
+
+
+@scenario
+def checkpoint_options_on_a_steady_model(pl, root):
+    """Item 7's options without generator noise: what each ModelCheckpoint wrote and kept."""
+    seen = {}
+    for name, (options, val) in {
+        "save_last_without_monitor": ({"save_last": True}, True),
+        "training_epoch_metric": ({"monitor": "train_loss_epoch", "save_top_k": 1}, True),
+        "training_epoch_metric_no_val": ({"monitor": "train_loss_epoch", "save_top_k": 2}, False),
+        "on_train_epoch_end": ({"monitor": "valid_loss", "save_on_train_epoch_end": True}, True),
+        "every_second_epoch_last": (
+            {"every_n_epochs": 2, "save_last": True, "save_top_k": -1},
+            True,
+        ),
+    }.items():
+        folder = root / name
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(folder), **options)
+        pl.seed_everything(0)
+        _fit(
+            pl, root, _steady(pl), val=loader(regression(16)) if val else None, max_epochs=3,
+            log_every_n_steps=1, callbacks=[checkpoint], logger=False,
+        )  # fmt: skip
+        score = checkpoint.best_model_score
+        seen[name] = {
+            "files": sorted(p.name for p in folder.glob("*.ckpt")),
+            "best": Path(checkpoint.best_model_path).name,
+            "score": None if score is None else float(score),
+            "top_k": {Path(k).name: float(v) for k, v in checkpoint.best_k_models.items()},
+            "last": Path(checkpoint.last_model_path).name,
+        }
+    return observe(root=root, checkpoints_kept=seen)
+
+
+@scenario
+def early_stopping_on_training_metrics_of_a_steady_model(pl, root):
+    """Item 8 without generator noise: with and without a validation loop."""
+    seen = {}
+    for name, (options, val) in {
+        "no_validation": ({}, False),
+        "check_on_train_epoch_end": ({"check_on_train_epoch_end": True}, True),
+        "after_validation": ({"check_on_train_epoch_end": False}, True),
+    }.items():
+        stop = pl.callbacks.EarlyStopping(
+            monitor="train_loss_epoch", patience=0, min_delta=10.0, **options
+        )
+        pl.seed_everything(0)
+        run = trainer(pl, root, max_epochs=5, log_every_n_steps=1, callbacks=[stop], logger=False)
+        try:
+            run.fit(_steady(pl), loader(regression()), loader(regression(16)) if val else None)
+        except RuntimeError as error:  # Lightning's type: the metric is not there yet
+            seen[name] = str(error)
+            continue
+        seen[name] = [stop.stopped_epoch, stop.wait_count, run.current_epoch, run.global_step]
+    return observe(root=root, stopped=seen)
+
+
+@scenario
+def early_stopping_is_not_checked_by_validate(pl, root):
+    stop = pl.callbacks.EarlyStopping(monitor="train_loss_epoch", check_on_train_epoch_end=False)
+    run = trainer(pl, root, callbacks=[stop])
+    validated = run.validate(_steady(pl), loader(regression(16)))
+    return observe(run, root=root, validated=validated, wait=stop.wait_count)
 
 
 # ---------------------------------------------------------------------- callbacks beyond the core

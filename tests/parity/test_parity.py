@@ -36,6 +36,31 @@ DELIBERATE: dict[str, dict[str, str]] = {
         "files": _DEFAULT_CSV + "; and a Python fit writes run.json (how the run went, for "
         "`ltrain runs`) into it",
     },
+    "test_after_fit_without_any_checkpoint": {
+        "error": "with no checkpoint saved, test() runs the fitted module; Lightning raises",
+        "tested": "with no checkpoint saved, test() runs the fitted module; Lightning raises",
+    },
+    "resume_in_python_into_the_checkpoints_logger_folder": {
+        key: "a resume from the logger's own version folder goes on in it; Lightning starts another"
+        for key in (
+            "best_model_path",
+            "checkpoints",
+            "last_model_path",
+            "metrics.run/version_0",
+            "metrics.run/version_1",
+        )
+    },
+    "resume_mid_epoch_into_a_new_logger_folder": {
+        key: "a mid-epoch resume trains on the batches after the checkpoint; Lightning reads the "
+        "epoch's loader again from its start"
+        for key in (
+            "callback_metrics",
+            "logged_metrics",
+            "progress_bar_metrics",
+            "metrics.resumed/version_0",
+            "weights",
+        )
+    },
 }
 
 # scenarios where ltrain still differs from Lightning (issue 14's open divergences); a fix takes
