@@ -23,7 +23,8 @@ checks this list):
 Hook order (Lightning's; callbacks that decide from metrics run after the module's hook):
 
     prepare_data; setup(stage); configure_model; with ckpt_path: on_load_checkpoint (module,
-    then callbacks) and the weights; configure_optimizers; on_fit_start
+    then callbacks) and the weights; configure_optimizers; on_fit_start; with ckpt_path: the
+    optimizers', schedulers' and loops' state
     sanity check: val_dataloader, on_sanity_check_start, validation loop, on_sanity_check_end
     train_dataloader (and val_dataloader, if no sanity check asked for it); on_train_start
     for epoch:
@@ -450,10 +451,12 @@ class Trainer:
         try:
             self.strategy.setup()
             self._agree_on_log_dirs()
-            self._prepare(stage, model, datamodule, loaders, path)
+            checkpoint = self._prepare(stage, model, datamodule, loaders, path)
             self._start_record(record, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
+                if checkpoint is not None:  # after on_fit_start, as in Lightning
+                    restore_training_state(self, checkpoint)
                 fit_loop(self)
                 call_hook(self, "on_fit_end")
                 result = None
@@ -520,7 +523,9 @@ class Trainer:
         datamodule: DataModule | None,
         loaders: tuple,
         ckpt_path: str | None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Everything before the stage's first hook; with `ckpt_path`, the weights are loaded
+        and the checkpoint is returned for the training state, restored after on_fit_start."""
         # downloads and unpacking happen once per machine (Lightning's prepare_data_per_node),
         # or once in all; the other ranks wait, then every rank reads the files in setup
         for owner in (datamodule, model):
@@ -543,8 +548,7 @@ class Trainer:
         if stage == "fit":
             configure_optimizers(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
-            if checkpoint is not None:
-                restore_training_state(self, checkpoint)
+        return checkpoint
 
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str

@@ -1088,6 +1088,7 @@ def backbone_finetuning_resumes_its_parameter_groups(pl, root):
         pl,
         root,
         max_epochs=5,
+        logger=pl.loggers.CSVLogger(str(root), name="resumed"),
         callbacks=[
             pl.callbacks.BackboneFinetuning(unfreeze_backbone_at_epoch=1),
             _group_rates(pl, rates),
