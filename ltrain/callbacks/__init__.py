@@ -4,6 +4,7 @@ from ltrain.callbacks.base import Callback
 from ltrain.callbacks.checkpoint import Checkpoint, OnExceptionCheckpoint
 from ltrain.callbacks.early_stopping import EarlyStopping
 from ltrain.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
+from ltrain.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
 from ltrain.callbacks.lambda_function import LambdaCallback
 from ltrain.callbacks.lr_monitor import LearningRateMonitor
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
@@ -16,6 +17,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "EarlyStopping",
+    "GradientAccumulationScheduler",
     "LambdaCallback",
     "LearningRateMonitor",
     "ModelCheckpoint",

@@ -1162,3 +1162,21 @@ def on_exception_checkpoint_then_resume(pl, root):
         run, model, root, saved=saved, step_saved=stored["global_step"], epoch_saved=stored["epoch"],
         left=sorted(p.name for p in (root / "saved").iterdir()),
     )  # fmt: skip
+
+
+@scenario
+def gradient_accumulation_scheduled_by_epoch(pl, root):
+    schedule = pl.callbacks.GradientAccumulationScheduler({1: 2, 3: 3})
+    factors: list[int] = []
+    record = pl.callbacks.LambdaCallback(
+        on_train_epoch_end=lambda trainer, module: factors.append(trainer.accumulate_grad_batches)
+    )
+    run, model = _fit(pl, root, max_epochs=4, log_every_n_steps=2, callbacks=[schedule, record])
+    return observe(run, model, root, factors=factors)
+
+
+@scenario
+def gradient_accumulation_scheduler_with_trainer_accumulation(pl, root):
+    schedule = pl.callbacks.GradientAccumulationScheduler({0: 2})
+    run, model = _fit(pl, root, max_epochs=1, accumulate_grad_batches=2, callbacks=[schedule])
+    return observe(run, model, root)
