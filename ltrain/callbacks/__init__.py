@@ -10,6 +10,7 @@ from ltrain.callbacks.lr_monitor import LearningRateMonitor
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
+from ltrain.callbacks.timer import Timer
 
 __all__ = [
     "BackboneFinetuning",
@@ -25,4 +26,5 @@ __all__ = [
     "OnExceptionCheckpoint",
     "ProgressBar",
     "TQDMProgressBar",
+    "Timer",
 ]

@@ -190,7 +190,7 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any]) -> None
     loops = apply_to_tensors(checkpoint["loops"], lambda t: t.to(device))
     trainer._batches_that_stepped = int(loops["batches_that_stepped"])
     trainer.current_epoch = int(loops["epoch"])
-    trainer.should_stop = bool(loops["should_stop"])
+    trainer.should_stop = trainer.should_stop or bool(loops["should_stop"])  # on_fit_start may ask
     trainer.callback_metrics.update(loops["callback_metrics"])
     trainer.progress_bar_metrics.update(loops["progress_bar_metrics"])
     loggers, states = trainer._writing_loggers, checkpoint.get("loggers", [])

@@ -8,6 +8,7 @@ batch. Whether an object implements a hook is decided by one rule, `overrides`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ltrain.callbacks.base import Callback
@@ -15,6 +16,7 @@ from ltrain.callbacks.checkpoint import Checkpoint
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
+from ltrain.callbacks.timer import Timer
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.module import NO_OP_HOOKS, Module
@@ -136,6 +138,7 @@ def make_callbacks(
     checkpointing: bool,
     progress_bar: bool,
     model_summary: bool,
+    max_time: timedelta | None = None,
 ) -> list[Callback]:
     """The trainer's callbacks: the given ones plus Lightning's defaults that are switched on."""
     given = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
@@ -154,6 +157,11 @@ def make_callbacks(
         )
     if model_summary and not any(isinstance(c, ModelSummary) for c in given):
         given.append(ModelSummary())
+    if max_time is not None:
+        if any(isinstance(c, Timer) for c in given):
+            info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
+        else:
+            given.append(Timer(duration=max_time, interval="step"))
     savers = [c for c in given if isinstance(c, Checkpoint)]
     if checkpointing and not savers:
         given.append(ModelCheckpoint())

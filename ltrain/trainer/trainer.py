@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -61,6 +62,7 @@ import torch
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.checkpoint import Checkpoint
 from ltrain.callbacks.progress import ProgressBar
+from ltrain.callbacks.timer import parse_duration
 from ltrain.checkpoint import save_checkpoint
 from ltrain.console import info
 from ltrain.data.datamodule import DataModule
@@ -152,6 +154,7 @@ class Trainer:
         benchmark: bool | None = None,
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike | None = None,
+        max_time: str | timedelta | dict[str, int] | None = None,
     ) -> None:
         self.strategy = make_strategy(strategy, accelerator, devices, num_nodes)
         self.precision_plugin = make_precision(precision, self.strategy.root_device)
@@ -167,8 +170,8 @@ class Trainer:
                 f"Running in `fast_dev_run` mode: will run the requested loop using {n} batch(es). "
                 "Logging and checkpointing is suppressed."
             )
-        if max_epochs is None:
-            max_epochs = 1000 if max_steps == -1 and min_steps is None else -1
+        if max_epochs is None:  # with a time budget (or steps), time (or steps) ends the fit
+            max_epochs = 1000 if max_steps == -1 and min_steps is None and max_time is None else -1
         check_int("max_epochs", max_epochs, minimum=-1)
         check_int("max_steps", max_steps, minimum=-1)
         check_int("accumulate_grad_batches", accumulate_grad_batches, minimum=1)
@@ -212,6 +215,7 @@ class Trainer:
             checkpointing=enable_checkpointing is not False,
             progress_bar=enable_progress_bar is not False,
             model_summary=enable_model_summary is not False,
+            max_time=parse_duration(max_time, "max_time"),
         )
 
         # run state, public so callbacks can read it

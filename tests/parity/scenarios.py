@@ -7,6 +7,7 @@ Scenarios use only Lightning's public API, as a user's script does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1180,3 +1181,41 @@ def gradient_accumulation_scheduler_with_trainer_accumulation(pl, root):
     schedule = pl.callbacks.GradientAccumulationScheduler({0: 2})
     run, model = _fit(pl, root, max_epochs=1, accumulate_grad_batches=2, callbacks=[schedule])
     return observe(run, model, root)
+
+
+@scenario
+def max_time_spent_stops_the_fit(pl, root):
+    class Slow(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.02)
+            return super().training_step(batch, batch_idx)
+
+    run = trainer(pl, root, max_time={"seconds": 0.1}, log_every_n_steps=1)
+    model = Slow()
+    run.fit(model, loader(regression()))
+    timers = [c for c in run.callbacks if isinstance(c, pl.callbacks.Timer)]
+    # how far it got depends on the clock: what must agree is that time, not epochs, ended it
+    return {
+        "timers": len(timers),
+        "stopped_early": run.should_stop and run.current_epoch < 2,
+        "max_epochs": run.max_epochs,
+        "train_elapsed_positive": timers[0].time_elapsed("train") > 0.1,
+        "remaining": timers[0].time_remaining() <= 0,
+    }
+
+
+@scenario
+def timer_state_resumes_the_budget(pl, root):
+    checkpoint = pl.callbacks.ModelCheckpoint(save_last=True)
+    _fit(pl, root, max_epochs=1, callbacks=[pl.callbacks.Timer(), checkpoint])
+    stored = torch.load(checkpoint.last_model_path, weights_only=False)
+    timer_state = next(v for k, v in stored["callbacks"].items() if "Timer" in k)
+    spent = pl.callbacks.Timer(duration={"seconds": 0})
+    run = trainer(pl, root, max_epochs=3, logger=pl.loggers.CSVLogger(str(root), name="again"),
+                  callbacks=[spent])  # fmt: skip
+    run.fit(kit(pl).Regressor(), loader(regression()), ckpt_path=checkpoint.last_model_path)
+    return {
+        "stages": sorted(timer_state["time_elapsed"]),
+        "global_step_after": run.global_step,
+        "epoch_after": run.current_epoch,
+    }
