@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -451,7 +450,8 @@ class Trainer:
             self.strategy.setup()
             self._agree_on_log_dirs()
             self._prepare(stage, model, datamodule, loaders, path)
-            self._start_record(record, path)
+            if record is not None:
+                record.start_in_version_folder(self, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
                 fit_loop(self)
@@ -478,7 +478,7 @@ class Trainer:
             finally:
                 restore_determinism(previous_determinism)
                 if record is not None:
-                    self._end_record(record, ended_by)
+                    record.finish(self, ended_by)
         return result
 
     def _attach(self, stage: str, model: Module | None, datamodule: DataModule | None) -> Module:
@@ -578,30 +578,3 @@ class Trainer:
         versions = [logger.version if self.is_global_zero else None for logger in self.loggers]
         for logger, version in zip(self.loggers, self.strategy.broadcast(versions), strict=True):
             logger.use_version(version)
-
-    # ------------------------------------------------------------------ run.json
-    def _version_folder(self) -> str | None:
-        """The version folder the loggers write into, once it exists."""
-        for logger in self.loggers:
-            if logger.writes_version_folder:
-                folder = logger.fixed_log_dir
-                return folder if folder is not None and os.path.isdir(folder) else None
-        return None
-
-    def _start_record(self, record: RunRecord | None, checkpoint: str | None) -> None:
-        """Write the `running` record, unless the CLI already did (it knows its folder first)."""
-        folder = self._version_folder()
-        if record is not None and record.folder is None and folder is not None:
-            record.start(folder, self, checkpoint)
-
-    def _end_record(self, record: RunRecord, ended_by: BaseException | None) -> None:
-        """Say how the run ended (a folder made only during the run gets its record now).
-
-        A record that cannot be written is a warning: it must not replace the run's outcome.
-        """
-        try:
-            if record.folder is None:
-                self._start_record(record, None)
-            record.end(self, ended_by)
-        except OSError as error:
-            warnings.warn(f"could not write run.json: {error}", stacklevel=2)
