@@ -3,12 +3,14 @@ training_step may return, and when validation runs during fit."""
 
 from __future__ import annotations
 
+import random
 import traceback
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from boring import BoringModel, boring_loader, fit_briefly, quiet_trainer
+from boring import BoringModel, boring_loader, fit_briefly, quiet_trainer, random_regression
 from torch.nn import functional as F
 
 import ltrain as pl
@@ -392,6 +394,28 @@ def test_sanity_check_values_do_not_reach_callback_metrics(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False)
     trainer.fit(Watcher(), boring_loader(8, 8), boring_loader(8, 8))
     assert seen == [{}]
+
+
+def test_sanity_check_leaves_every_generator_as_it_found_it(tmp_path):
+    # its loader's iterator draws a seed from torch's generator, and a step may draw from any:
+    # training then draws the same numbers with the check as without it, as in Lightning
+    class Drawing(BoringModel):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            torch.rand(1), np.random.rand(), random.random()
+            super().validation_step(batch, batch_idx)
+
+        def on_train_start(self) -> None:
+            self.drawn = (torch.rand(1).item(), np.random.rand(), random.random())
+
+    def drawn_at_train_start(steps: int) -> tuple[float, float, float]:
+        pl.seed_everything(0)
+        model = Drawing()
+        trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, num_sanity_val_steps=steps)
+        dataset = torch.utils.data.TensorDataset(*random_regression(16))
+        trainer.fit(model, boring_loader(8, 8), torch.utils.data.DataLoader(dataset, 8))
+        return model.drawn
+
+    assert drawn_at_train_start(2) == drawn_at_train_start(0)
 
 
 def test_fit_reaches_loss_backward_through_the_frames_the_trainer_docstring_lists(tmp_path):

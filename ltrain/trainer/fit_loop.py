@@ -43,7 +43,11 @@ SIGNAL_AGREEMENT_BATCHES = 10  # how often data-parallel ranks compare received 
 def fit_loop(trainer: Trainer) -> None:
     """The sanity check, then epochs until max_epochs/max_steps or a stop request."""
     if trainer._resume is None:  # a resumed run was checked before it was interrupted
+        # as in Lightning, the check leaves every generator as it found it: its loaders' iterators
+        # draw seeds, and the training run must draw the same numbers with or without it
+        before = rng_state()
         _run_sanity_check(trainer)
+        set_rng_state(before)
     call_hook(trainer, "on_train_start")
     with _graceful_signals(trainer):
         while True:

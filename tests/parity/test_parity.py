@@ -30,7 +30,6 @@ DELIBERATE: dict[str, dict[str, str]] = {}
 # scenarios where ltrain still differs from Lightning (issue 14's open divergences); a fix takes
 # its scenarios out, and a scenario listed here that matches fails the suite (strict xfail)
 NOT_YET = {
-    "batch_size_inferred_from_nested_batches",
     "check_val_every_second_epoch",
     "checkpoint_every_n_train_steps",
     "checkpoint_every_second_epoch_with_last",
@@ -80,9 +79,7 @@ NOT_YET = {
     "test_after_fit_uses_the_best_checkpoint",
     "test_and_validate_with_explicit_ckpt_paths",
     "two_predict_loaders",
-    "two_validation_loaders",
     "val_check_interval_across_epochs",
-    "val_check_interval_integer",
     "validate_and_test_return_values",
 }
 
