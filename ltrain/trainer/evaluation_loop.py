@@ -110,7 +110,7 @@ def _run_batches(
             call_hook(trainer, f"on_{kind}_batch_start", batch, batch_idx, *extra)
             with forward_context():
                 output = getattr(model, step_name)(
-                    *step_args(results, step_name, batch, batch_idx), *extra
+                    *step_args(trainer, step_name, batch, batch_idx), *extra
                 )
             results.hook = None
             call_hook(trainer, f"on_{kind}_batch_end", output, batch, batch_idx, *extra)

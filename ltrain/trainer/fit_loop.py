@@ -187,7 +187,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
     if not model.automatic_optimization:
         with trainer.precision_plugin.forward_context():
             output = trainer._training_step_runner(
-                *step_args(trainer.results, "training_step", batch, batch_idx)
+                *step_args(trainer, "training_step", batch, batch_idx)
             )
         trainer.results.hook = None
         trainer._step_output = _batch_end_outputs(output)
@@ -200,7 +200,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
     def closure() -> torch.Tensor | None:
         with trainer.precision_plugin.forward_context():
             output = trainer._training_step_runner(
-                *step_args(trainer.results, "training_step", batch, batch_idx)
+                *step_args(trainer, "training_step", batch, batch_idx)
             )
         trainer.results.hook = None
         loss = _training_loss(output)

@@ -8,6 +8,8 @@ batch. Whether an object implements a hook is decided by one rule, `overrides`.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ltrain.callbacks.base import Callback
@@ -17,7 +19,6 @@ from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.module import NO_OP_HOOKS, Module
-from ltrain.results import Results
 
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
@@ -74,11 +75,25 @@ def plan_hook(trainer: Trainer, name: str) -> HookPlan | object:
     return HookPlan(before, method, after)
 
 
-def step_args(results: Results, hook: str, batch: Any, batch_idx: int) -> tuple[Any, int]:
+def step_args(trainer: Trainer, hook: str, batch: Any, batch_idx: int) -> tuple[Any, ...]:
     """Mark `hook` (a `*_step`, called directly rather than dispatched) as the one logging, and
-    return the step's arguments."""
-    results.hook = hook
-    return batch, batch_idx
+    return the step's arguments: `batch_idx` only when the step takes it (decided once a run)."""
+    trainer.results.hook = hook
+    takes = trainer._takes_batch_idx.get(hook)
+    if takes is None:
+        takes = trainer._takes_batch_idx[hook] = takes_batch_idx(
+            getattr(trainer.lightning_module, hook)
+        )
+    return (batch, batch_idx) if takes else (batch,)
+
+
+def takes_batch_idx(step: Callable[..., Any]) -> bool:
+    """Lightning's rule for a `*_step`: `batch_idx` is passed when the step names it, takes
+    `*args`, or has at least two parameters after its first (so `step(self, batch)` gets none)."""
+    step = getattr(step, "__wrapped__", step)  # a decorated step: its own signature
+    spec = inspect.getfullargspec(step)
+    after_first = spec.args[1:]
+    return "batch_idx" in after_first or spec.varargs is not None or len(after_first) >= 2
 
 
 def overrides(obj: Any, name: str, base: type) -> bool:

@@ -241,6 +241,7 @@ class Trainer:
         self._received_signal: int | None = None
         self._batch_idx = 0
         self._hook_plans: dict[str, HookPlan | object] = {}  # hooks.plan_hook's, per run
+        self._takes_batch_idx: dict[str, bool] = {}  # hooks.step_args', per run
         self._val_check_batch: float = math.inf
         self._batch_transfer: BatchTransfer | None = None  # the batch hooks, set per run
         self._step_output: Any = None
@@ -487,6 +488,7 @@ class Trainer:
             self.datamodule = datamodule
         self.callbacks = order_callbacks(merge_model_callbacks(self.callbacks, model))
         self._hook_plans = {}
+        self._takes_batch_idx = {}
         return model
 
     def _set_stage(self, stage: str) -> None:

@@ -73,7 +73,6 @@ NOT_YET = {
     "predict_returns_batches",
     "reduce_fx_in_any_spelling",
     "resume_from_last_checkpoint_in_python",
-    "step_methods_without_batch_idx",
     "step_scheduler_with_frequency",
     "submodule_kept_in_eval_mode_stays_there",
     "test_after_fit_uses_the_best_checkpoint",
