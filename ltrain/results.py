@@ -65,7 +65,8 @@ _LOGGING_RULES: dict[str, tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]]
     ),
 }
 
-_REDUCTIONS = {
+# what `reduce_fx` may be, as in Lightning: a name in any case, or torch's (or Python's) function
+_REDUCTIONS: dict[Any, str] = {
     "mean": "mean",
     "avg": "mean",
     "sum": "sum",
@@ -75,7 +76,23 @@ _REDUCTIONS = {
     torch.sum: "sum",
     torch.max: "max",
     torch.min: "min",
+    sum: "sum",
+    max: "max",
+    min: "min",
 }
+
+
+def _reduction(name: str, reduce_fx: Any) -> str:
+    """'mean', 'sum', 'max' or 'min' for a `reduce_fx` Lightning accepts; anything else is refused."""
+    key = reduce_fx.lower() if isinstance(reduce_fx, str) else reduce_fx
+    try:
+        return _REDUCTIONS[key]
+    except (KeyError, TypeError):
+        raise MisconfigurationException(
+            f"self.log({name!r}, reduce_fx={reduce_fx!r}): only reduce_fx in {{min, max, mean, "
+            "sum}} is supported (a name or torch's function); for a custom reduction, log a "
+            "torchmetrics.Metric instead."
+        ) from None
 
 
 def _is_metric(value: Any) -> bool:
@@ -270,12 +287,7 @@ class Results:
             raise MisconfigurationException(
                 f"self.log({name!r}) with on_step=False and on_epoch=False logs nothing; set one of them."
             )
-        try:
-            reduce = _REDUCTIONS[reduce_fx]
-        except (KeyError, TypeError):
-            raise MisconfigurationException(
-                f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected 'mean', 'sum', 'max' or 'min'"
-            ) from None
+        reduce = _reduction(name, reduce_fx)
         entry = _Entry(name, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist)
         entry.metric_attribute = attribute
         if previous is not None and previous.resolved() != entry.resolved():
@@ -298,7 +310,9 @@ class Results:
             if entry.total is None:
                 entry.total = value * size  # a new tensor: the in-place adds below stay ours
             else:
-                entry.total.add_(value, alpha=size)  # one kernel per logged value
+                # Lightning's arithmetic to the last bit: the product rounded, then the sum (a
+                # fused `add_(value, alpha=size)` rounds once and differs for odd sizes)
+                entry.total.add_(value * size)
             entry.weight += size
         elif entry.total is None:
             entry.total = value

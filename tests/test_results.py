@@ -96,6 +96,23 @@ def test_epoch_value_is_batch_size_weighted_mean(tmp_path):
     assert float(expected) != pytest.approx(float(plain_mean), rel=1e-6)
 
 
+def test_epoch_mean_of_varying_batch_sizes_is_lightnings_to_the_last_bit(tmp_path):
+    # Lightning adds `value * batch_size` to the sum (two roundings); a fused multiply-add
+    # rounds once, and these seven values and sizes then give a mean one bit away
+    values = torch.rand(7, generator=torch.Generator().manual_seed(0)) * 3
+    sizes = [3 + 2 * i for i in range(7)]
+
+    class Varying(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            value = values[batch_idx]
+            self.log("value", value, on_step=False, on_epoch=True, batch_size=sizes[batch_idx])
+            return super().training_step(batch, batch_idx)
+
+    trainer = fit(tmp_path, Varying(), samples=7, batch_size=1)
+
+    assert torch.equal(trainer.callback_metrics["value"], weighted_mean(list(values), sizes))
+
+
 def test_batch_size_argument_overrides_the_inferred_batch_size(tmp_path):
     model = Recorder(on_step=False, on_epoch=True, batch_size=1)
     trainer = fit(tmp_path, model, samples=10, batch_size=4)
@@ -134,6 +151,14 @@ def test_batch_size_is_inferred_from_the_first_tensor_of_a_dict_batch(tmp_path):
         ("max", lambda values: max(values)),
         ("min", lambda values: min(values)),
         (torch.max, lambda values: max(values)),
+        # as in Lightning: a name in any case, 'avg', torch's and Python's functions
+        ("SUM", lambda values: sum(values[1:], values[0])),
+        ("Min", lambda values: min(values)),
+        (torch.sum, lambda values: sum(values[1:], values[0])),
+        (torch.min, lambda values: min(values)),
+        (max, lambda values: max(values)),
+        ("AVG", lambda values: weighted_mean(values, [4, 4, 2])),
+        (torch.mean, lambda values: weighted_mean(values, [4, 4, 2])),
     ],
 )
 def test_reduce_fx_sum_max_min_reduce_the_epoch(tmp_path, reduce_fx, reduce):

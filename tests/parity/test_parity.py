@@ -71,7 +71,6 @@ NOT_YET = {
     "optimizer_and_epoch_scheduler",
     "plateau_scheduler_monitoring_validation",
     "predict_returns_batches",
-    "reduce_fx_in_any_spelling",
     "resume_from_last_checkpoint_in_python",
     "step_scheduler_with_frequency",
     "submodule_kept_in_eval_mode_stays_there",
