@@ -18,7 +18,7 @@ from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.module import Module
 from ltrain.results import to_floats
-from ltrain.trainer.hooks import call_hook, step_args
+from ltrain.trainer.hooks import call_hook, overrides, step_args
 from ltrain.trainer.loaders import sample_indices, to_device, with_last_flag
 from ltrain.trainer.log_rows import log_row
 
@@ -42,12 +42,12 @@ def evaluation_epoch(
 ) -> list[dict[str, float]]:
     """One validation or test run over every loader; returns each loader's epoch metrics."""
     model = trainer.lightning_module
-    was_training = model.training
-    model.eval()
     trainer.results = results = trainer._new_results()
     if len(loaders) > 1:
         _require_dataloader_idx(model, f"{kind}_step")
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
+        modes = training_modes(model)
+        call_hook(trainer, f"on_{kind}_model_eval")
         call_hook(trainer, f"on_{kind}_start")
         call_hook(trainer, f"on_{kind}_epoch_start")
         _run_batches(trainer, kind, loaders, counts, keep=False)
@@ -58,7 +58,10 @@ def evaluation_epoch(
         if logged and not trainer.sanity_checking:
             log_row(trainer, logged, _row_step(trainer))
         call_hook(trainer, f"on_{kind}_end")
-    model.train(was_training)
+        if overrides(model, f"on_{kind}_model_train", Module):
+            call_hook(trainer, f"on_{kind}_model_train")
+        else:
+            restore_training_modes(model, modes)
     # what validate()/test() return and print is the loggers' epoch row, as in Lightning
     floats = to_floats(logged) if logged else {}
     several = len(loaders) > 1
@@ -68,12 +71,13 @@ def evaluation_epoch(
 def predict(trainer: Trainer) -> list[Any] | None:
     """`predict()`: every batch through `predict_step`; what it returned, per loader."""
     model = trainer.lightning_module
-    model.eval()
     trainer.results = trainer._new_results()
     if len(trainer.predict_dataloaders) > 1:
         _require_dataloader_idx(model, "predict_step")
     keep = trainer._return_predictions
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
+        modes = training_modes(model)
+        call_hook(trainer, "on_predict_model_eval")
         call_hook(trainer, "on_predict_start")
         call_hook(trainer, "on_predict_epoch_start")
         outputs = _run_batches(
@@ -81,6 +85,7 @@ def predict(trainer: Trainer) -> list[Any] | None:
         )
         call_hook(trainer, "on_predict_epoch_end")
         call_hook(trainer, "on_predict_end")
+        restore_training_modes(model, modes)
     if not keep:
         return None
     return outputs if len(outputs) > 1 else outputs[0]
@@ -122,6 +127,18 @@ def _run_batches(
             outputs = _gather_predictions(trainer, outputs, loader)
         kept.append(outputs)
     return kept
+
+
+def training_modes(model: Module) -> dict[str, bool]:
+    """Each submodule's train/eval mode, so evaluation can put back a part kept in eval mode."""
+    return {name: module.training for name, module in model.named_modules()}
+
+
+def restore_training_modes(model: Module, modes: dict[str, bool]) -> None:
+    """Lightning's restore: each submodule's flag as it was (not `train()`, which sets them all)."""
+    for name, module in model.named_modules():
+        if name in modes:
+            module.training = modes[name]
 
 
 def _row_step(trainer: Trainer) -> int:

@@ -115,7 +115,6 @@ def train_epoch(trainer: Trainer) -> None:
         return
     loader = trainer.train_dataloader
     set_loader_epoch(loader, trainer.current_epoch)
-    model.train()
     start = resume.position.batch if resume is not None else 0
     if start == 0 and resume is not None:
         set_rng_state(resume.rng)
@@ -305,7 +304,6 @@ def _validate_during_fit(trainer: Trainer) -> None:
     train_results = trainer.results
     evaluation_epoch(trainer, "validation", trainer.val_dataloaders, trainer.num_val_batches)
     trainer.results = train_results
-    trainer.lightning_module.train()
 
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:

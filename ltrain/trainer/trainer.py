@@ -34,9 +34,11 @@ Hook order (Lightning's; callbacks that decide from metrics run after the module
                 on_before_optimizer_step, configure_gradient_clipping, step
             step-interval schedulers (epoch-interval ones after the last batch)
             on_train_batch_end; step row to loggers every log_every_n_steps
-            validation when due: on_validation_start, on_validation_epoch_start,
+            validation when due: on_validation_model_zero_grad, on_validation_model_eval,
+                on_validation_start, on_validation_epoch_start,
                 (on_validation_batch_start, validation_step, on_validation_batch_end)*,
-                on_validation_epoch_end, validation row, on_validation_end
+                on_validation_epoch_end, validation row, on_validation_end, each submodule's
+                mode put back (or on_validation_model_train when overridden)
         on_train_epoch_end; training epoch row; plateau schedulers
     on_train_end; on_fit_end; teardown(stage)
 

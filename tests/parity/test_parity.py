@@ -57,7 +57,6 @@ NOT_YET = {
     "fit_train_and_val",
     "fit_without_val_uses_max_steps",
     "hook_order_fit",
-    "hook_order_validate_test_predict",
     "hyperparameters_file",
     "learning_rate_monitor",
     "limit_batches_as_fractions",
