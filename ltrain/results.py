@@ -164,8 +164,12 @@ class _Entry:
 class Results:
     """Aggregates the values logged during one loop run (a training epoch, a validation run, ...).
 
-    `step_values` holds what was logged on step in the current batch (logger keys, suffixed);
-    `callback_metrics` / `progress_bar_metrics` are the trainer's dicts, updated in place.
+    `step_values` holds the latest value of each name logged on step (logger keys, suffixed): as
+    in Lightning, a name logged in an earlier batch of this run (of this loader) stays in the
+    rows until the run ends. `callback_metrics` / `progress_bar_metrics` / `logged_metrics` are
+    the trainer's dicts, updated in place as values are logged, so a hook reads this batch's
+    values as Lightning's do (which merge them when read); they hold tensors, read only when
+    a row or the progress bar needs floats.
     `reduce_across_processes(tensor, op)` reduces a tensor over processes for `sync_dist` with op
     'mean', 'sum', 'max' or 'min' (None with one process).
     """
@@ -174,10 +178,12 @@ class Results:
         self,
         callback_metrics: dict[str, torch.Tensor],
         progress_bar_metrics: dict[str, torch.Tensor],
+        logged_metrics: dict[str, torch.Tensor],
         reduce_across_processes: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
     ) -> None:
         self.callback_metrics = callback_metrics
         self.progress_bar_metrics = progress_bar_metrics
+        self.logged_metrics = logged_metrics
         self.reduce_across_processes = reduce_across_processes
         self.hook: str | None = None
         self.dataloader_idx: int | None = None
@@ -190,9 +196,9 @@ class Results:
     def start_batch(self, batch: Any, dataloader_idx: int | None = None) -> None:
         self.batch = batch
         self._batch_size = None
-        self.dataloader_idx = dataloader_idx
-        if self.step_values:
-            self.step_values = {}
+        if dataloader_idx != self.dataloader_idx:
+            self.dataloader_idx = dataloader_idx
+            self.step_values = {}  # the next loader's rows hold its own values only
 
     # ------------------------------------------------------------------ called by Module.log
     def log(
@@ -248,6 +254,7 @@ class Results:
                 self.callback_metrics[key] = step_value
         if entry.logger:
             self.step_values[key] = step_value
+            self.logged_metrics[key] = step_value
         if entry.prog_bar:
             self.progress_bar_metrics[key] = step_value
 
@@ -387,14 +394,14 @@ class Results:
         """The epoch value of every on_epoch entry (each computed once, then reused).
 
         Returns (logger values keyed as the logger writes them, callback values with bare and
-        suffixed names) and updates the trainer's callback and progress-bar dicts.
+        suffixed names) and updates the trainer's callback, logged and progress-bar dicts.
         """
         logged: dict[str, torch.Tensor] = {}
         callback: dict[str, torch.Tensor] = {}
         for entry in self.entries.values():
             if not entry.on_epoch:
                 continue
-            if entry.epoch_value is None:  # computed once: a torchmetrics object resets after it
+            if entry.epoch_value is None:  # computed once a run, reused by later calls
                 entry.epoch_value = self._epoch_value(entry)
             value = entry.epoch_value
             if value is None:
@@ -407,12 +414,20 @@ class Results:
             if entry.prog_bar:
                 self.progress_bar_metrics[key] = value
         self.callback_metrics.update(callback)
+        self.logged_metrics.update(logged)
         return logged, callback
+
+    def reset_metrics(self) -> None:
+        """Reset the torchmetrics objects logged in this run, where Lightning does: when the run's
+        last row is written (after on_train_epoch_end, or after on_validation_end), so a hook until
+        then can still `compute()` them."""
+        logged = {id(e.metric): e.metric for e in self.entries.values() if e.metric is not None}
+        for metric in logged.values():
+            metric.reset()
 
     def _epoch_value(self, entry: _Entry) -> torch.Tensor | None:
         if entry.metric is not None:
             value = entry.metric.compute()
-            entry.metric.reset()
             if isinstance(value, torch.Tensor):
                 return value.detach()
             return torch.tensor(float(value))

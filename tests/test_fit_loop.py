@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -173,6 +174,18 @@ def test_min_steps_overrides_a_stop_request(tmp_path):
     )
     trainer.fit(BoringModel(), boring_loader(16, 8))  # 2 batches per epoch
     assert trainer.global_step == 5  # stops mid-epoch as soon as min_steps is met
+
+
+def test_a_standing_stop_request_writes_a_step_row_every_batch(tmp_path):
+    # Lightning's should_update_logs: every log_every_n_steps batches, or any batch while
+    # should_stop is set (here while min_epochs keeps training going)
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=10, min_epochs=2, log_every_n_steps=50, callbacks=[StopRequester()]
+    )
+    trainer.fit(BoringModel(), boring_loader(24, 8))  # 3 batches per epoch
+    metrics = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()
+    steps = [row.split(",")[1] for row in metrics[1:] if row.split(",")[2]]
+    assert steps == ["3", "4", "5"]  # the second epoch's batches only
 
 
 def hand_trained(loader: Any, lr: float, accumulate: int = 1, clip: float | None = None) -> Any:

@@ -251,6 +251,75 @@ def test_logged_metrics_hold_the_suffixed_names_sent_to_the_logger(tmp_path):
         assert written(value) == column(rows, key)[-1]
 
 
+def test_logged_metrics_hold_each_batchs_tensors_as_the_batch_ends(tmp_path):
+    # Lightning updates logged_metrics at every batch end, not only when a row is written
+    # (log_every_n_steps=50 writes none here), and with no logger at all; ltrain keeps the
+    # tensors themselves, so no value is read back from the device per batch
+    seen: list[torch.Tensor] = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(trainer.logged_metrics["train_loss"])
+
+    model = Recorder()
+    fit(tmp_path, model, samples=12, batch_size=4, logger=False, log_every_n_steps=50,
+        callbacks=[Watch()])  # fmt: skip
+    assert all(isinstance(value, torch.Tensor) for value in seen)
+    assert [float(v) for v in seen] == [float(loss) for loss in model.losses]
+
+
+def test_a_name_logged_in_an_earlier_batch_stays_in_later_rows(tmp_path):
+    # Lightning's step rows hold the latest value of every name logged on step in the epoch
+    class Sometimes(Recorder):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 0:
+                self.log("first_batch_only", 7.0)
+            return super().training_step(batch, batch_idx)
+
+    trainer = fit(tmp_path, Sometimes(), samples=12, batch_size=4, max_epochs=2)
+    rows = csv_rows(trainer)
+    assert column(rows, "first_batch_only") == ["7.0"] * 6
+
+
+def test_values_logged_in_on_train_start_reach_the_first_epoch_row(tmp_path):
+    class AtStart(Recorder):
+        def on_train_start(self) -> None:
+            self.log("at_start", 3.0)
+
+    trainer = fit(tmp_path, AtStart(), samples=8, batch_size=4, max_epochs=2)
+    rows = csv_rows(trainer)
+    assert [(row["epoch"], row["at_start"]) for row in rows if row["at_start"]] == [("0", "3.0")]
+    assert float(trainer.logged_metrics["at_start"]) == 3.0
+
+
+def test_a_logged_metric_can_still_be_computed_in_the_epoch_end_hooks(tmp_path):
+    # Lightning resets a logged torchmetrics object after the run's last row, not when it
+    # computes the epoch value: on_*_epoch_end may still compute() it
+    computed: dict[str, float] = {}
+
+    class ComputesAtEnd(WithMetric):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.val_mae.update(self(x), y)
+            self.log("val_mae", self.val_mae)
+
+        def on_validation_epoch_end(self) -> None:
+            if not self.trainer.sanity_checking:
+                computed["validation"] = float(self.val_mae.compute())
+
+        def on_train_epoch_end(self) -> None:
+            computed["training"] = float(self.mae.compute())
+
+    model = ComputesAtEnd()
+    model.val_mae = torchmetrics.MeanAbsoluteError()
+    trainer = fit(tmp_path, model, samples=8, batch_size=4, val=boring_loader(8))
+    assert computed == {
+        "training": float(trainer.callback_metrics["mae_epoch"]),
+        "validation": float(trainer.callback_metrics["val_mae"]),
+    }
+    assert model.val_mae._update_count == 0 and model.mae._update_count == 0  # reset after
+
+
 def test_logger_false_keeps_a_value_out_of_the_csv_but_in_callback_metrics(tmp_path):
     model = Recorder(logger=False)
     trainer = fit(tmp_path, model, samples=8, batch_size=4)
@@ -454,7 +523,7 @@ class StandInTrainer:
 
     def __init__(self) -> None:
         self.reduced: list[str] = []
-        self.results = Results({}, {}, self.reduce)
+        self.results = Results({}, {}, {}, self.reduce)
 
     def reduce(self, value: torch.Tensor, op: str) -> torch.Tensor:
         self.reduced.append(op)

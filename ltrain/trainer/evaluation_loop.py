@@ -31,6 +31,7 @@ def evaluate(trainer: Trainer, stage: str, verbose: bool) -> list[dict[str, floa
     kind = "validation" if stage == "validate" else "test"
     loaders = trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
     counts = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
+    trainer._eval_step_rows = {}
     per_loader = evaluation_epoch(trainer, kind, loaders, counts)
     if verbose and trainer.is_global_zero:
         _print_results_table("Validate" if stage == "validate" else "Test", per_loader)
@@ -58,6 +59,7 @@ def evaluation_epoch(
         if logged and not trainer.sanity_checking:
             log_row(trainer, logged, _row_step(trainer))
         call_hook(trainer, f"on_{kind}_end")
+        results.reset_metrics()
         if overrides(model, f"on_{kind}_model_train", Module):
             call_hook(trainer, f"on_{kind}_model_train")
         else:
@@ -97,13 +99,14 @@ def _run_batches(
     """Every batch of every loader through `{kind}_step` and its batch hooks.
 
     Returns the step outputs per loader when `keep` (predictions); otherwise each batch's logged
-    step values go to the loggers as a row (none during the sanity check).
+    step values go to the loggers as a row (none during the sanity check). As in Lightning, such a
+    row's step counts the loader's batches (over every validation of a fit) and it has no epoch.
     """
     model = trainer.lightning_module
     results = trainer.results
     several = len(loaders) > 1
     step_name = f"{kind}_step"
-    row_step = _row_step(trainer)
+    rows = trainer._eval_step_rows
     forward_context = trainer.precision_plugin.forward_context
     kept: list[list[Any]] = []
     for loader_idx, (loader, count) in enumerate(zip(loaders, counts, strict=True)):
@@ -121,8 +124,10 @@ def _run_batches(
             call_hook(trainer, f"on_{kind}_batch_end", output, batch, batch_idx, *extra)
             if keep:
                 outputs.append(output)
-            elif results.step_values and not trainer.sanity_checking:
-                log_row(trainer, results.step_values, row_step)
+            elif not trainer.sanity_checking:
+                row = rows[loader_idx] = rows.get(loader_idx, -1) + 1
+                if results.step_values:
+                    log_row(trainer, results.step_values, row, with_epoch=False)
         if keep and trainer.world_size > 1:
             outputs = _gather_predictions(trainer, outputs, loader)
         kept.append(outputs)

@@ -31,7 +31,7 @@ from ltrain.trainer.checkpointing import (
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
 from ltrain.trainer.loaders import iterate_from, set_loader_epoch, to_device, with_last_flag
-from ltrain.trainer.log_rows import check_losses, log_row
+from ltrain.trainer.log_rows import check_losses, log_row, row_due
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ def fit_loop(trainer: Trainer) -> None:
         before = rng_state()
         _run_sanity_check(trainer)
         set_rng_state(before)
+    trainer._eval_step_rows = {}  # Lightning counts these rows across the fit's validations
+    # the first epoch's aggregator: what on_train_start logs goes into that epoch's row
+    trainer.results = trainer._new_results()
     call_hook(trainer, "on_train_start")
     with _graceful_signals(trainer):
         while True:
@@ -97,8 +100,9 @@ def _run_sanity_check(trainer: Trainer) -> None:
     evaluation_epoch(trainer, "validation", trainer.val_dataloaders, limits)
     call_hook(trainer, "on_sanity_check_end")
     trainer.sanity_checking = False
-    # what the sanity check logged must not reach callbacks or the progress bar
+    # what the sanity check logged must not reach callbacks, loggers or the progress bar
     trainer.callback_metrics.clear()
+    trainer.logged_metrics.clear()
     trainer.progress_bar_metrics.clear()
 
 
@@ -106,7 +110,7 @@ def train_epoch(trainer: Trainer) -> None:
     """One training epoch, or the rest of the one a checkpoint was taken in."""
     model = trainer.lightning_module
     resume, trainer._resume = trainer._resume, None
-    trainer.results = results = trainer._new_results()
+    results = trainer.results  # made when the previous epoch finished (or by fit_loop)
     phase = resume.position.phase if resume is not None else EPOCH_START
     if phase != EPOCH_START:
         results.load_state_dict(_own_results_state(trainer, resume.results), model)
@@ -170,8 +174,7 @@ def _after_train_batch(
     """What follows on_train_batch_end: the step row and validation when due. True ends the epoch."""
     done = _train_epoch_done(trainer)
     if stepped:
-        every = trainer.log_every_n_steps
-        if every and trainer._batches_that_stepped % every == 0:
+        if row_due(trainer, trainer._batches_that_stepped):
             log_row(trainer, results.step_values, trainer._batches_that_stepped - 1)
         if _validation_due(trainer, batch_idx, is_last or done):
             _validate_during_fit(trainer)
@@ -322,6 +325,8 @@ def _finish_train_epoch(trainer: Trainer, results: Results) -> None:
     logged, _ = results.epoch_values()
     if logged:
         log_row(trainer, logged, trainer._batches_that_stepped - 1)
+    results.reset_metrics()
+    trainer.results = trainer._new_results()  # the next epoch's
     for logger in trainer._writing_loggers:
         logger.save()
     trainer.current_epoch += 1

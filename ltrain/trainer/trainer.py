@@ -33,7 +33,8 @@ Hook order (Lightning's; callbacks that decide from metrics run after the module
                 on_before_backward, backward, on_after_backward,
                 on_before_optimizer_step, configure_gradient_clipping, step
             step-interval schedulers (epoch-interval ones after the last batch)
-            on_train_batch_end; step row to loggers every log_every_n_steps
+            on_train_batch_end; step row to loggers every log_every_n_steps (every batch once
+                a stop is requested)
             validation when due: on_validation_model_zero_grad, on_validation_model_eval,
                 on_validation_start, on_validation_epoch_start,
                 (on_validation_batch_start, validation_step, on_validation_batch_end)*,
@@ -242,6 +243,7 @@ class Trainer:
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
         self._received_signal: int | None = None
         self._batch_idx = 0
+        self._eval_step_rows: dict[int, int] = {}  # evaluation step rows so far, per loader
         self._hook_plans: dict[str, HookPlan | object] = {}  # hooks.plan_hook's, per run
         self._takes_batch_idx: dict[str, bool] = {}  # hooks.step_args', per run
         self._val_check_batch: float = math.inf
@@ -539,7 +541,9 @@ class Trainer:
 
     def _new_results(self) -> Results:
         reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
-        return Results(self.callback_metrics, self.progress_bar_metrics, reduce)
+        return Results(
+            self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce
+        )
 
     def _announce(self) -> None:
         if not self.is_global_zero:
