@@ -42,6 +42,11 @@ def log_row(
         logger.log_metrics(row, step)
 
 
+def logger_step(trainer: Trainer) -> int:
+    """The step a row written at a batch's or epoch's start takes: the batches that stepped."""
+    return trainer._batches_that_stepped
+
+
 def row_due(trainer: Trainer, stepping_batches: int) -> bool:
     """Lightning's `should_update_logs` for the training batch that is the `stepping_batches`-th
     to step: every `log_every_n_steps` of them, and every one once a stop is requested."""

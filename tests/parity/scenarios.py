@@ -473,6 +473,17 @@ def learning_rate_monitor(pl, root):
     return observe(run, model, root)
 
 
+@scenario
+def learning_rate_monitor_without_a_scheduler(pl, root):
+    class Adam(kit(pl).Regressor):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.02, weight_decay=0.01)
+
+    monitor = pl.callbacks.LearningRateMonitor(log_momentum=True, log_weight_decay=True)
+    run, model = _fit(pl, root, Adam(), max_epochs=2, log_every_n_steps=3, callbacks=[monitor])
+    return observe(run, model, root, lrs=monitor.lrs, momenta=monitor.last_momentum_values)
+
+
 # ---------------------------------------------------------------------- optimizers
 def _with_optimizers(pl: Any, configure: Callable[[Any], Any], **lightning_module_methods: Any):
     base = kit(pl).Regressor
