@@ -188,6 +188,28 @@ def test_a_standing_stop_request_writes_a_step_row_every_batch(tmp_path):
     assert steps == ["3", "4", "5"]  # the second epoch's batches only
 
 
+def test_limit_train_batches_zero_runs_no_training_hook_and_no_epoch(tmp_path):
+    model = ValidationCounter()
+    trainer = quiet_trainer(tmp_path, max_epochs=2, logger=False, limit_train_batches=0)
+    trainer.fit(model, boring_loader(16, 8), boring_loader(16, 8))
+    assert trainer.current_epoch == 0 and model.validated_at == []
+    assert model.sanity_batches == 2  # the sanity check still runs, as in Lightning
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_granted_stop_request_validates_before_stopping_mid_epoch(tmp_path):
+    class StopAtThirdBatch(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.should_stop = batch_idx == 2
+
+    model = ValidationCounter()
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=3, logger=False, val_check_interval=5, callbacks=[StopAtThirdBatch()]
+    )
+    trainer.fit(model, boring_loader(80, 8), boring_loader(8, 8))
+    assert model.validated_at == [3] and trainer.global_step == 3
+
+
 def hand_trained(loader: Any, lr: float, accumulate: int = 1, clip: float | None = None) -> Any:
     """The plain PyTorch loop Lightning's automatic optimization stands for."""
     model = BoringModel(lr=lr)

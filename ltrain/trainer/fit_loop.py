@@ -41,27 +41,42 @@ SIGNAL_AGREEMENT_BATCHES = 10  # how often data-parallel ranks compare received 
 
 
 def fit_loop(trainer: Trainer) -> None:
-    """The sanity check, then epochs until max_epochs/max_steps or a stop request."""
+    """The sanity check, then epochs until max_epochs/max_steps or a stop request.
+
+    As in Lightning, training that is over before it starts (limit_train_batches=0, no batches,
+    a resumed run already at its maximum) runs no training hook at all, not even on_train_start.
+    """
     if trainer._resume is None:  # a resumed run was checked before it was interrupted
         # as in Lightning, the check leaves every generator as it found it: its loaders' iterators
         # draw seeds, and the training run must draw the same numbers with or without it
         before = rng_state()
         _run_sanity_check(trainer)
         set_rng_state(before)
-    trainer._eval_step_rows = {}  # Lightning counts these rows across the fit's validations
-    # the first epoch's aggregator: what on_train_start logs goes into that epoch's row
-    trainer.results = trainer._new_results()
-    call_hook(trainer, "on_train_start")
-    with _graceful_signals(trainer):
-        while True:
-            stop_reason = _fit_stop_reason(trainer)
-            if stop_reason is not None:
-                break
-            train_epoch(trainer)
-            _stop_if_signaled(trainer, agree=True)
-    if stop_reason and trainer.is_global_zero:
+    if trainer.limit_train_batches == 0:
+        return
+    stop_reason = "No training batches" if not trainer.num_training_batches else None
+    stop_reason = stop_reason or _fit_stop_reason(trainer)
+    if stop_reason is None:
+        trainer._eval_step_rows = {}  # Lightning counts these rows across the fit's validations
+        # the first epoch's aggregator: what on_train_start logs goes into that epoch's row
+        trainer.results = trainer._new_results()
+        call_hook(trainer, "on_train_start")
+        with _graceful_signals(trainer):
+            while True:
+                stop_reason = _fit_stop_reason(trainer)
+                if stop_reason is not None:
+                    break
+                train_epoch(trainer)
+                _stop_if_signaled(trainer, agree=True)
+        _say_stopped(trainer, stop_reason)
+        call_hook(trainer, "on_train_end")
+    else:
+        _say_stopped(trainer, stop_reason)
+
+
+def _say_stopped(trainer: Trainer, stop_reason: str) -> None:
+    if stop_reason and trainer.is_global_zero:  # '' is a granted stop request: nothing to say
         info(f"`Trainer.fit` stopped: {stop_reason}.")
-    call_hook(trainer, "on_train_end")
 
 
 def _fit_stop_reason(trainer: Trainer) -> str | None:
@@ -176,7 +191,7 @@ def _after_train_batch(
     if stepped:
         if row_due(trainer, trainer._batches_that_stepped):
             log_row(trainer, results.step_values, trainer._batches_that_stepped - 1)
-        if _validation_due(trainer, batch_idx, is_last or done):
+        if _validation_due(trainer, batch_idx, is_last):
             _validate_during_fit(trainer)
     # the rest of the position was recorded before on_train_batch_end (or restored with it)
     trainer._position.phase = BETWEEN_BATCHES
@@ -292,6 +307,8 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
     every = trainer.check_val_every_n_epoch
     if every is not None and (trainer.current_epoch + 1) % every:
         return False
+    if trainer.should_stop and _minimum_reached(trainer):
+        return True  # as in Lightning, a granted stop request validates first (max_steps not)
     check = trainer._val_check_batch
     if check == math.inf or check == trainer.num_training_batches:
         return is_last

@@ -31,14 +31,15 @@ class HookPlan(NamedTuple):
 
     before: list[Callback]  # callbacks that run before the module
     method: Any  # the module's bound method, or None
-    after: list[Callback]  # callbacks that decide from metrics (`runs_after_module`)
+    after: list[Callback]  # on_train_epoch_end's callbacks that decide from metrics
 
 
 def call_hook(trainer: Trainer, name: str, *args: Any) -> Any:
     """Call hook `name` on the callbacks and the module, in Lightning's order.
 
-    Callbacks that override the hook run first, then the module, then the callbacks that decide
-    from metrics (`runs_after_module`). The hook name is handed to the results aggregator, which
+    Callbacks that override the hook run first, then the module; in on_train_epoch_end the
+    callbacks that decide from metrics (`runs_after_module`) run after the module, so they see
+    what it logged there (Lightning's one exception). The hook name is handed to the results aggregator, which
     decides what `self.log` may do inside it.
     """
     plan = trainer._hook_plans.get(name)
@@ -108,6 +109,8 @@ def _split_callbacks(callbacks: list[Callback], name: str) -> tuple[list[Callbac
     if getattr(Callback, name, None) is None:
         return [], []
     overriding = [c for c in callbacks if overrides(c, name, Callback)]
+    if name != "on_train_epoch_end":  # the one hook where Lightning runs them after the module
+        return overriding, []
     return (
         [c for c in overriding if not c.runs_after_module],
         [c for c in overriding if c.runs_after_module],

@@ -20,7 +20,8 @@ checks this list):
     closure                      fit_loop.py     training_step, zero_grad
     backward                     fit_loop.py     on_before_backward, loss.backward(), on_after_backward
 
-Hook order (Lightning's; callbacks that decide from metrics run after the module's hook):
+Hook order (Lightning's: callbacks before the module, except that in on_train_epoch_end those
+that decide from metrics run after it):
 
     prepare_data; setup(stage); configure_model; configure_optimizers; on_fit_start
     sanity check: on_sanity_check_start, validation loop, on_sanity_check_end
@@ -35,8 +36,8 @@ Hook order (Lightning's; callbacks that decide from metrics run after the module
             step-interval schedulers (epoch-interval ones after the last batch)
             on_train_batch_end; step row to loggers every log_every_n_steps (every batch once
                 a stop is requested)
-            validation when due: on_validation_model_zero_grad, on_validation_model_eval,
-                on_validation_start, on_validation_epoch_start,
+            validation when due (or a stop is granted): on_validation_model_zero_grad,
+                on_validation_model_eval, on_validation_start, on_validation_epoch_start,
                 (on_validation_batch_start, validation_step, on_validation_batch_end)*,
                 on_validation_epoch_end, validation row, on_validation_end, each submodule's
                 mode put back (or on_validation_model_train when overridden)

@@ -134,6 +134,27 @@ def limit_train_batches_zero_skips_training(pl, root):
     return observe(run, model, root)
 
 
+@scenario
+def max_steps_mid_epoch_with_validation(pl, root):
+    model = kit(pl).RecordingRegressor()
+    run, model = _fit(pl, root, model, val=loader(regression(16)), max_steps=5, max_epochs=-1)
+    return observe(run, model, root)
+
+
+@scenario
+def stop_requested_mid_epoch_validates_then_stops(pl, root):
+    class StopAtFifthBatch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 5:
+                trainer.should_stop = True
+
+    run, model = _fit(
+        pl, root, kit(pl).RecordingRegressor(), val=loader(regression(16)), max_epochs=3,
+        val_check_interval=3, callbacks=[StopAtFifthBatch()],
+    )  # fmt: skip
+    return observe(run, model, root)
+
+
 # ---------------------------------------------------------------------- hooks
 @scenario
 def hook_order_fit(pl, root):

@@ -38,7 +38,6 @@ NOT_YET = {
     "datamodule_hooks_and_hyperparameters",
     "datamodule_to_validate_test_predict",
     "default_logger",
-    "limit_train_batches_zero_skips_training",
     "manual_optimization_two_optimizers",
     "predict_returns_batches",
     "resume_from_last_checkpoint_in_python",
