@@ -29,6 +29,7 @@ _LOGGING_RULES: dict[str, tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]]
             "on_train_batch_start",
             "on_train_batch_end",
             "on_before_backward",
+            "backward",
             "on_after_backward",
             "on_before_optimizer_step",
             "on_before_zero_grad",

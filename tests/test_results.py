@@ -292,6 +292,17 @@ def test_values_logged_in_on_train_start_reach_the_first_epoch_row(tmp_path):
     assert float(trainer.logged_metrics["at_start"]) == 3.0
 
 
+def test_a_modules_own_backward_may_log(tmp_path):
+    class LogsInBackward(Recorder):
+        def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+            self.log("backward_loss", loss)
+            loss.backward(*args, **kwargs)
+
+    model = LogsInBackward()
+    trainer = fit(tmp_path, model, samples=8, batch_size=4)
+    assert column(csv_rows(trainer), "backward_loss") == [written(v) for v in model.losses]
+
+
 def test_a_logged_metric_can_still_be_computed_in_the_epoch_end_hooks(tmp_path):
     # Lightning resets a logged torchmetrics object after the run's last row, not when it
     # computes the epoch value: on_*_epoch_end may still compute() it

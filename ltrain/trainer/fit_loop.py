@@ -270,7 +270,10 @@ def backward(trainer: Trainer, loss: torch.Tensor, *args: Any, **kwargs: Any) ->
     if trainer._default_backward:
         loss.backward(*args, **kwargs)
     else:
+        results = trainer.results
+        outer, results.hook = results.hook, "backward"  # the module's own may log, as in Lightning
         trainer.precision_plugin.backward(loss, trainer.lightning_module, *args, **kwargs)
+        results.hook = outer
     call_hook(trainer, "on_after_backward")
 
 
