@@ -190,7 +190,9 @@ class Results:
         self.dataloader_idx: int | None = None
         self.batch: Any = None
         self._batch_size: int | None = None
-        self.entries: dict[str, _Entry] = {}
+        # keyed by (hook, name) as in Lightning: one name may be logged from several hooks (the
+        # latest value wins in the trainer's dicts and rows)
+        self.entries: dict[tuple[str | None, str], _Entry] = {}
         self.step_values: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ called by the trainer
@@ -229,8 +231,8 @@ class Results:
             on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only,
             metric_attribute,
         )  # fmt: skip
-        entry = self.entries.get(name)
-        if entry is None or entry.options != options or entry.hook != self.hook:
+        entry = self.entries.get((self.hook, name))
+        if entry is None or entry.options != options:
             entry = self._new_entry(name, self.hook, options, entry)
 
         # a tensor is the common case: tested first, it skips the metric's attribute probing
@@ -270,11 +272,6 @@ class Results:
             raise MisconfigurationException(
                 f"self.log({name!r}) was called outside a hook the trainer runs; log inside a step or hook."
             )
-        if previous is not None and previous.hook != hook:
-            raise MisconfigurationException(
-                f"self.log({name!r}) was called in `{hook}` but was already logged in "
-                f"`{previous.hook}`; use a different name per hook."
-            )
         rules = _LOGGING_RULES.get(hook)
         if rules is None:
             raise MisconfigurationException(f"You can't `self.log()` inside `{hook}`.")
@@ -309,7 +306,7 @@ class Results:
                 previous.weight,
                 previous.metric,
             )
-        self.entries[name] = entry
+        self.entries[(hook, name)] = entry
         return entry
 
     def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
@@ -387,7 +384,7 @@ class Results:
                     setattr(metric, key, value)
                 metric._update_count = item["metric_updates"]
                 entry.metric = metric
-            self.entries[entry.name] = entry
+            self.entries[(entry.hook, entry.name)] = entry
         self.step_values = dict(state["step_values"])
 
     # ------------------------------------------------------------------ epoch end

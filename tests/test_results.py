@@ -374,6 +374,20 @@ def test_on_train_epoch_end_logs_on_epoch_by_default(tmp_path):
     assert [row["step"] for row in rows if row["epoch_total"]] == ["1", "3"]
 
 
+def test_one_name_logged_from_two_hooks_keeps_the_latest_value(tmp_path):
+    class EpochEndToo(Recorder):
+        def on_train_epoch_end(self):
+            self.log("train_loss", 100.0)
+
+    model = EpochEndToo()
+    trainer = fit(tmp_path, model, samples=8, batch_size=4)
+
+    rows = csv_rows(trainer)
+    assert column(rows, "train_loss") == [*(written(v) for v in model.losses), "100.0"]
+    assert float(trainer.callback_metrics["train_loss"]) == 100.0
+    assert float(trainer.logged_metrics["train_loss"]) == 100.0
+
+
 def test_on_step_true_in_on_train_epoch_end_is_a_clear_error(tmp_path):
     class StepAtEpochEnd(Recorder):
         def on_train_epoch_end(self):

@@ -290,6 +290,33 @@ def log_from_other_hooks(pl, root):
 
 
 @scenario
+def one_name_logged_from_two_hooks(pl, root):
+    class Twice(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            self.log("shared", float(batch_idx))
+            self.log("forked", float(batch_idx), on_epoch=True, prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.log("shared", -float(batch_idx))
+
+        def on_train_epoch_end(self):
+            self.log("shared", 100.0 + self.current_epoch)
+            self.log("forked", 200.0 + self.current_epoch, prog_bar=True)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("valid", float(batch_idx), on_step=True)
+
+        def on_validation_epoch_end(self):
+            self.log("valid", 50.0 + self.current_epoch)
+
+    run, model = _fit(
+        pl, root, Twice(), val=loader(regression(16)), max_epochs=2, log_every_n_steps=3
+    )
+    return observe(run, model, root)
+
+
+@scenario
 def logged_metrics_after_every_batch(pl, root):
     class Snapshots(pl.Callback):
         def __init__(self):
