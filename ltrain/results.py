@@ -123,11 +123,15 @@ class _Entry:
         "step_key",
         "epoch_key",
         "metric_attribute",
+        "suffix",
+        "dataloader_idx",
     )
 
-    def __init__(self, name: str, hook: str, options: tuple, on_step: bool, on_epoch: bool,
-                 reduce: str, prog_bar: bool, logger: bool, sync_dist: bool) -> None:  # fmt: skip
-        self.name = name
+    def __init__(self, name: str, suffix: str, hook: str, options: tuple, on_step: bool,
+                 on_epoch: bool, reduce: str, prog_bar: bool, logger: bool,
+                 sync_dist: bool) -> None:  # fmt: skip
+        self.name = name + suffix
+        self.suffix = suffix
         self.hook = hook
         self.options = options
         self.on_step = on_step
@@ -144,11 +148,13 @@ class _Entry:
         self.metric: Any = None
         self.epoch_value: torch.Tensor | None = None
         # the names rows use, fixed per entry so not rebuilt on every `self.log`: logged on step
-        # and epoch, a name forks into `_step` and `_epoch` keys
+        # and epoch, a name forks into `_step` and `_epoch` keys, ahead of a loader's suffix
+        # (`loss_step/dataloader_idx_1`) as Lightning names them
         self.forked = forked = on_step and on_epoch
-        self.step_key = f"{name}_step" if forked else name
-        self.epoch_key = f"{name}_epoch" if forked else name
+        self.step_key = f"{name}_step{suffix}" if forked else self.name
+        self.epoch_key = f"{name}_epoch{suffix}" if forked else self.name
         self.metric_attribute: str | None = None  # where a checkpoint finds a torchmetrics value
+        self.dataloader_idx: int | None = None
 
     def resolved(self) -> tuple:
         """The options after defaults are applied: what makes two `self.log` calls the same."""
@@ -225,15 +231,16 @@ class Results:
         reduced across processes (a collective would wait for the others), as in Lightning.
         `metric_attribute`: the module's attribute path of a logged torchmetrics object.
         """
+        suffix = ""
         if self.dataloader_idx is not None and add_dataloader_idx:
-            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+            suffix = f"/dataloader_idx_{self.dataloader_idx}"
         options = (
             on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only,
-            metric_attribute,
+            metric_attribute, self.dataloader_idx,
         )  # fmt: skip
-        entry = self.entries.get((self.hook, name))
+        entry = self.entries.get((self.hook, name + suffix))
         if entry is None or entry.options != options:
-            entry = self._new_entry(name, self.hook, options, entry)
+            entry = self._new_entry(name, suffix, self.hook, options, entry)
 
         # a tensor is the common case: tested first, it skips the metric's attribute probing
         if isinstance(value, torch.Tensor) or not _is_metric(value):
@@ -262,9 +269,12 @@ class Results:
             self.progress_bar_metrics[key] = step_value
 
     def _new_entry(
-        self, name: str, hook: str | None, options: tuple, previous: _Entry | None
+        self, name: str, suffix: str, hook: str | None, options: tuple, previous: _Entry | None
     ) -> _Entry:
-        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only, attribute = (
+        """An entry for `name` in `hook`; one logged there before must mean the same (from the
+        same loader too: a name kept without its loader's suffix is refused from another, as in
+        Lightning)."""
+        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only, attribute, idx = (
             options
         )
         sync_dist = sync_dist and not rank_zero_only
@@ -293,9 +303,14 @@ class Results:
                 f"self.log({name!r}) with on_step=False and on_epoch=False logs nothing; set one of them."
             )
         reduce = _reduction(name, reduce_fx)
-        entry = _Entry(name, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist)
+        entry = _Entry(
+            name, suffix, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist
+        )
         entry.metric_attribute = attribute
-        if previous is not None and previous.resolved() != entry.resolved():
+        entry.dataloader_idx = idx
+        if previous is not None and (
+            previous.resolved() != entry.resolved() or previous.dataloader_idx != idx
+        ):
             raise MisconfigurationException(
                 f"You called `self.log({name}, ...)` twice in `{hook}` with different arguments. "
                 "This is not allowed"
@@ -306,7 +321,7 @@ class Results:
                 previous.weight,
                 previous.metric,
             )
-        self.entries[(hook, name)] = entry
+        self.entries[(hook, entry.name)] = entry
         return entry
 
     def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
@@ -346,7 +361,9 @@ class Results:
         entries = []
         for entry in self.entries.values():
             item: dict[str, Any] = {
-                "name": entry.name,
+                "name": entry.name.removesuffix(entry.suffix),
+                "suffix": entry.suffix,
+                "dataloader_idx": entry.dataloader_idx,
                 "hook": entry.hook,
                 "resolved": list(entry.resolved()),
                 "total": entry.total,
@@ -367,6 +384,7 @@ class Results:
             # empty options: the next `self.log` call re-checks its options against these
             entry = _Entry(
                 item["name"],
+                item.get("suffix", ""),  # absent in checkpoints of older versions
                 item["hook"],
                 (),
                 on_step,
@@ -378,6 +396,7 @@ class Results:
             )
             entry.total, entry.weight = item["total"], item["weight"]
             entry.epoch_value = item["epoch_value"]
+            entry.dataloader_idx = item.get("dataloader_idx")
             if "metric" in item:
                 metric = module.get_submodule(item["metric"])
                 for key, value in item["metric_state"].items():
@@ -414,6 +433,12 @@ class Results:
         self.callback_metrics.update(callback)
         self.logged_metrics.update(logged)
         return logged, callback
+
+    def loader_of(self) -> dict[str, int | None]:
+        """The loader each logged epoch key came from (None: a hook outside the loaders' batches),
+        which decides the loaders whose `validate()`/`test()` results hold it, as in Lightning:
+        a name logged without its loader's suffix still belongs to that loader alone."""
+        return {e.epoch_key: e.dataloader_idx for e in self.entries.values() if e.on_epoch}
 
     def reset_metrics(self) -> None:
         """Reset the torchmetrics objects logged in this run, where Lightning does: when the run's

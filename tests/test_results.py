@@ -522,6 +522,34 @@ def test_several_val_dataloaders_suffix_keys_in_csv_and_callback_metrics(tmp_pat
     assert "valid_a" not in trainer.callback_metrics
 
 
+def test_several_loaders_fork_a_name_ahead_of_the_loader_suffix(tmp_path):
+    class Forked(BoringModel):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("loss", F.mse_loss(self(batch[0]), batch[1]), on_step=True)
+            self.log(f"own_{dataloader_idx}", float(dataloader_idx), add_dataloader_idx=False)
+
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=False)
+    loaders = {"small": boring_loader(8), "large": boring_loader(16)}
+    results = trainer.test(Forked(), loaders, verbose=False)
+
+    # a name kept without its loader's suffix is still that loader's alone
+    assert [sorted(r) for r in results] == [
+        ["loss_epoch/dataloader_idx_0", "own_0"],
+        ["loss_epoch/dataloader_idx_1", "own_1"],
+    ]
+    assert "loss_step/dataloader_idx_1" in csv_rows(trainer)[0]
+
+
+def test_one_name_from_two_loaders_without_their_suffix_is_an_error(tmp_path):
+    class Merged(BoringModel):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("merged", 1.0, add_dataloader_idx=False)
+
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=False)
+    with pytest.raises(MisconfigurationException, match=r"merged.*twice.*test_step"):
+        trainer.test(Merged(), [boring_loader(8), boring_loader(8)], verbose=False)
+
+
 def test_validate_returns_what_the_logger_receives_epoch_suffixed_and_logger_true_only(tmp_path):
     class ForkedAndHidden(BoringModel):
         def validation_step(self, batch, batch_idx):

@@ -66,8 +66,13 @@ def evaluation_epoch(
             restore_training_modes(model, modes)
     # what validate()/test() return and print is the loggers' epoch row, as in Lightning
     floats = to_floats(logged) if logged else {}
-    several = len(loaders) > 1
-    return [_metrics_of_loader(floats, i, several) for i in range(len(loaders))]
+    if len(loaders) == 1:
+        return [floats]
+    loader_of = results.loader_of()
+    return [
+        {k: v for k, v in floats.items() if loader_of.get(k) in (None, index)}
+        for index in range(len(loaders))
+    ]
 
 
 def predict(trainer: Trainer) -> list[Any] | None:
@@ -204,13 +209,6 @@ def _gather_predictions(trainer: Trainer, outputs: list[Any], loader: Any) -> li
     ordered = [by_index[i] for i in sorted(by_index)]
     size = size or len(ordered)
     return [stack_samples(ordered[i : i + size]) for i in range(0, len(ordered), size)]
-
-
-def _metrics_of_loader(floats: dict[str, float], index: int, several: bool) -> dict[str, float]:
-    if not several:
-        return dict(floats)
-    own = f"/dataloader_idx_{index}"
-    return {k: v for k, v in floats.items() if "/dataloader_idx_" not in k or k.endswith(own)}
 
 
 def _print_results_table(title: str, per_loader: list[dict[str, float]]) -> None:

@@ -88,15 +88,14 @@ def _loader_source(kind: str, model: Module, datamodule: DataModule | None, give
 
 
 def as_loader_list(loaders: Any) -> list[Any]:
-    """None is no loader, a list or tuple holds several, anything else is one; a dict is refused."""
+    """None is no loader, a list, tuple or dict holds several (a dict's in its order, numbered
+    like a list's, as Lightning runs them), anything else is one."""
     if loaders is None:
         return []
     if isinstance(loaders, (list, tuple)):
         return list(loaders)
     if isinstance(loaders, Mapping):
-        raise MisconfigurationException(
-            "dataloaders given as a dict are not supported; pass a list."
-        )
+        return list(loaders.values())
     return [loaders]
 
 

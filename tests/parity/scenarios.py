@@ -423,6 +423,43 @@ def two_test_loaders(pl, root):
     return observe(run, model, root, tested=tested)
 
 
+@scenario
+def three_loaders_with_every_log_option(pl, root):
+    class Three(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            self.log("valid_loss", loss, prog_bar=True)
+            self.log("per_step", loss, on_step=True, on_epoch=True)
+            self.log(f"own_{dataloader_idx}", loss, add_dataloader_idx=False)
+            if dataloader_idx == 1:
+                self.log("second_only", loss, reduce_fx="max")
+            self.log_dict({"a": loss, "b": 2 * loss})
+
+        def on_validation_epoch_end(self):
+            self.log("at_epoch_end", 7.0 + self.current_epoch)
+
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("test_loss", F.mse_loss(self(batch[0]), batch[1]), on_step=True)
+
+    vals = [loader(regression(16, seed=5)), loader(regression(24, seed=6)), loader(regression(8))]
+    run, model = _fit(pl, root, Three(), val=vals, max_epochs=2, log_every_n_steps=2)
+    validated = run.validate(model, {"first": vals[0], "second": vals[1]})
+    tested = run.test(model, vals)
+    return observe(run, model, root, validated=validated, tested=tested)
+
+
+@scenario
+def one_name_from_two_loaders_without_their_index(pl, root):
+    class Merged(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            self.log("merged", loss, add_dataloader_idx=False)
+
+    vals = [loader(regression(16, seed=5)), loader(regression(8, seed=6))]
+    run, model = _fit(pl, root, Merged(), val=vals, max_epochs=1)
+    return observe(run, model, root)
+
+
 # ---------------------------------------------------------------------- callbacks
 @scenario
 def early_stopping_on_validation(pl, root):
