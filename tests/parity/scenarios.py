@@ -390,6 +390,90 @@ def torchmetrics_objects_logged(pl, root):
     return observe(run, model, root)
 
 
+@scenario
+def torchmetrics_reset_and_computed_where_lightning_does(pl, root):
+    import torchmetrics
+
+    class Counts(pl.Callback):
+        """What each metric holds at the hooks around its reset."""
+
+        def __init__(self):
+            self.seen = []
+
+        def _record(self, where, module):
+            self.seen.append([where, *(int(m._update_count) for m in module.tracked())])
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self._record("train_epoch_end", pl_module)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._record("train_epoch_start", pl_module)
+
+        def on_validation_start(self, trainer, pl_module):
+            self._record("validation_start", pl_module)
+
+        def on_validation_end(self, trainer, pl_module):
+            self._record("validation_end", pl_module)
+
+        def on_test_end(self, trainer, pl_module):
+            self._record("test_end", pl_module)
+
+    class Metrics(kit(pl).Classifier):
+        def __init__(self):
+            super().__init__()
+            self.step_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+            self.epoch_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+            self.val_accs = torch.nn.ModuleList(
+                torchmetrics.Accuracy(task="multiclass", num_classes=3) for _ in range(2)
+            )
+            self.unlogged = torchmetrics.MeanMetric()
+            self.collection = torchmetrics.MetricCollection(
+                {"prec": torchmetrics.Precision(task="multiclass", num_classes=3),
+                 "rec": torchmetrics.Recall(task="multiclass", num_classes=3)},
+                prefix="val_",
+            )  # fmt: skip
+            self.test_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+
+        def tracked(self):
+            return [self.step_acc, self.epoch_acc, *self.val_accs, self.unlogged, self.test_acc]
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self(x)
+            self.log("step_acc", self.step_acc(logits, y), on_step=True, on_epoch=False)
+            self.epoch_acc.update(logits, y)
+            self.log("epoch_acc", self.epoch_acc, on_step=False, on_epoch=True, prog_bar=True)
+            self.unlogged.update(F.cross_entropy(logits, y))
+            return F.cross_entropy(logits, y)
+
+        def on_train_epoch_end(self):
+            self.log("by_hand", self.unlogged.compute())
+            self.log("epoch_acc_seen", self.epoch_acc.compute())
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            x, y = batch
+            logits = self(x)
+            self.val_accs[dataloader_idx](logits, y)
+            self.log("val_acc", self.val_accs[dataloader_idx], on_step=True, on_epoch=True)
+            if dataloader_idx == 0:
+                self.collection.update(logits, y)
+                self.log_dict(self.collection)
+
+        def test_step(self, batch, batch_idx):
+            x, y = batch
+            self.test_acc(self(x), y)
+            self.log("test_acc", self.test_acc)
+
+    counts = Counts()
+    vals = [loader(classification(40, seed=4)), loader(classification(24, seed=5))]
+    run, model = _fit(
+        pl, root, Metrics(), loader(classification()), vals, max_epochs=2, log_every_n_steps=3,
+        val_check_interval=0.5, callbacks=[counts],
+    )  # fmt: skip
+    tested = run.test(model, loader(classification(16, seed=6)))
+    return observe(run, model, root, counts=counts.seen, tested=tested)
+
+
 # ---------------------------------------------------------------------- several loaders
 class _TwoLoaders:
     @staticmethod
@@ -434,6 +518,9 @@ def three_loaders_with_every_log_option(pl, root):
             if dataloader_idx == 1:
                 self.log("second_only", loss, reduce_fx="max")
             self.log_dict({"a": loss, "b": 2 * loss})
+
+        def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+            self.log("batch_end", float(batch_idx), on_step=True, prog_bar=True)
 
         def on_validation_epoch_end(self):
             self.log("at_epoch_end", 7.0 + self.current_epoch)
