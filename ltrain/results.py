@@ -274,9 +274,17 @@ class Results:
         """An entry for `name` in `hook`; one logged there before must mean the same (from the
         same loader too: a name kept without its loader's suffix is refused from another, as in
         Lightning)."""
-        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only, attribute, idx = (
-            options
-        )
+        (
+            on_step,
+            on_epoch,
+            reduce_fx,
+            prog_bar,
+            logger,
+            sync_dist,
+            rank_zero_only,
+            attribute,
+            idx,
+        ) = options
         sync_dist = sync_dist and not rank_zero_only
         if hook is None:
             raise MisconfigurationException(
