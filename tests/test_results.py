@@ -6,7 +6,9 @@ and `trainer.logged_metrics`, and in what `validate()` / `test()` return.
 
 from __future__ import annotations
 
+import collections
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from boring import BoringModel, boring_loader, quiet_trainer
 from torch.nn import functional as F
 
 import ltrain as pl
+from ltrain.batch import infer_batch_size
 from ltrain.errors import MisconfigurationException
 from ltrain.results import Results
 
@@ -142,6 +145,34 @@ def test_batch_size_is_inferred_from_the_first_tensor_of_a_dict_batch(tmp_path):
 
     expected = weighted_mean(model.losses, [4, 4, 2])
     assert column(csv_rows(trainer), "train_loss") == [written(expected)]
+
+
+@dataclasses.dataclass
+class _Fields:
+    name: str
+    x: torch.Tensor
+
+
+@pytest.mark.parametrize(
+    ("batch", "size"),
+    [
+        ({"text": ["word"] * 4, "x": torch.zeros(4)}, 4),  # strings are skipped
+        (("a string", 3, torch.zeros(5)), 5),
+        ((torch.tensor(2.0), torch.zeros(5)), 1),
+        ({"deep": [{"x": torch.zeros(3)}], "y": torch.zeros(5)}, 3),
+        (_Fields("name", torch.zeros(6)), 6),
+        ((collections.deque([torch.zeros(2)]), torch.zeros(5)), 2),
+        (((t for t in [torch.zeros(7)]), torch.zeros(5)), 7),
+        (None, 1),  # no batch: an epoch-end hook
+    ],
+)
+def test_batch_size_is_the_first_tensors_length_anywhere_in_the_batch(batch, size):
+    assert infer_batch_size(batch) == size
+
+
+def test_a_batch_without_a_tensor_has_no_size_to_infer():
+    with pytest.raises(MisconfigurationException, match="could not infer the batch_size"):
+        infer_batch_size({"x": [1.0, 2.0], "name": "a"})
 
 
 @pytest.mark.parametrize(

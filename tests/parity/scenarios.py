@@ -7,6 +7,8 @@ Scenarios use only Lightning's public API, as a user's script does.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -358,6 +360,105 @@ def batch_size_inferred_from_nested_batches(pl, root):
         torch.utils.data.DataLoader(DictBatches(), batch_size=8),
         max_epochs=1,
     )
+    return observe(run, model, root)
+
+
+class _Batches:
+    """Batches of every structure Lightning infers a size from, one structure per batch."""
+
+    @dataclasses.dataclass
+    class Fields:
+        name: str
+        x: torch.Tensor
+        y: torch.Tensor
+
+    class Wrapped:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def __iter__(self):
+            return iter([self.tensor])
+
+    @staticmethod
+    def make(index, x, y):
+        ahead = x[:2]  # a tensor found first whose length is not the batch's
+        kinds = [
+            lambda: {"text": ["word"] * len(x), "x": x, "y": y},
+            lambda: ("a string", x, y),
+            lambda: (torch.tensor(5.0), x, y),
+            lambda: {"count": 3, "ints": [1, 2], "x": x, "y": y},
+            lambda: {"in": {"deep": [ahead]}, "x": x, "y": y},
+            lambda: _Batches.Fields("name", x, y),
+            lambda: {"fields": _Batches.Fields("name", ahead, y), "x": x, "y": y},
+            lambda: (_Batches.Wrapped(ahead), x, y),
+            lambda: (collections.deque([ahead]), x, y),
+            lambda: ((t for t in [ahead]), x, y),
+            lambda: ([], None, (1, 2), {1, 2}, x, y),
+        ]
+        return kinds[index % len(kinds)]()
+
+    @staticmethod
+    def inputs(batch):
+        if isinstance(batch, _Batches.Fields):
+            return batch.x, batch.y
+        if isinstance(batch, dict):
+            return batch["x"], batch["y"]
+        return batch[-2], batch[-1]
+
+    @staticmethod
+    def loader(samples, sizes):
+        data = regression(samples)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        batches = [
+            list(range(start, start + size)) for start, size in zip(starts, sizes, strict=True)
+        ]
+
+        def collate(items):
+            x, y, _ = (torch.stack(column) for column in zip(*items, strict=True))
+            return _Batches.make(starts.index(int(items[0][2])), x, y)
+
+        indexed = [(x, y, torch.tensor([i])) for i, (x, y) in enumerate(data)]
+        return torch.utils.data.DataLoader(indexed, batch_sampler=batches, collate_fn=collate)
+
+
+@scenario
+def batch_size_inferred_from_every_batch_type(pl, root):
+    class Inferred(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            x, y = _Batches.inputs(batch)
+            loss = F.mse_loss(self(x), y)
+            self.log("weighted_idx", float(batch_idx), on_step=False, on_epoch=True)
+            self.log("train_loss", loss, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = _Batches.inputs(batch)
+            self.log("valid_idx", float(batch_idx))
+            self.log("valid_loss", F.mse_loss(self(x), y))
+
+    sizes = [3, 5, 2, 7, 4, 6, 3, 5, 8, 2, 4]
+    train = _Batches.loader(sum(sizes), sizes)
+    val = _Batches.loader(sum(sizes), sizes[::-1])
+    run, model = _fit(pl, root, Inferred(), train, val, max_epochs=1, log_every_n_steps=4)
+    return observe(run, model, root)
+
+
+@scenario
+def batch_without_a_tensor_needs_a_batch_size(pl, root):
+    class Lists(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            x, y = (torch.tensor(column) for column in batch)
+            self.log("given", float(batch_idx), on_epoch=True, batch_size=len(x))
+            self.log("step_only", float(batch_idx))
+            loss = F.mse_loss(self(x), y)
+            self.log("inferred", loss, on_epoch=True)
+            return loss
+
+    def as_lists(items):
+        return [torch.stack(column).tolist() for column in zip(*items, strict=True)]
+
+    train = loader(regression(), collate_fn=as_lists)
+    run, model = _fit(pl, root, Lists(), train, max_epochs=1)
     return observe(run, model, root)
 
 
