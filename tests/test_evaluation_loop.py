@@ -9,8 +9,6 @@ import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from torch.nn import functional as F
 
-from ltrain.errors import MisconfigurationException
-
 # most fits here have no val loader on purpose; one test checks that warning itself
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 
@@ -51,7 +49,9 @@ def test_validate_and_test_return_one_dict_of_floats_per_dataloader(tmp_path):
 
 def test_several_loaders_need_a_dataloader_idx_argument_in_the_step(tmp_path):
     trainer = quiet_trainer(tmp_path, logger=False)
-    with pytest.raises(MisconfigurationException, match=r"BoringModel.test_step\(\)"):
+    with pytest.raises(
+        RuntimeError, match=r"multiple `test_dataloader`.*BoringModel.test_step\(\)"
+    ):
         trainer.test(BoringModel(), [boring_loader(16, 8), boring_loader(8, 8)])
 
 

@@ -15,7 +15,6 @@ import torch
 
 from ltrain.batch import apply_to_tensors, split_samples, stack_samples
 from ltrain.console import info
-from ltrain.errors import MisconfigurationException
 from ltrain.module import Module
 from ltrain.results import to_floats
 from ltrain.trainer.hooks import call_hook, overrides, step_args
@@ -45,7 +44,7 @@ def evaluation_epoch(
     model = trainer.lightning_module
     trainer.results = results = trainer._new_results()
     if len(loaders) > 1:
-        _require_dataloader_idx(model, f"{kind}_step")
+        _require_dataloader_idx(model, f"{kind}_step", "val" if kind == "validation" else kind)
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
         modes = training_modes(model)
         call_hook(trainer, f"on_{kind}_model_eval")
@@ -80,7 +79,7 @@ def predict(trainer: Trainer) -> list[Any] | None:
     model = trainer.lightning_module
     trainer.results = trainer._new_results()
     if len(trainer.predict_dataloaders) > 1:
-        _require_dataloader_idx(model, "predict_step")
+        _require_dataloader_idx(model, "predict_step", "predict")
     keep = trainer._return_predictions
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
         modes = training_modes(model)
@@ -157,15 +156,16 @@ def _row_step(trainer: Trainer) -> int:
     return stepped - 1 if trainer.training else stepped
 
 
-def _require_dataloader_idx(model: Module, step_name: str) -> None:
-    """Several loaders pass `dataloader_idx` to the step: say so before a TypeError would."""
+def _require_dataloader_idx(model: Module, step_name: str, loader_kind: str) -> None:
+    """Several loaders pass `dataloader_idx` to the step: say so before a TypeError would (a
+    RuntimeError, as Lightning raises, so code catching Lightning's catches ltrain's)."""
     parameters = inspect.signature(getattr(model, step_name)).parameters
     if "dataloader_idx" in parameters or any(
         p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters.values()
     ):
         return
-    raise MisconfigurationException(
-        f"You provided multiple dataloaders, but no `dataloader_idx` argument in "
+    raise RuntimeError(
+        f"You provided multiple `{loader_kind}_dataloader`, but no `dataloader_idx` argument in "
         f"`{type(model).__name__}.{step_name}()`. Try adding `dataloader_idx=0` to its signature."
     )
 

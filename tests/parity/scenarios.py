@@ -648,6 +648,24 @@ def one_name_from_two_loaders_without_their_index(pl, root):
     return observe(run, model, root)
 
 
+@scenario
+def several_loaders_without_a_dataloader_idx_argument(pl, root):
+    model = kit(pl).RecordingRegressor()
+    run = trainer(pl, root, max_epochs=1)
+    vals = [loader(regression(16, seed=5)), loader(regression(8, seed=6))]
+    failures = []
+    for call in (
+        lambda: run.fit(model, loader(regression()), vals),
+        lambda: run.validate(model, vals),
+        lambda: run.test(model, vals),
+    ):
+        try:
+            call()
+        except Exception as error:
+            failures.append(f"{type(error).__name__}: {error}")
+    return observe(run, model, root, failures=failures)
+
+
 # ---------------------------------------------------------------------- callbacks
 @scenario
 def early_stopping_on_validation(pl, root):
