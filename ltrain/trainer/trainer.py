@@ -42,7 +42,7 @@ that decide from metrics run after it):
                 on_validation_epoch_end, validation row, on_validation_end, each submodule's
                 mode put back (or on_validation_model_train when overridden)
         on_train_epoch_end; training epoch row; plateau schedulers
-    on_train_end; on_fit_end; teardown(stage)
+    on_train_end; on_fit_end; teardown(stage) (a failed run: on_exception instead)
 
 SIGINT/SIGTERM stop at the next point between batches, after saving last.ckpt.
 
@@ -454,11 +454,11 @@ class Trainer:
             status, ended_by = "interrupted", interrupt
             if not isinstance(interrupt, RunInterrupted):  # that one already said what it did
                 info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
-            call_hook(self, "on_exception", interrupt)
+            self._on_exception(model, datamodule, interrupt)
             raise
         except BaseException as error:
             ended_by = error
-            call_hook(self, "on_exception", error)
+            self._on_exception(model, datamodule, error)
             raise
         finally:
             try:
@@ -528,12 +528,23 @@ class Trainer:
             log_hyperparameters(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
 
+    def _on_exception(
+        self, model: Module, datamodule: DataModule | None, error: BaseException
+    ) -> None:
+        """A failed run tells the callbacks, then the datamodule, as Lightning does (not the
+        module, which has no such hook there)."""
+        for callback in self.callbacks:
+            callback.on_exception(self, model, error)
+        if datamodule is not None and callable(getattr(datamodule, "on_exception", None)):
+            datamodule.on_exception(error)
+
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str
     ) -> None:
-        if datamodule is not None:
-            datamodule.teardown(stage)
-        call_hook(self, "teardown", stage)
+        if status == "success":  # as in Lightning, a failed run gets no teardown hooks
+            if datamodule is not None:
+                datamodule.teardown(stage)
+            call_hook(self, "teardown", stage)
         self.results.hook = None
         self._training_step_runner = None  # DDP's buckets are as large as the gradients
         for logger in self._writing_loggers:

@@ -41,7 +41,6 @@ NOT_YET = {
     "manual_optimization_two_optimizers",
     "predict_returns_batches",
     "resume_from_last_checkpoint_in_python",
-    "several_loaders_without_a_dataloader_idx_argument",
     "test_after_fit_uses_the_best_checkpoint",
     "test_and_validate_with_explicit_ckpt_paths",
     "two_predict_loaders",
