@@ -528,15 +528,12 @@ class Trainer:
             log_hyperparameters(self, model)
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
 
-    def _on_exception(
-        self, model: Module, datamodule: DataModule | None, error: BaseException
-    ) -> None:
-        """A failed run tells the callbacks, then the datamodule, as Lightning does (not the
-        module, which has no such hook there)."""
+    def _on_exception(self, model: Module, dm: DataModule | None, error: BaseException) -> None:
+        """A failed run tells the callbacks, then the datamodule (Lightning's module has no such hook)."""
         for callback in self.callbacks:
             callback.on_exception(self, model, error)
-        if datamodule is not None and callable(getattr(datamodule, "on_exception", None)):
-            datamodule.on_exception(error)
+        if dm is not None and callable(getattr(dm, "on_exception", None)):
+            dm.on_exception(error)
 
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str
