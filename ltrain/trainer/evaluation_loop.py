@@ -18,7 +18,7 @@ from ltrain.console import info
 from ltrain.module import Module
 from ltrain.results import to_floats
 from ltrain.trainer.hooks import call_hook, overrides, step_args
-from ltrain.trainer.loaders import sample_indices, to_device, with_last_flag
+from ltrain.trainer.loaders import as_loader_list, sample_indices, to_device, with_last_flag
 from ltrain.trainer.log_rows import log_row
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 def evaluate(trainer: Trainer, stage: str, verbose: bool) -> list[dict[str, float]]:
     """`validate()` or `test()`: one epoch over the stage's loaders, its table printed."""
     kind = "validation" if stage == "validate" else "test"
-    loaders = trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
+    loaders = as_loader_list(
+        trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
+    )
     counts = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
     trainer._eval_step_rows = {}
     per_loader = evaluation_epoch(trainer, kind, loaders, counts)
@@ -78,7 +80,8 @@ def predict(trainer: Trainer) -> list[Any] | None:
     """`predict()`: every batch through `predict_step`; what it returned, per loader."""
     model = trainer.lightning_module
     trainer.results = trainer._new_results()
-    if len(trainer.predict_dataloaders) > 1:
+    loaders = as_loader_list(trainer.predict_dataloaders)
+    if len(loaders) > 1:
         _require_dataloader_idx(model, "predict_step", "predict")
     keep = trainer._return_predictions
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
@@ -86,9 +89,7 @@ def predict(trainer: Trainer) -> list[Any] | None:
         call_hook(trainer, "on_predict_model_eval")
         call_hook(trainer, "on_predict_start")
         call_hook(trainer, "on_predict_epoch_start")
-        outputs = _run_batches(
-            trainer, "predict", trainer.predict_dataloaders, trainer.num_predict_batches, keep
-        )
+        outputs = _run_batches(trainer, "predict", loaders, trainer.num_predict_batches, keep)
         call_hook(trainer, "on_predict_epoch_end")
         call_hook(trainer, "on_predict_end")
         restore_training_modes(model, modes)

@@ -30,7 +30,13 @@ from ltrain.trainer.checkpointing import (
 )
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
-from ltrain.trainer.loaders import iterate_from, set_loader_epoch, to_device, with_last_flag
+from ltrain.trainer.loaders import (
+    as_loader_list,
+    iterate_from,
+    set_loader_epoch,
+    to_device,
+    with_last_flag,
+)
 from ltrain.trainer.log_rows import check_losses, log_row, row_due
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
 
@@ -107,12 +113,12 @@ def _minimum_reached(trainer: Trainer) -> bool:
 
 def _run_sanity_check(trainer: Trainer) -> None:
     steps = trainer.num_sanity_val_steps
-    if not steps or not trainer.val_dataloaders or not sum(trainer.num_val_batches):
+    if not steps or not trainer.num_val_batches or not sum(trainer.num_val_batches):
         return
     limits = [n if steps == -1 else min(steps, n) for n in trainer.num_val_batches]
     trainer.sanity_checking = True
     call_hook(trainer, "on_sanity_check_start")
-    evaluation_epoch(trainer, "validation", trainer.val_dataloaders, limits)
+    evaluation_epoch(trainer, "validation", as_loader_list(trainer.val_dataloaders), limits)
     call_hook(trainer, "on_sanity_check_end")
     trainer.sanity_checking = False
     # what the sanity check logged must not reach callbacks, loggers or the progress bar
@@ -305,7 +311,7 @@ def val_check_batch(trainer: Trainer) -> float:
 
 
 def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
-    if not trainer.val_dataloaders or not sum(trainer.num_val_batches):
+    if not trainer.num_val_batches or not sum(trainer.num_val_batches):
         return False
     every = trainer.check_val_every_n_epoch
     if every is not None and (trainer.current_epoch + 1) % every:
@@ -325,7 +331,9 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
 def _validate_during_fit(trainer: Trainer) -> None:
     trainer.lightning_module.on_validation_model_zero_grad()
     train_results = trainer.results
-    evaluation_epoch(trainer, "validation", trainer.val_dataloaders, trainer.num_val_batches)
+    evaluation_epoch(
+        trainer, "validation", as_loader_list(trainer.val_dataloaders), trainer.num_val_batches
+    )
     trainer.results = train_results
 
 

@@ -52,10 +52,9 @@ def load_loaders(
             )
         if val is not None and not overrides(model, "validation_step", Module):
             val = None
-        trainer.val_dataloaders = [strategy.shard_loader(v, "val") for v in as_loader_list(val)]
-        trainer.num_val_batches = [
-            num_batches(v, trainer.limit_val_batches, "val") for v in trainer.val_dataloaders
-        ]
+        vals = [strategy.shard_loader(v, "val") for v in as_loader_list(val)]
+        trainer.val_dataloaders = _as_given(val, vals)
+        trainer.num_val_batches = [num_batches(v, trainer.limit_val_batches, "val") for v in vals]
         return
     kind = _STAGE_LOADER[stage]
     step_name = {"validate": "validation_step", "test": "test_step"}.get(stage)
@@ -63,16 +62,16 @@ def load_loaders(
         raise MisconfigurationException(
             f"Trainer.{stage}() needs `{step_name}` to be defined in {type(model).__name__}."
         )
-    found = _loader_source(kind, model, datamodule, given[0])
-    if found is None:
+    source = _loader_source(kind, model, datamodule, given[0])
+    if source is None:
         raise MisconfigurationException(
             f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
             f"`{kind}_dataloader()` in the module."
         )
-    found = [strategy.shard_loader(loader, kind) for loader in as_loader_list(found)]
+    found = [strategy.shard_loader(loader, kind) for loader in as_loader_list(source)]
     limit = getattr(trainer, f"limit_{kind}_batches")
     counts = [num_batches(loader, limit, kind) for loader in found]
-    setattr(trainer, f"{kind}_dataloaders", found)
+    setattr(trainer, f"{kind}_dataloaders", _as_given(source, found))
     setattr(trainer, f"num_{kind}_batches", counts)
 
 
@@ -97,6 +96,16 @@ def as_loader_list(loaders: Any) -> list[Any]:
     if isinstance(loaders, Mapping):
         return list(loaders.values())
     return [loaders]
+
+
+def _as_given(given: Any, loaders: list[Any]) -> Any:
+    """The loaders in the structure they came in (one, a list, a dict), as Lightning's trainer
+    shows them in `val_dataloaders` & co.; None when there are none."""
+    if isinstance(given, Mapping):
+        return dict(zip(given, loaders, strict=True))
+    if isinstance(given, (list, tuple)):
+        return loaders
+    return loaders[0] if loaders else None
 
 
 def num_batches(loader: Any, limit: int | float, kind: str) -> int | float:

@@ -226,9 +226,9 @@ class Trainer:
         self.num_test_batches: list[int | float] = []
         self.num_predict_batches: list[int | float] = []
         self.train_dataloader: Any = None
-        self.val_dataloaders: list[Any] = []
-        self.test_dataloaders: list[Any] = []
-        self.predict_dataloaders: list[Any] = []
+        self.val_dataloaders: Any = None  # as given: one loader, a list or a dict, as in Lightning
+        self.test_dataloaders: Any = None
+        self.predict_dataloaders: Any = None
         self.lightning_module: Module | None = None
         self.datamodule: DataModule | None = None
         self.run_record: RunRecord | None = None  # run.json's writer, when the CLI provides one

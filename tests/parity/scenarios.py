@@ -666,6 +666,35 @@ def several_loaders_without_a_dataloader_idx_argument(pl, root):
     return observe(run, model, root, failures=failures)
 
 
+@scenario
+def trainer_shows_loaders_as_given(pl, root):
+    class Steps(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+    def shape(loaders):
+        if isinstance(loaders, dict):
+            return {k: type(v).__name__ for k, v in loaders.items()}
+        if isinstance(loaders, (list, tuple)):
+            return [type(v).__name__ for v in loaders]
+        return type(loaders).__name__
+
+    model, run = Steps(), trainer(pl, root, max_epochs=1)
+    seen = [shape(run.val_dataloaders), shape(run.test_dataloaders)]
+    run.fit(model, loader(regression()), loader(regression(8)))
+    seen.append(shape(run.val_dataloaders))
+    run.validate(model, {"a": loader(regression(8)), "b": loader(regression(16))})
+    seen.append(shape(run.val_dataloaders))
+    run.test(model, (loader(regression(8)), loader(regression(8))))
+    seen.append(shape(run.test_dataloaders))
+    run.predict(model, [loader(regression(8))])
+    seen.append(shape(run.predict_dataloaders))
+    return observe(run, model, root, seen=seen)
+
+
 # ---------------------------------------------------------------------- callbacks
 @scenario
 def early_stopping_on_validation(pl, root):
