@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ltrain.app.checking import import_qualified
 from ltrain.app.config import (
-    import_qualified,
     imported_modules,
     instantiate,
     load_yaml,
