@@ -10,17 +10,19 @@ torch stays unimported; any other class is imported to read its signature.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ltrain.app.errors import ConfigError
-from ltrain.app.signatures import SHORT_NAMES, ClassByName, ClassInfo, read_class, stand_in
+from ltrain.app.names import find_class, real
+from ltrain.app.signatures import SHORT_NAMES, ClassInfo, import_qualified
+
+# the arguments of a class the app passes itself (an optimizer's `params`)
+Skip = Collection[str]
 
 # the class each slot must hold, where it is defined
 SLOTS = {
@@ -43,11 +45,26 @@ def check_value(value: Any, hint: Any, key: str = "value") -> tuple[Any, list[st
 
 
 class Checker:
-    """Walks a config against signatures, collecting problems instead of stopping at the first."""
+    """Walks a config against signatures, collecting problems instead of stopping at the first.
 
-    def __init__(self) -> None:
+    `carried` holds the dotted keys of `init_args` a merge carried over from a class the config
+    then replaced (`--config base.yaml --model=Other`): as in jsonargparse, those the new class
+    takes are kept and the others are dropped without a word, since nobody wrote them for it.
+    `exempt` holds the arguments `link_arguments` fills in later: neither given nor missing.
+    `modules` are those the sources' class paths named, imported before a bare name is looked up.
+    """
+
+    def __init__(
+        self,
+        carried: Collection[str] = (),
+        exempt: Collection[str] = (),
+        modules: Sequence[str] = (),
+    ) -> None:
         self.problems: list[tuple[str, str]] = []  # (dotted key, what is wrong with it)
         self.unchecked: list[str] = []
+        self.carried = frozenset(carried)
+        self.exempt = frozenset(exempt)
+        self.modules = modules  # where a bare class name may be defined (names.find_class)
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append((key, text))
@@ -57,8 +74,18 @@ class Checker:
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
         self.problem(key, f"unknown key{hint}")
 
-    def class_spec(self, spec: Any, key: str, slot: str | None = None, base: Any = None) -> Any:
-        """Check `{class_path, init_args}` and return it resolved (full path, defaults filled)."""
+    def class_spec(
+        self, spec: Any, key: str, base: Any = None, role: str | None = None, skip: Skip = ()
+    ) -> Any:
+        """Check `{class_path, init_args}` and return it resolved (full path, defaults filled).
+
+        `base` is what the class must derive from (a class, a stand-in or a tuple of them) and
+        `role` names the slot in messages ("model must be"). A slot may be given as a bare class
+        name, as LightningCLI allows (`optimizer: Adam`). `skip` names the arguments the app
+        passes itself (an optimizer's `params`), which the config may not set.
+        """
+        if isinstance(spec, str) and role is not None:
+            spec = {"class_path": spec}
         if not isinstance(spec, Mapping) or "class_path" not in spec:
             self.problem(
                 key, f"expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
@@ -68,10 +95,11 @@ class Checker:
         for name in sorted(extra):
             self.unknown(f"{key}.{name}", name, ("class_path", "init_args"))
         path = spec["class_path"]
-        target = self.import_target(path, f"{key}.class_path")
-        if target is None:
+        target, problem = find_class(path, base, self.modules)
+        if problem is not None:
+            self.problem(f"{key}.class_path", problem)
             return dict(spec)
-        if not self.fits(target, f"{key}.class_path", slot, base):
+        if not self.fits(target, f"{key}.class_path", base, role):
             return dict(spec)
         init_args = spec.get("init_args") or {}
         if not isinstance(init_args, Mapping):
@@ -79,98 +107,125 @@ class Checker:
             return dict(spec)
         return {
             "class_path": class_path_of(target, path),
-            "init_args": self.arguments(target, init_args, f"{key}.init_args"),
+            "init_args": self.arguments(target, init_args, f"{key}.init_args", skip),
         }
 
-    def import_target(self, path: Any, key: str) -> Any:
-        if not isinstance(path, str) or not path:
-            self.problem(key, f"expected a class name or dotted path, got {_short(path)}")
-            return None
-        dotted = SHORT_NAMES.get(path, path)
-        module_name, _, attribute = dotted.rpartition(".")
-        if not module_name:
-            close = difflib.get_close_matches(path, list(SHORT_NAMES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.problem(
-                key,
-                f"{path!r} is neither a built-in short name nor a dotted path (module.Class){hint}",
-            )
-            return None
-        found = read_class(dotted)  # ltrain's own classes, without importing torch
-        if found is not None:
-            return found
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            self.problem(key, f"cannot import module {error.name!r} (from {path!r})")
-            return None
-        except Exception as error:
-            self.problem(key, f"importing {module_name!r} failed: {type(error).__name__}: {error}")
-            return None
-        target = getattr(module, attribute, None)
-        if target is None:
-            self.problem(key, f"module {module_name!r} has no attribute {attribute!r}")
-        return target
-
-    def fits(self, target: Any, key: str, slot: str | None, base: Any) -> bool:
+    def fits(self, target: Any, key: str, base: Any, role: str | None = None) -> bool:
         """A slot's class must subclass the slot's base; a nested value must fit its type hint."""
-        required = stand_in(SLOTS[slot]) if slot else base
-        if required is None:
+        if base is None:
             if not (isinstance(target, ClassInfo) or callable(target)):
                 self.problem(key, f"{_name(target)} is not a class or function")
                 return False
             return True
-        if isinstance(target, ClassInfo):
-            ok = target.derives_from(class_path_of(required))
-            if ok is None:  # a base outside ltrain, which may claim subclasses: ask the real one
-                ok = issubclass(import_qualified(target.path), _real(required))
-        elif slot is None and not inspect.isclass(target) and callable(target):
-            return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
-        else:
-            ok = inspect.isclass(target) and issubclass(target, _real(required))
-        if not ok:
+        bases = base if isinstance(base, tuple) else (base,)
+        if role is None and not isinstance(target, ClassInfo) and not inspect.isclass(target):
+            if callable(target):
+                return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
+        if not any(self._derives(target, b) for b in bases):
+            names = " or ".join(b.__name__ for b in bases)
             self.problem(
                 key,
-                f"{_name(target)} is not a {required.__name__} subclass, which "
-                f"{slot or 'this value'} must be",
+                f"{_name(target)} is not a {names} subclass, which {role or 'this value'} must be",
             )
-        return ok
+            return False
+        return True
 
-    def arguments(self, target: Any, given: Mapping[str, Any], key: str) -> dict[str, Any]:
-        """Check `given` against `target`'s signature; return every argument, defaults included."""
+    @staticmethod
+    def _derives(target: Any, base: Any) -> bool:
         if isinstance(target, ClassInfo):
-            signature, hints = target.signature, target.hints
+            ok = target.derives_from(class_path_of(base))
+            if ok is not None:
+                return ok
+            target = import_qualified(target.path)  # a base outside ltrain may claim subclasses
+        return inspect.isclass(target) and issubclass(target, real(base))
+
+    def arguments(
+        self, target: Any, given: Mapping[str, Any], key: str, skip: Skip = ()
+    ) -> dict[str, Any]:
+        """Check `given` against `target`'s signature; return every argument, defaults included.
+
+        An argument Lightning's twin of the class takes and ltrain's lacks (`trainer.max_time`)
+        is accepted at Lightning's default, which is what a Lightning config says when it says
+        nothing, and refused at any other value; ltrain cannot do what it asks.
+        """
+        if isinstance(target, ClassInfo):
+            signature, hints, twin = target.signature, target.hints, target.lightning_defaults
         else:
             try:
                 signature = inspect.signature(target)
             except (TypeError, ValueError):
                 self.unchecked.append(key)
                 return dict(given)
-            hints = _type_hints(target)
+            hints, twin = _type_hints(target), {}
         parameters = {
             name: p
             for name, p in signature.parameters.items()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name != "self"
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and name != "self"
+            and name not in skip
         }
         takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
         resolved: dict[str, Any] = {}
         for name, parameter in parameters.items():
-            if name in given:
-                resolved[name] = self.value(given[name], hints.get(name, Any), f"{key}.{name}")
-            elif parameter.default is not parameter.empty:
-                if _is_plain(parameter.default):
-                    resolved[name] = parameter.default
-            else:
-                self.problem(f"{key}.{name}", "required argument missing")
-        for name in given:
-            if name in parameters:
+            hint, default, sub = hints.get(name, Any), parameter.default, _join(key, name)
+            if sub in self.exempt:
+                if name in given:
+                    self.problem(sub, "set by link_arguments from another key; remove it")
                 continue
-            if takes_kwargs:
-                self.unchecked.append(f"{key}.{name}")
+            if name not in given:
+                if default is parameter.empty:
+                    self.problem(sub, "required argument missing")
+                elif _is_plain(default):
+                    resolved[name] = self._as_hinted(default, hint)
+                continue
+            value = given[name]
+            if name in twin and _same(value, twin[name]) and default is not parameter.empty:
+                if not self.fits_quietly(value, hint)[0]:
+                    resolved[name] = default  # `precision: null`: Lightning's "the default"
+                    continue
+            if sub in self.carried:
+                ok, normalised = self.fits_quietly(value, hint)
+                if ok:
+                    resolved[name] = normalised
+                elif default is not parameter.empty:
+                    resolved[name] = default
+                continue
+            resolved[name] = self.value(value, hint, sub)
+        for name in given:
+            sub = _join(key, name)
+            if name in parameters or sub in self.carried:
+                continue
+            if name in skip:
+                self.problem(sub, "ltrain passes this argument itself; remove it")
+            elif name in twin:
+                if not _same(given[name], twin[name]):
+                    self.problem(
+                        sub,
+                        f"an argument of Lightning's {_name(target)} that ltrain's does not take; "
+                        f"remove it or leave it at Lightning's default {_as_yaml(twin[name])}",
+                    )
+            elif takes_kwargs:
+                self.unchecked.append(sub)
                 resolved[name] = given[name]
             else:
-                self.unknown(f"{key}.{name}", name, list(parameters))
+                self.unknown(sub, name, list(parameters))
         return resolved
+
+    def _as_hinted(self, default: Any, hint: Any) -> Any:
+        """A default as jsonargparse prints it: an int default of a float argument is a float."""
+        if isinstance(default, int) and not isinstance(default, bool):
+            ok, normalised = self.fits_quietly(default, hint)
+            if ok and isinstance(normalised, float):
+                return normalised
+        return default
+
+    def fits_quietly(self, value: Any, hint: Any) -> tuple[bool, Any]:
+        """Whether `value` fits `hint` (and its normalised form), recording no problem."""
+        before = len(self.problems)
+        ok, normalised = self._match(value, hint, "")
+        ok = ok and len(self.problems) == before
+        del self.problems[before:]
+        return ok, normalised
 
     def value(self, value: Any, hint: Any, key: str) -> Any:
         """Check one value against its hint; return it normalised (e.g. '1e-3' -> 0.001)."""
@@ -244,25 +299,13 @@ class Checker:
             value_hint = args[1] if len(args) == 2 else Any
             return True, {k: self.value(v, value_hint, f"{key}.{k}") for k, v in value.items()}
         if inspect.isclass(hint):
+            if isinstance(value, str) and _names_a_class(value):
+                value = {"class_path": value}  # LightningCLI's `callbacks: EarlyStopping`
             if isinstance(value, Mapping) and "class_path" in value:
                 return True, self.class_spec(value, key, base=hint)
             # a stand-in has no instances; no YAML value is an instance of the class it names
             return isinstance(value, hint), value
         return True, value
-
-
-def import_qualified(dotted: str) -> Any:
-    """Import `module.Outer.Inner` where the class path may include nested attributes."""
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            target: Any = importlib.import_module(".".join(parts[:split]))
-        except ModuleNotFoundError:
-            continue
-        for attribute in parts[split:]:
-            target = getattr(target, attribute)
-        return target
-    raise ConfigError(f"cannot import {dotted}")
 
 
 def class_path_of(target: Any, given: str | None = None) -> str:
@@ -279,9 +322,28 @@ def class_path_of(target: Any, given: str | None = None) -> str:
     return path
 
 
-def _real(cls: type) -> type:
-    """The class itself: a stand-in is imported now, since an imported class is checked against it."""
-    return import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
+def _names_a_class(text: str) -> bool:
+    """Whether a string given for a class names one (`EarlyStopping`, `my.Net`), as LightningCLI
+    allows; other text (`'resnet'`) is reported as the wrong kind of value."""
+    if text in SHORT_NAMES or (text.isidentifier() and text[0].isupper()):
+        return True
+    return "." in text and all(part.isidentifier() for part in text.split("."))
+
+
+def _as_yaml(value: Any) -> str:
+    """A plain value as a config writes it (null, true, 3)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Equal, and a bool only equals a bool (`0 == False` in Python, not in a config)."""
+    return value == default and isinstance(value, bool) == isinstance(default, bool)
 
 
 def _type_hints(target: Any) -> dict[str, Any]:
