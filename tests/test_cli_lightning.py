@@ -356,6 +356,15 @@ def test_callbacks_append_and_a_flag_without_an_index_sets_the_last_one(workdir)
             "torch.optim.lr_scheduler.CosineAnnealingLR",
         ),
         (
+            [
+                "--optimizer=SGD",
+                "--lr_scheduler=ReduceLROnPlateau",
+                "--lr_scheduler.monitor=val_loss",
+            ],
+            "lr_scheduler",
+            "ltrain.cli.ReduceLROnPlateau",
+        ),
+        (
             ["--trainer.logger=TensorBoardLogger"],
             "trainer.logger",
             "ltrain.loggers.TensorBoardLogger",
