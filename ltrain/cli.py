@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -63,10 +63,36 @@ ArgsType = Sequence[str] | Mapping[str, Any] | None
 
 
 class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
-    """torch's ReduceLROnPlateau with the metric it watches, which `configure_optimizers` returns."""
+    """torch's ReduceLROnPlateau with the metric it watches, which `configure_optimizers` returns.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, monitor: str, *args: Any, **kwargs: Any):
-        super().__init__(optimizer, *args, **kwargs)
+    torch's arguments are spelled out so that a printed or saved config lists them with their
+    defaults, as LightningCLI's does.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        monitor: str,
+        mode: Literal["min", "max"] = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: Literal["rel", "abs"] = "rel",
+        cooldown: int = 0,
+        min_lr: float | list[float] = 0.0,
+        eps: float = 1e-8,
+    ):
+        super().__init__(
+            optimizer,
+            mode=mode,
+            factor=factor,
+            patience=patience,
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            cooldown=cooldown,
+            min_lr=min_lr,
+            eps=eps,
+        )
         self.monitor = monitor
 
 

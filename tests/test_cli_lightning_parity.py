@@ -204,7 +204,14 @@ SCENARIOS = {
     ),
     "print_default_env": (
         "env",
-        ["fit", "--config", "base.yaml", "--print_config"],
+        [
+            "fit",
+            "--config",
+            "base.yaml",
+            "--lr_scheduler=ReduceLROnPlateau",  # step_size goes: the new class does not take it
+            "--lr_scheduler.monitor=val_loss",
+            "--print_config",
+        ],
         {"PL_FIT__TRAINER__MAX_EPOCHS": "4", "PL_FIT__MODEL__LR": "0.5"},
     ),
     "fit": ("script", ["fit", *TWO_CONFIGS, "--model.lr", "1e-3"], {}),
