@@ -192,6 +192,7 @@ SCENARIOS = {
             "fit",
             "--model=Model",
             "--data=Data",
+            "--config=arguments.yaml",  # init args only: for the classes named before
             "--optimizer=Adam",
             "--optimizer.lr=0.01",
             "--lr_scheduler=StepLR",
@@ -229,6 +230,7 @@ def run_all(framework: str, folder: Path) -> dict[str, subprocess.CompletedProce
     (folder / "main.py").write_text(source)
     (folder / "base.yaml").write_text(BASE)
     (folder / "exp.yaml").write_text(EXPERIMENT)
+    (folder / "arguments.yaml").write_text("model: {hidden: 6}\ndata: {batch_size: 2}\n")
     results = {}
     for name, (mode, args, env) in SCENARIOS.items():
         environment = {**os.environ, "MODE": mode, "PYTHONPATH": str(ROOT), **env}

@@ -147,6 +147,9 @@ def test_subclass_mode_takes_class_paths_and_a_plateau_scheduler_returns_its_mon
         run=False,
     )
     assert type(cli.model) is Model and type(cli.datamodule) is Data
+    (workdir / "arguments.yaml").write_text("model: {hidden: 6}\n")
+    named_first = ["--model=Model", "--config=arguments.yaml", "--data=Data"]
+    assert LightningCLI(args=named_first, run=False).model.hparams.hidden == 6
     configured = cli.model.configure_optimizers()
     assert isinstance(configured["optimizer"], torch.optim.Adam)
     assert isinstance(configured["lr_scheduler"]["scheduler"], ReduceLROnPlateau)
@@ -226,6 +229,10 @@ def test_args_may_be_a_mapping(workdir):
             "error: model.num_classes: set by link_arguments from another key; remove it (--model.num_classes=4)",
         ),
         (["fit", "--config", "nope.yaml"], "error: --config nope.yaml: no such config file"),
+        (
+            ["fit", "--model=Model"],
+            "error: model: the script fixes the class to Model; expected a mapping of its arguments (--model=Model)",
+        ),
         (["fitt"], "error: fitt: expected a subcommand first, one of fit, validate, test, predict"),
     ],
 )

@@ -195,8 +195,12 @@ def _seed(config: Mapping[str, Any], layout: Layout, checker: Checker) -> int | 
 def _slot(config: Mapping[str, Any], slot: Slot, checker: Checker, out: dict[str, Any]) -> None:
     value = config.get(slot.key)
     if slot.fixed is not None:  # the script's class: the key holds its arguments
-        if value is not None and not isinstance(value, Mapping):
-            checker.problem(slot.key, f"expected a mapping of {slot.fixed.__name__}'s arguments")
+        if value is not None and (not isinstance(value, Mapping) or "class_path" in value):
+            checker.problem(
+                slot.key,
+                f"the script fixes the class to {slot.fixed.__name__}; "
+                "expected a mapping of its arguments",
+            )
             return
         arguments = checker.arguments(slot.fixed, value or {}, slot.key, slot.skip)
         out[slot.key] = {"class_path": class_path_of(slot.fixed), "init_args": arguments}

@@ -362,8 +362,11 @@ class Gatherer:
 
     def _merge(self, old: Any, new: Any, path: str, label: str) -> Any:
         """`new` over `old` as jsonargparse merges a later config into an earlier one."""
-        if isinstance(old, str) and isinstance(new, Mapping) and set(new) == {"init_args"}:
-            old = {"class_path": old}  # `optimizer: Adam`, then its arguments
+        if isinstance(old, str) and isinstance(new, Mapping) and "class_path" not in new:
+            old = {"class_path": old}  # `--model=MyModel`, then its arguments
+        elif _is_arguments(old) and "." not in path and (isinstance(new, str) or _is_spec(new)):
+            # a top-level class's arguments, then the class: they are its own, checked as given
+            old = {"class_path": _as_spec(new)["class_path"], "init_args": old}
         if _is_spec(old) and isinstance(new, (str, Mapping)):
             return self._merge_spec(old, new, path, label)
         if isinstance(old, Mapping) and isinstance(new, Mapping):
@@ -408,6 +411,10 @@ class Gatherer:
 
 def _is_spec(value: Any) -> bool:
     return isinstance(value, Mapping) and "class_path" in value
+
+
+def _is_arguments(value: Any) -> bool:
+    return isinstance(value, Mapping) and bool(value) and not set(value) & set(SPEC_KEYS)
 
 
 def _as_spec(value: Any) -> Any:
