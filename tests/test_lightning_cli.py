@@ -230,6 +230,18 @@ def test_args_may_be_a_mapping(workdir):
         ),
         (["fit", "--config", "nope.yaml"], "error: --config nope.yaml: no such config file"),
         (
+            ["fit", "--data.hidden=3"],
+            "error: data.hidden: unknown key; valid keys: batch_size, num_classes (--data.hidden=3)",
+        ),
+        (
+            ["fit", "--config", "linked.yaml"],
+            "error: model.num_classes: set by link_arguments from another key; remove it (linked.yaml)",
+        ),
+        (
+            ["fit", "--config", "typo.yaml"],
+            "error: modle: unknown key; did you mean 'model'? (typo.yaml)",
+        ),
+        (
             ["fit", "--model=Model"],
             "error: model: the script fixes the class to Model; expected a mapping of its arguments (--model=Model)",
         ),
@@ -237,6 +249,8 @@ def test_args_may_be_a_mapping(workdir):
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_builds_nothing(workdir, capsys, args, line):
+    (workdir / "linked.yaml").write_text("model: {num_classes: 3}\n")
+    (workdir / "typo.yaml").write_text("trainer: {max_epochs: 2}\nmodle: {hidden: 3}\n")
     with pytest.raises(SystemExit) as stopped:
         LinkedCLI(Model, Data, args=args)
     assert stopped.value.code == 2
