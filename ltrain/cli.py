@@ -326,8 +326,10 @@ class LightningCLI:
         built: dict[str, Any] = {}
         for slot in self._in_link_order():
             spec = self.resolved.get(slot.key)
-            keep = spec is None or slot.key in specs_only
-            built[slot.key] = spec if keep else self._build(slot.key, spec, built)
+            if spec is None or slot.key in specs_only:
+                built[slot.key] = spec
+            else:
+                built[slot.key] = self._build(slot.key, spec, built)
         self.config_init = self._nested({**lightning_view(self.resolved, self.layout), **built})
         self.datamodule = built.get("data")
         self.model = built["model"]

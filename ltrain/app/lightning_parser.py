@@ -28,8 +28,8 @@ class Namespace(dict):
     """A parsed config: `config.trainer.max_epochs`, `config["trainer"]["max_epochs"]` or
     `config["trainer.max_epochs"]`, as jsonargparse's Namespace is read."""
 
-    def __init__(self, values: Mapping[str, Any] = ()) -> None:
-        super().__init__({k: _namespaced(v) for k, v in dict(values).items()})
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        super().__init__({k: _namespaced(v) for k, v in (values or {}).items()})
 
     def __getattr__(self, name: str) -> Any:
         try:

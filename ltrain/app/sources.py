@@ -113,7 +113,8 @@ def parse_arguments(
     """Read LightningCLI's arguments from `words`: `--config FILE` (or `-c`), `--KEY=VALUE`,
     `--KEY VALUE`, `--KEY+=VALUE`, `--print_config[=skip_null]`; with `positional`, one bare word
     first is ltrain's CONFIG. `overrides` are the command's `--set`s."""
-    config, arguments, print_config = None, [], None
+    config, print_config = None, None
+    arguments: list[Argument] = []
     index = 0
     while index < len(words):
         word = words[index]
