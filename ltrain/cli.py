@@ -194,19 +194,19 @@ class LightningCLI:
             "environment": environment,
             "base": (given, "args") if given is not None else None,
         }
-        resolved, _ = load(sources, self.layout, **options)
-        ckpt_path = resolved.config.get("ckpt_path")
-        hparams = self._checkpoint_hyperparameters(ckpt_path)
-        if hparams:  # the model the checkpoint was trained as, over everything else
-            after = ({"model": hparams}, f"ckpt_path {ckpt_path}")
-            resolved, _ = load(sources, self.layout, after=after, **options)
-        self.resolved = resolved.config
+        self.resolved = load(sources, self.layout, **options)[0].config
         self._link_on_parse()
-        self.config = self._nested(lightning_view(self.resolved, self.layout))
-        if sources.print_config is not None:
+        if sources.print_config is not None:  # as given: LightningCLI prints before ckpt_path
             shown = lightning_view(self.resolved, self.layout, "skip_null" in sources.print_config)
             print(to_yaml(shown, header_line()), end="")
             sys.exit(0)
+        ckpt_path = self.resolved.get("ckpt_path")
+        hparams = self._checkpoint_hyperparameters(ckpt_path)
+        if hparams:  # the model the checkpoint was trained as, over everything else
+            after = ({"model": hparams}, f"ckpt_path {ckpt_path}")
+            self.resolved = load(sources, self.layout, after=after, **options)[0].config
+            self._link_on_parse()
+        self.config = self._nested(lightning_view(self.resolved, self.layout))
 
     def _checkpoint_hyperparameters(self, ckpt_path: Any) -> dict[str, Any]:
         """A checkpoint's `hyper_parameters`, as LightningCLI reads them into the model's config

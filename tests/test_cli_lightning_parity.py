@@ -103,6 +103,11 @@ class CLI(LightningCLI):
     def before_fit(self):
         self.before = built(self)
 
+    def after_validate(self):
+        model = {k: v for k, v in self.model.hparams.items() if not k.startswith("_")}
+        loss = round(float(self.trainer.callback_metrics["val_loss"]), 6)
+        print(json.dumps({"model": model, "val_loss": loss}))
+
     def after_fit(self):
         print(json.dumps({**self.before, "epoch": self.trainer.current_epoch,
                           "log_dir": os.path.relpath(self.trainer.log_dir)}))
@@ -216,6 +221,24 @@ SCENARIOS = {
         {"PL_FIT__TRAINER__MAX_EPOCHS": "4", "PL_FIT__MODEL__LR": "0.5"},
     ),
     "fit": ("script", ["fit", *TWO_CONFIGS, "--model.lr", "1e-3"], {}),
+    # after fit: {checkpoint} is the checkpoint it saved; the model is built as it was trained,
+    # but --print_config shows the config as given
+    "validate_from_checkpoint": (
+        "script",
+        ["validate", *TWO_CONFIGS, "--model.hidden=3", "--ckpt_path={checkpoint}"],
+        {},
+    ),
+    "print_validate_from_checkpoint": (
+        "script",
+        [
+            "validate",
+            *TWO_CONFIGS,
+            "--model.hidden=3",
+            "--ckpt_path={checkpoint}",
+            "--print_config",
+        ],
+        {},
+    ),
     "run_false": (
         "run_false",
         ["--model.hidden=3", "--data.num_classes=9", "--optimizer=Adam"],
@@ -235,6 +258,9 @@ def run_all(framework: str, folder: Path) -> dict[str, subprocess.CompletedProce
     for name, (mode, args, env) in SCENARIOS.items():
         environment = {**os.environ, "MODE": mode, "PYTHONPATH": str(ROOT), **env}
         environment.pop("PL_GLOBAL_SEED", None)
+        found = sorted(folder.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+        checkpoint = found[0].relative_to(folder) if found else None
+        args = [arg.format(checkpoint=checkpoint) for arg in args]
         results[name] = subprocess.run(
             [sys.executable, "main.py", *args],
             cwd=folder,
@@ -343,6 +369,15 @@ def test_fit_builds_the_same_objects_and_saves_the_same_config(outputs):
     assert (outputs["ltrain"][1] / "lightning_logs/version_0/run.json").is_file()
 
 
+def test_validate_builds_the_model_the_checkpoint_was_trained_as(outputs):
+    validated = {
+        fw: json.loads(results["validate_from_checkpoint"].stdout.strip().splitlines()[-1])
+        for fw, (results, _) in outputs.items()
+    }
+    assert validated["ltrain"] == validated["lightning"]
+    assert validated["ltrain"]["model"] == {"hidden": 12, "lr": 0.001, "num_classes": 5}  # fit's
+
+
 def test_run_false_builds_the_same_objects_and_runs_nothing(outputs):
     built = {
         fw: json.loads(results["run_false"].stdout.strip().splitlines()[-1])
@@ -351,4 +386,5 @@ def test_run_false_builds_the_same_objects_and_runs_nothing(outputs):
     assert built["ltrain"] == built["lightning"]
     assert built["ltrain"]["model"] == {"hidden": 3, "lr": 0.1, "num_classes": 9}
     assert built["ltrain"]["trainer"]["max_epochs"] == 5 and built["ltrain"]["seed"] == "3"
-    assert not (outputs["ltrain"][1] / "lightning_logs" / "version_1").exists()  # fit's is 0
+    versions = sorted(p.name for p in (outputs["ltrain"][1] / "lightning_logs").iterdir())
+    assert versions == ["version_0", "version_1"]  # fit's and validate's
