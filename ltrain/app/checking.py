@@ -140,9 +140,16 @@ class Checker:
         return inspect.isclass(target) and issubclass(target, real(base))
 
     def arguments(
-        self, target: Any, given: Mapping[str, Any], key: str, skip: Skip = ()
+        self,
+        target: Any,
+        given: Mapping[str, Any],
+        key: str,
+        skip: Skip = (),
+        hinted_defaults: bool = True,
     ) -> dict[str, Any]:
-        """Check `given` against `target`'s signature; return every argument, defaults included.
+        """Check `given` against `target`'s signature; return every argument, defaults included
+        (as their hints make them, unless `hinted_defaults` is off: jsonargparse keeps the raw
+        defaults of a class a script fixes).
 
         An argument Lightning's twin of the class takes and ltrain's lacks (`trainer.max_time`)
         is accepted at Lightning's default, which is what a Lightning config says when it says
@@ -175,8 +182,10 @@ class Checker:
             if name not in given:
                 if default is parameter.empty:
                     self.problem(sub, "required argument missing")
-                elif _is_plain(default):
+                elif _is_plain(default) and hinted_defaults:
                     resolved[name] = self._as_hinted(default, hint)
+                elif _is_plain(default):
+                    resolved[name] = default
                 continue
             value = given[name]
             if name in twin and _same(value, twin[name]) and default is not parameter.empty:

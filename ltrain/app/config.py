@@ -202,7 +202,7 @@ def _slot(config: Mapping[str, Any], slot: Slot, checker: Checker, out: dict[str
                 "expected a mapping of its arguments",
             )
             return
-        arguments = checker.arguments(slot.fixed, value or {}, slot.key, slot.skip)
+        arguments = checker.arguments(slot.fixed, value or {}, slot.key, slot.skip, False)
         out[slot.key] = {"class_path": class_path_of(slot.fixed), "init_args": arguments}
     elif value is not None:
         spec = checker.class_spec(value, slot.key, slot.base, role=slot.key, skip=slot.skip)
