@@ -403,6 +403,10 @@ def cpu_rows(args: argparse.Namespace, patience: float) -> list[Row]:
         ("`ltrain --help`", [*ltrain_cli, "--help"]),
         ("`ltrain fit --help`", [*ltrain_cli, "fit", "--help"]),
         ("`ltrain config configs/digits.yaml`", [*ltrain_cli, "config", "configs/digits.yaml"]),
+        (
+            "`ltrain fit configs/digits.yaml --print_config`",
+            [*ltrain_cli, "fit", "configs/digits.yaml", "--print_config"],
+        ),
     ):
         rows.append(
             (

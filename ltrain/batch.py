@@ -5,10 +5,13 @@ Batches are whatever a loader yields: tensors, tuples, lists, named tuples, dict
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+
+from ltrain.errors import MisconfigurationException
 
 
 def apply_to_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -40,24 +43,40 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 
 
 def infer_batch_size(batch: Any) -> int:
-    """Lightning's rule: the length of the first tensor in the batch, 1 when there is none."""
+    """Lightning's rule: the length of the first tensor found in the batch (1 for a 0-d one),
+    looking through mappings, dataclasses and any other iterable but strings; no batch (an
+    epoch-end hook) counts 1, and a batch without a tensor is refused, as in Lightning."""
     if type(batch) in (tuple, list) and batch and isinstance(batch[0], torch.Tensor):
         first = batch[0]  # the usual (x, y): answered without the recursive walk
         return len(first) if first.dim() else 1
+    if batch is None:
+        return 1
     size = _first_tensor_length(batch)
-    return 1 if size is None else size
+    if size is None:
+        raise MisconfigurationException(
+            "We could not infer the batch_size from the batch. Either simplify its structure or "
+            "provide the batch_size as `self.log(..., batch_size=batch_size)`."
+        )
+    return size
 
 
 def _first_tensor_length(batch: Any) -> int | None:
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.dim() > 0 else 1
+    if isinstance(batch, str):
+        return None
     if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, (list, tuple)):
-        for item in batch:
-            size = _first_tensor_length(item)
-            if size is not None:
-                return size
+        items: Iterable[Any] = batch.values()
+    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        items = (getattr(batch, field.name) for field in dataclasses.fields(batch))
+    elif isinstance(batch, Iterable):
+        items = batch
+    else:
+        return None
+    for item in items:
+        size = _first_tensor_length(item)
+        if size is not None:
+            return size
     return None
 
 

@@ -416,6 +416,27 @@ class Module(HyperparametersMixin, nn.Module):
         """Free the gradients before validation, so evaluation has their memory."""
         self.zero_grad(set_to_none=True)
 
+    def on_validation_model_eval(self) -> None:
+        """Put the module in eval mode for validation; override to keep parts training."""
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        """Called after validation only when overridden; by default each submodule's mode from
+        before validation is put back (a part kept in eval mode stays there)."""
+        self.train()
+
+    def on_test_model_eval(self) -> None:
+        """Put the module in eval mode for testing."""
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        """Called after testing only when overridden (as `on_validation_model_train`)."""
+        self.train()
+
+    def on_predict_model_eval(self) -> None:
+        """Put the module in eval mode for prediction (the modes are put back after it)."""
+        self.eval()
+
     def on_before_zero_grad(self, optimizer: Any) -> None: ...
     def on_before_backward(self, loss: torch.Tensor) -> None: ...
     def on_after_backward(self) -> None: ...

@@ -29,6 +29,7 @@ _LOGGING_RULES: dict[str, tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]]
             "on_train_batch_start",
             "on_train_batch_end",
             "on_before_backward",
+            "backward",
             "on_after_backward",
             "on_before_optimizer_step",
             "on_before_zero_grad",
@@ -65,7 +66,8 @@ _LOGGING_RULES: dict[str, tuple[tuple[bool, ...], tuple[bool, ...], bool, bool]]
     ),
 }
 
-_REDUCTIONS = {
+# what `reduce_fx` may be, as in Lightning: a name in any case, or torch's (or Python's) function
+_REDUCTIONS: dict[Any, str] = {
     "mean": "mean",
     "avg": "mean",
     "sum": "sum",
@@ -75,7 +77,23 @@ _REDUCTIONS = {
     torch.sum: "sum",
     torch.max: "max",
     torch.min: "min",
+    sum: "sum",
+    max: "max",
+    min: "min",
 }
+
+
+def _reduction(name: str, reduce_fx: Any) -> str:
+    """'mean', 'sum', 'max' or 'min' for a `reduce_fx` Lightning accepts; anything else is refused."""
+    key = reduce_fx.lower() if isinstance(reduce_fx, str) else reduce_fx
+    try:
+        return _REDUCTIONS[key]
+    except (KeyError, TypeError):
+        raise MisconfigurationException(
+            f"self.log({name!r}, reduce_fx={reduce_fx!r}): only reduce_fx in {{min, max, mean, "
+            "sum}} is supported (a name or torch's function); for a custom reduction, log a "
+            "torchmetrics.Metric instead."
+        ) from None
 
 
 def _is_metric(value: Any) -> bool:
@@ -105,11 +123,15 @@ class _Entry:
         "step_key",
         "epoch_key",
         "metric_attribute",
+        "suffix",
+        "dataloader_idx",
     )
 
-    def __init__(self, name: str, hook: str, options: tuple, on_step: bool, on_epoch: bool,
-                 reduce: str, prog_bar: bool, logger: bool, sync_dist: bool) -> None:  # fmt: skip
-        self.name = name
+    def __init__(self, name: str, suffix: str, hook: str, options: tuple, on_step: bool,
+                 on_epoch: bool, reduce: str, prog_bar: bool, logger: bool,
+                 sync_dist: bool) -> None:  # fmt: skip
+        self.name = name + suffix
+        self.suffix = suffix
         self.hook = hook
         self.options = options
         self.on_step = on_step
@@ -126,11 +148,13 @@ class _Entry:
         self.metric: Any = None
         self.epoch_value: torch.Tensor | None = None
         # the names rows use, fixed per entry so not rebuilt on every `self.log`: logged on step
-        # and epoch, a name forks into `_step` and `_epoch` keys
+        # and epoch, a name forks into `_step` and `_epoch` keys, ahead of a loader's suffix
+        # (`loss_step/dataloader_idx_1`) as Lightning names them
         self.forked = forked = on_step and on_epoch
-        self.step_key = f"{name}_step" if forked else name
-        self.epoch_key = f"{name}_epoch" if forked else name
+        self.step_key = f"{name}_step{suffix}" if forked else self.name
+        self.epoch_key = f"{name}_epoch{suffix}" if forked else self.name
         self.metric_attribute: str | None = None  # where a checkpoint finds a torchmetrics value
+        self.dataloader_idx: int | None = None
 
     def resolved(self) -> tuple:
         """The options after defaults are applied: what makes two `self.log` calls the same."""
@@ -147,8 +171,12 @@ class _Entry:
 class Results:
     """Aggregates the values logged during one loop run (a training epoch, a validation run, ...).
 
-    `step_values` holds what was logged on step in the current batch (logger keys, suffixed);
-    `callback_metrics` / `progress_bar_metrics` are the trainer's dicts, updated in place.
+    `step_values` holds the latest value of each name logged on step (logger keys, suffixed): as
+    in Lightning, a name logged in an earlier batch of this run (of this loader) stays in the
+    rows until the run ends. `callback_metrics` / `progress_bar_metrics` / `logged_metrics` are
+    the trainer's dicts, updated in place as values are logged, so a hook reads this batch's
+    values as Lightning's do (which merge them when read); they hold tensors, read only when
+    a row or the progress bar needs floats.
     `reduce_across_processes(tensor, op)` reduces a tensor over processes for `sync_dist` with op
     'mean', 'sum', 'max' or 'min' (None with one process).
     """
@@ -157,25 +185,29 @@ class Results:
         self,
         callback_metrics: dict[str, torch.Tensor],
         progress_bar_metrics: dict[str, torch.Tensor],
+        logged_metrics: dict[str, torch.Tensor],
         reduce_across_processes: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
     ) -> None:
         self.callback_metrics = callback_metrics
         self.progress_bar_metrics = progress_bar_metrics
+        self.logged_metrics = logged_metrics
         self.reduce_across_processes = reduce_across_processes
         self.hook: str | None = None
         self.dataloader_idx: int | None = None
         self.batch: Any = None
         self._batch_size: int | None = None
-        self.entries: dict[str, _Entry] = {}
+        # keyed by (hook, name) as in Lightning: one name may be logged from several hooks (the
+        # latest value wins in the trainer's dicts and rows)
+        self.entries: dict[tuple[str | None, str], _Entry] = {}
         self.step_values: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ called by the trainer
     def start_batch(self, batch: Any, dataloader_idx: int | None = None) -> None:
         self.batch = batch
         self._batch_size = None
-        self.dataloader_idx = dataloader_idx
-        if self.step_values:
-            self.step_values = {}
+        if dataloader_idx != self.dataloader_idx:
+            self.dataloader_idx = dataloader_idx
+            self.step_values = {}  # the next loader's rows hold its own values only
 
     # ------------------------------------------------------------------ called by Module.log
     def log(
@@ -199,15 +231,16 @@ class Results:
         reduced across processes (a collective would wait for the others), as in Lightning.
         `metric_attribute`: the module's attribute path of a logged torchmetrics object.
         """
+        suffix = ""
         if self.dataloader_idx is not None and add_dataloader_idx:
-            name = f"{name}/dataloader_idx_{self.dataloader_idx}"
+            suffix = f"/dataloader_idx_{self.dataloader_idx}"
         options = (
             on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only,
-            metric_attribute,
+            metric_attribute, self.dataloader_idx,
         )  # fmt: skip
-        entry = self.entries.get(name)
-        if entry is None or entry.options != options or entry.hook != self.hook:
-            entry = self._new_entry(name, self.hook, options, entry)
+        entry = self.entries.get((self.hook, name + suffix))
+        if entry is None or entry.options != options:
+            entry = self._new_entry(name, suffix, self.hook, options, entry)
 
         # a tensor is the common case: tested first, it skips the metric's attribute probing
         if isinstance(value, torch.Tensor) or not _is_metric(value):
@@ -231,24 +264,31 @@ class Results:
                 self.callback_metrics[key] = step_value
         if entry.logger:
             self.step_values[key] = step_value
+            self.logged_metrics[key] = step_value
         if entry.prog_bar:
             self.progress_bar_metrics[key] = step_value
 
     def _new_entry(
-        self, name: str, hook: str | None, options: tuple, previous: _Entry | None
+        self, name: str, suffix: str, hook: str | None, options: tuple, previous: _Entry | None
     ) -> _Entry:
-        on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only, attribute = (
-            options
-        )
+        """An entry for `name` in `hook`; one logged there before must mean the same (from the
+        same loader too: a name kept without its loader's suffix is refused from another, as in
+        Lightning)."""
+        (
+            on_step,
+            on_epoch,
+            reduce_fx,
+            prog_bar,
+            logger,
+            sync_dist,
+            rank_zero_only,
+            attribute,
+            idx,
+        ) = options
         sync_dist = sync_dist and not rank_zero_only
         if hook is None:
             raise MisconfigurationException(
                 f"self.log({name!r}) was called outside a hook the trainer runs; log inside a step or hook."
-            )
-        if previous is not None and previous.hook != hook:
-            raise MisconfigurationException(
-                f"self.log({name!r}) was called in `{hook}` but was already logged in "
-                f"`{previous.hook}`; use a different name per hook."
             )
         rules = _LOGGING_RULES.get(hook)
         if rules is None:
@@ -270,15 +310,15 @@ class Results:
             raise MisconfigurationException(
                 f"self.log({name!r}) with on_step=False and on_epoch=False logs nothing; set one of them."
             )
-        try:
-            reduce = _REDUCTIONS[reduce_fx]
-        except (KeyError, TypeError):
-            raise MisconfigurationException(
-                f"self.log({name!r}, reduce_fx={reduce_fx!r}): expected 'mean', 'sum', 'max' or 'min'"
-            ) from None
-        entry = _Entry(name, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist)
+        reduce = _reduction(name, reduce_fx)
+        entry = _Entry(
+            name, suffix, hook, options, on_step, on_epoch, reduce, prog_bar, logger, sync_dist
+        )
         entry.metric_attribute = attribute
-        if previous is not None and previous.resolved() != entry.resolved():
+        entry.dataloader_idx = idx
+        if previous is not None and (
+            previous.resolved() != entry.resolved() or previous.dataloader_idx != idx
+        ):
             raise MisconfigurationException(
                 f"You called `self.log({name}, ...)` twice in `{hook}` with different arguments. "
                 "This is not allowed"
@@ -289,7 +329,7 @@ class Results:
                 previous.weight,
                 previous.metric,
             )
-        self.entries[name] = entry
+        self.entries[(hook, entry.name)] = entry
         return entry
 
     def _accumulate(self, entry: _Entry, value: torch.Tensor, batch_size: int | None) -> None:
@@ -298,7 +338,9 @@ class Results:
             if entry.total is None:
                 entry.total = value * size  # a new tensor: the in-place adds below stay ours
             else:
-                entry.total.add_(value, alpha=size)  # one kernel per logged value
+                # Lightning's arithmetic to the last bit: the product rounded, then the sum (a
+                # fused `add_(value, alpha=size)` rounds once and differs for odd sizes)
+                entry.total.add_(value * size)
             entry.weight += size
         elif entry.total is None:
             entry.total = value
@@ -327,7 +369,9 @@ class Results:
         entries = []
         for entry in self.entries.values():
             item: dict[str, Any] = {
-                "name": entry.name,
+                "name": entry.name.removesuffix(entry.suffix),
+                "suffix": entry.suffix,
+                "dataloader_idx": entry.dataloader_idx,
                 "hook": entry.hook,
                 "resolved": list(entry.resolved()),
                 "total": entry.total,
@@ -348,6 +392,7 @@ class Results:
             # empty options: the next `self.log` call re-checks its options against these
             entry = _Entry(
                 item["name"],
+                item.get("suffix", ""),  # absent in checkpoints of older versions
                 item["hook"],
                 (),
                 on_step,
@@ -359,13 +404,14 @@ class Results:
             )
             entry.total, entry.weight = item["total"], item["weight"]
             entry.epoch_value = item["epoch_value"]
+            entry.dataloader_idx = item.get("dataloader_idx")
             if "metric" in item:
                 metric = module.get_submodule(item["metric"])
                 for key, value in item["metric_state"].items():
                     setattr(metric, key, value)
                 metric._update_count = item["metric_updates"]
                 entry.metric = metric
-            self.entries[entry.name] = entry
+            self.entries[(entry.hook, entry.name)] = entry
         self.step_values = dict(state["step_values"])
 
     # ------------------------------------------------------------------ epoch end
@@ -373,14 +419,14 @@ class Results:
         """The epoch value of every on_epoch entry (each computed once, then reused).
 
         Returns (logger values keyed as the logger writes them, callback values with bare and
-        suffixed names) and updates the trainer's callback and progress-bar dicts.
+        suffixed names) and updates the trainer's callback, logged and progress-bar dicts.
         """
         logged: dict[str, torch.Tensor] = {}
         callback: dict[str, torch.Tensor] = {}
         for entry in self.entries.values():
             if not entry.on_epoch:
                 continue
-            if entry.epoch_value is None:  # computed once: a torchmetrics object resets after it
+            if entry.epoch_value is None:  # computed once a run, reused by later calls
                 entry.epoch_value = self._epoch_value(entry)
             value = entry.epoch_value
             if value is None:
@@ -393,12 +439,26 @@ class Results:
             if entry.prog_bar:
                 self.progress_bar_metrics[key] = value
         self.callback_metrics.update(callback)
+        self.logged_metrics.update(logged)
         return logged, callback
+
+    def loader_of(self) -> dict[str, int | None]:
+        """The loader each logged epoch key came from (None: a hook outside the loaders' batches),
+        which decides the loaders whose `validate()`/`test()` results hold it, as in Lightning:
+        a name logged without its loader's suffix still belongs to that loader alone."""
+        return {e.epoch_key: e.dataloader_idx for e in self.entries.values() if e.on_epoch}
+
+    def reset_metrics(self) -> None:
+        """Reset the torchmetrics objects logged in this run, where Lightning does: when the run's
+        last row is written (after on_train_epoch_end, or after on_validation_end), so a hook until
+        then can still `compute()` them."""
+        logged = {id(e.metric): e.metric for e in self.entries.values() if e.metric is not None}
+        for metric in logged.values():
+            metric.reset()
 
     def _epoch_value(self, entry: _Entry) -> torch.Tensor | None:
         if entry.metric is not None:
             value = entry.metric.compute()
-            entry.metric.reset()
             if isinstance(value, torch.Tensor):
                 return value.detach()
             return torch.tensor(float(value))

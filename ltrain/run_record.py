@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -110,6 +111,25 @@ class RunRecord:
                 )
         self._write()
 
+    def start_in_version_folder(self, trainer: Any, checkpoint: str | None) -> None:
+        """Write the `running` record into the loggers' version folder, once it exists, unless
+        the CLI already did (it knows its folder first)."""
+        folder = _version_folder(trainer)
+        if self.folder is None and folder is not None:
+            self.start(Path(folder), trainer, Path(checkpoint) if checkpoint else None)
+
+    def finish(self, trainer: Any, ended_by: BaseException | None) -> None:
+        """Say how the run ended (a folder made only during the run gets its record now).
+
+        A record that cannot be written is a warning: it must not replace the run's outcome.
+        """
+        try:
+            if self.folder is None:
+                self.start_in_version_folder(trainer, None)
+            self.end(trainer, ended_by)
+        except OSError as error:
+            warnings.warn(f"could not write run.json: {error}", stacklevel=3)
+
     def discard(self) -> None:
         """The folder was removed (a start that failed with nothing in it): nothing to record."""
         self.folder = None
@@ -120,6 +140,15 @@ class RunRecord:
         assert self.folder is not None
         text = json.dumps(self.data, indent=2, allow_nan=False) + "\n"
         write_text_atomically(self.folder / RUN_FILE, text)
+
+
+def _version_folder(trainer: Any) -> str | None:
+    """The version folder the trainer's loggers write into, once it exists."""
+    for logger in trainer.loggers:
+        if logger.writes_version_folder:
+            folder = logger.fixed_log_dir
+            return folder if folder is not None and os.path.isdir(folder) else None
+    return None
 
 
 def _finite_or_none(value: Any) -> float | None:

@@ -257,7 +257,7 @@ BROKEN = [
         ["16-mixed", "CUDA"],
     ),
     ({}, ["fit", "tiny.yaml", "--set", "name=a/b"], ["name", "folder name"]),
-    ({}, ["fit", "tiny.yaml", "--set", "model=MLPClassifier"], ["model", "class_path"]),
+    ({}, ["fit", "tiny.yaml", "--set", "model=Perceptron"], ["model.class_path", "Perceptron"]),
     (
         {"ic.yaml": "model: {class_path: ImageClassifier}\n"},
         ["fit", "ic.yaml"],
@@ -328,7 +328,8 @@ def test_a_problem_from_set_names_the_set_option_and_one_from_the_file_names_the
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "error: modle: unknown key; did you mean 'model'? (--set modle.lr=1)",
-        "error: seed: expected a non-negative int or null, got -1 (bad.yaml)",
+        "error: seed: expected an int from 0 to 4294967295, true (pick one) or null, got -1 "
+        "(bad.yaml)",
         "error: model.init_args.lr: expected float, got 'fast' (--set model.lr=fast)",
     ]
 

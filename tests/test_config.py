@@ -7,8 +7,8 @@ from typing import Any, Literal, Optional, Union
 import pytest
 import yaml
 
+from ltrain.app.checking import check_value
 from ltrain.app.config import (
-    check_value,
     config_keys,
     instantiate,
     load_yaml,

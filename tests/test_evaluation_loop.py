@@ -9,8 +9,6 @@ import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from torch.nn import functional as F
 
-from ltrain.errors import MisconfigurationException
-
 # most fits here have no val loader on purpose; one test checks that warning itself
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 
@@ -51,7 +49,9 @@ def test_validate_and_test_return_one_dict_of_floats_per_dataloader(tmp_path):
 
 def test_several_loaders_need_a_dataloader_idx_argument_in_the_step(tmp_path):
     trainer = quiet_trainer(tmp_path, logger=False)
-    with pytest.raises(MisconfigurationException, match=r"BoringModel.test_step\(\)"):
+    with pytest.raises(
+        RuntimeError, match=r"multiple `test_dataloader`.*BoringModel.test_step\(\)"
+    ):
         trainer.test(BoringModel(), [boring_loader(16, 8), boring_loader(8, 8)])
 
 
@@ -81,3 +81,50 @@ def test_evaluation_with_verbose_false_prints_no_table(tmp_path, capsys):
     trainer = quiet_trainer(tmp_path, logger=False)
     trainer.validate(BoringModel(), boring_loader(16, 8), verbose=False)
     assert "Validate metric" not in capsys.readouterr().out
+
+
+class FrozenDropout(BoringModel):
+    """A dropout kept in eval mode by the user, around the linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropout = torch.nn.Dropout(0.5)
+        self.dropout.eval()
+        self.modes: list[tuple[bool, bool]] = []  # (module, dropout) at each training batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(self.dropout(x))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.modes.append((self.training, self.dropout.training))
+
+
+def test_evaluation_puts_back_each_submodules_mode_as_lightning_does(tmp_path):
+    # Lightning records every submodule's mode before evaluating and restores each after;
+    # a `train()` afterwards would switch the frozen dropout back on
+    model = FrozenDropout()
+    trainer = quiet_trainer(tmp_path, max_epochs=2, logger=False, enable_checkpointing=False)
+    trainer.fit(model, boring_loader(16, 8), boring_loader(8, 8))
+    assert model.modes == [(True, False)] * 4
+    for run in (trainer.validate, trainer.test, trainer.predict):
+        run(model, boring_loader(8, 8))
+        assert (model.training, model.dropout.training) == (True, False)
+
+
+def test_an_overridden_model_train_hook_replaces_the_restore(tmp_path):
+    calls: list[str] = []
+
+    class OwnModes(FrozenDropout):
+        def on_validation_model_eval(self) -> None:
+            calls.append("eval")
+            super().on_validation_model_eval()
+
+        def on_validation_model_train(self) -> None:
+            calls.append("train")
+            self.train()  # the user's choice: everything back to training
+
+    model = OwnModes()
+    trainer = quiet_trainer(tmp_path, logger=False)
+    trainer.validate(model, boring_loader(8, 8), verbose=False)
+    assert calls == ["eval", "train"]
+    assert (model.training, model.dropout.training) == (True, True)

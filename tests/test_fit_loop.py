@@ -3,12 +3,15 @@ training_step may return, and when validation runs during fit."""
 
 from __future__ import annotations
 
+import random
 import traceback
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from boring import BoringModel, boring_loader, fit_briefly, quiet_trainer
+from boring import BoringModel, boring_loader, fit_briefly, quiet_trainer, random_regression
 from torch.nn import functional as F
 
 import ltrain as pl
@@ -171,6 +174,40 @@ def test_min_steps_overrides_a_stop_request(tmp_path):
     )
     trainer.fit(BoringModel(), boring_loader(16, 8))  # 2 batches per epoch
     assert trainer.global_step == 5  # stops mid-epoch as soon as min_steps is met
+
+
+def test_a_standing_stop_request_writes_a_step_row_every_batch(tmp_path):
+    # Lightning's should_update_logs: every log_every_n_steps batches, or any batch while
+    # should_stop is set (here while min_epochs keeps training going)
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=10, min_epochs=2, log_every_n_steps=50, callbacks=[StopRequester()]
+    )
+    trainer.fit(BoringModel(), boring_loader(24, 8))  # 3 batches per epoch
+    metrics = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()
+    steps = [row.split(",")[1] for row in metrics[1:] if row.split(",")[2]]
+    assert steps == ["3", "4", "5"]  # the second epoch's batches only
+
+
+def test_limit_train_batches_zero_runs_no_training_hook_and_no_epoch(tmp_path):
+    model = ValidationCounter()
+    trainer = quiet_trainer(tmp_path, max_epochs=2, logger=False, limit_train_batches=0)
+    trainer.fit(model, boring_loader(16, 8), boring_loader(16, 8))
+    assert trainer.current_epoch == 0 and model.validated_at == []
+    assert model.sanity_batches == 2  # the sanity check still runs, as in Lightning
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_granted_stop_request_validates_before_stopping_mid_epoch(tmp_path):
+    class StopAtThirdBatch(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            trainer.should_stop = batch_idx == 2
+
+    model = ValidationCounter()
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=3, logger=False, val_check_interval=5, callbacks=[StopAtThirdBatch()]
+    )
+    trainer.fit(model, boring_loader(80, 8), boring_loader(8, 8))
+    assert model.validated_at == [3] and trainer.global_step == 3
 
 
 def hand_trained(loader: Any, lr: float, accumulate: int = 1, clip: float | None = None) -> Any:
@@ -392,6 +429,28 @@ def test_sanity_check_values_do_not_reach_callback_metrics(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False)
     trainer.fit(Watcher(), boring_loader(8, 8), boring_loader(8, 8))
     assert seen == [{}]
+
+
+def test_sanity_check_leaves_every_generator_as_it_found_it(tmp_path):
+    # its loader's iterator draws a seed from torch's generator, and a step may draw from any:
+    # training then draws the same numbers with the check as without it, as in Lightning
+    class Drawing(BoringModel):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            torch.rand(1), np.random.rand(), random.random()
+            super().validation_step(batch, batch_idx)
+
+        def on_train_start(self) -> None:
+            self.drawn = (torch.rand(1).item(), np.random.rand(), random.random())
+
+    def drawn_at_train_start(steps: int) -> tuple[float, float, float]:
+        pl.seed_everything(0)
+        model = Drawing()
+        trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, num_sanity_val_steps=steps)
+        dataset = torch.utils.data.TensorDataset(*random_regression(16))
+        trainer.fit(model, boring_loader(8, 8), torch.utils.data.DataLoader(dataset, 8))
+        return model.drawn
+
+    assert drawn_at_train_start(2) == drawn_at_train_start(0)
 
 
 def test_fit_reaches_loss_backward_through_the_frames_the_trainer_docstring_lists(tmp_path):

@@ -383,7 +383,7 @@ def test_predict_calls_hooks_in_lightnings_order(tmp_path):
     ]
 
 
-def test_a_failing_step_reaches_on_exception_and_skips_teardown_as_in_lightning(tmp_path):
+def test_a_failing_step_reaches_on_exception_and_no_teardown(tmp_path):
     called: list[str] = []
 
     class Failing(HookedModel):
@@ -398,6 +398,7 @@ def test_a_failing_step_reaches_on_exception_and_skips_teardown_as_in_lightning(
     )
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(Failing(called))
+    # as in Lightning: the callbacks hear of it; no teardown hook runs after a failed run
     assert called[-2:] == ["on_train_batch_start", "Callback.on_exception"]
 
 
@@ -451,3 +452,37 @@ def test_a_step_or_hook_set_on_the_instance_counts_as_overridden(tmp_path):
     called.clear()
     trainer.validate(model, boring_loader(8, 8), verbose=False)
     assert called == ["on_after_batch_transfer", "validation_step 0"]
+
+
+def test_steps_get_batch_idx_by_lightnings_signature_rule(tmp_path):
+    # batch_idx is passed when the step names it, takes *args, or takes two arguments whatever
+    # their names; `step(self, batch)` gets the batch alone
+    seen: list[tuple[str, tuple]] = []
+
+    class Steps(BoringModel):
+        def training_step(self, batch):
+            seen.append(("training", ()))
+            return super().training_step(batch, 0)
+
+        def validation_step(self, batch, index):
+            seen.append(("validation", (index,)))
+
+        def test_step(self, batch, *rest):
+            seen.append(("test", rest))
+
+        def predict_step(self, batch):
+            seen.append(("predict", ()))
+            return self(batch[0])
+
+    model = Steps()
+    trainer = quiet_trainer(tmp_path, max_epochs=1, logger=False, num_sanity_val_steps=0)
+    trainer.fit(model, boring_loader(8, 8), boring_loader(16, 8))
+    trainer.test(model, boring_loader(8, 8), verbose=False)
+    trainer.predict(model, boring_loader(8, 8))
+    assert seen == [
+        ("training", ()),
+        ("validation", (0,)),
+        ("validation", (1,)),
+        ("test", (0,)),
+        ("predict", ()),
+    ]

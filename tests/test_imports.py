@@ -12,8 +12,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ltrain"
-# `python -m ltrain` runs the command; Python runs __main__ as a script, the library never imports it
-APP = ("ltrain.app", "ltrain.__main__")
+# The app's entry modules: `python -m ltrain` runs the command (Python runs __main__ as a script),
+# and `ltrain.cli` is LightningCLI, user-facing Python API built on the app's config machinery.
+# Both may import ltrain.app; the library imports neither.
+APP = ("ltrain.app", "ltrain.__main__", "ltrain.cli")
 
 
 def module_files() -> dict[str, Path]:

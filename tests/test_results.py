@@ -6,7 +6,9 @@ and `trainer.logged_metrics`, and in what `validate()` / `test()` return.
 
 from __future__ import annotations
 
+import collections
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from boring import BoringModel, boring_loader, quiet_trainer
 from torch.nn import functional as F
 
 import ltrain as pl
+from ltrain.batch import infer_batch_size
 from ltrain.errors import MisconfigurationException
 from ltrain.results import Results
 
@@ -96,6 +99,23 @@ def test_epoch_value_is_batch_size_weighted_mean(tmp_path):
     assert float(expected) != pytest.approx(float(plain_mean), rel=1e-6)
 
 
+def test_epoch_mean_of_varying_batch_sizes_is_lightnings_to_the_last_bit(tmp_path):
+    # Lightning adds `value * batch_size` to the sum (two roundings); a fused multiply-add
+    # rounds once, and these seven values and sizes then give a mean one bit away
+    values = torch.rand(7, generator=torch.Generator().manual_seed(0)) * 3
+    sizes = [3 + 2 * i for i in range(7)]
+
+    class Varying(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            value = values[batch_idx]
+            self.log("value", value, on_step=False, on_epoch=True, batch_size=sizes[batch_idx])
+            return super().training_step(batch, batch_idx)
+
+    trainer = fit(tmp_path, Varying(), samples=7, batch_size=1)
+
+    assert torch.equal(trainer.callback_metrics["value"], weighted_mean(list(values), sizes))
+
+
 def test_batch_size_argument_overrides_the_inferred_batch_size(tmp_path):
     model = Recorder(on_step=False, on_epoch=True, batch_size=1)
     trainer = fit(tmp_path, model, samples=10, batch_size=4)
@@ -127,6 +147,34 @@ def test_batch_size_is_inferred_from_the_first_tensor_of_a_dict_batch(tmp_path):
     assert column(csv_rows(trainer), "train_loss") == [written(expected)]
 
 
+@dataclasses.dataclass
+class _Fields:
+    name: str
+    x: torch.Tensor
+
+
+@pytest.mark.parametrize(
+    ("batch", "size"),
+    [
+        ({"text": ["word"] * 4, "x": torch.zeros(4)}, 4),  # strings are skipped
+        (("a string", 3, torch.zeros(5)), 5),
+        ((torch.tensor(2.0), torch.zeros(5)), 1),
+        ({"deep": [{"x": torch.zeros(3)}], "y": torch.zeros(5)}, 3),
+        (_Fields("name", torch.zeros(6)), 6),
+        ((collections.deque([torch.zeros(2)]), torch.zeros(5)), 2),
+        (((t for t in [torch.zeros(7)]), torch.zeros(5)), 7),
+        (None, 1),  # no batch: an epoch-end hook
+    ],
+)
+def test_batch_size_is_the_first_tensors_length_anywhere_in_the_batch(batch, size):
+    assert infer_batch_size(batch) == size
+
+
+def test_a_batch_without_a_tensor_has_no_size_to_infer():
+    with pytest.raises(MisconfigurationException, match="could not infer the batch_size"):
+        infer_batch_size({"x": [1.0, 2.0], "name": "a"})
+
+
 @pytest.mark.parametrize(
     ("reduce_fx", "reduce"),
     [
@@ -134,6 +182,14 @@ def test_batch_size_is_inferred_from_the_first_tensor_of_a_dict_batch(tmp_path):
         ("max", lambda values: max(values)),
         ("min", lambda values: min(values)),
         (torch.max, lambda values: max(values)),
+        # as in Lightning: a name in any case, 'avg', torch's and Python's functions
+        ("SUM", lambda values: sum(values[1:], values[0])),
+        ("Min", lambda values: min(values)),
+        (torch.sum, lambda values: sum(values[1:], values[0])),
+        (torch.min, lambda values: min(values)),
+        (max, lambda values: max(values)),
+        ("AVG", lambda values: weighted_mean(values, [4, 4, 2])),
+        (torch.mean, lambda values: weighted_mean(values, [4, 4, 2])),
     ],
 )
 def test_reduce_fx_sum_max_min_reduce_the_epoch(tmp_path, reduce_fx, reduce):
@@ -226,6 +282,86 @@ def test_logged_metrics_hold_the_suffixed_names_sent_to_the_logger(tmp_path):
         assert written(value) == column(rows, key)[-1]
 
 
+def test_logged_metrics_hold_each_batchs_tensors_as_the_batch_ends(tmp_path):
+    # Lightning updates logged_metrics at every batch end, not only when a row is written
+    # (log_every_n_steps=50 writes none here), and with no logger at all; ltrain keeps the
+    # tensors themselves, so no value is read back from the device per batch
+    seen: list[torch.Tensor] = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(trainer.logged_metrics["train_loss"])
+
+    model = Recorder()
+    fit(tmp_path, model, samples=12, batch_size=4, logger=False, log_every_n_steps=50,
+        callbacks=[Watch()])  # fmt: skip
+    assert all(isinstance(value, torch.Tensor) for value in seen)
+    assert [float(v) for v in seen] == [float(loss) for loss in model.losses]
+
+
+def test_a_name_logged_in_an_earlier_batch_stays_in_later_rows(tmp_path):
+    # Lightning's step rows hold the latest value of every name logged on step in the epoch
+    class Sometimes(Recorder):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            if batch_idx == 0:
+                self.log("first_batch_only", 7.0)
+            return super().training_step(batch, batch_idx)
+
+    trainer = fit(tmp_path, Sometimes(), samples=12, batch_size=4, max_epochs=2)
+    rows = csv_rows(trainer)
+    assert column(rows, "first_batch_only") == ["7.0"] * 6
+
+
+def test_values_logged_in_on_train_start_reach_the_first_epoch_row(tmp_path):
+    class AtStart(Recorder):
+        def on_train_start(self) -> None:
+            self.log("at_start", 3.0)
+
+    trainer = fit(tmp_path, AtStart(), samples=8, batch_size=4, max_epochs=2)
+    rows = csv_rows(trainer)
+    assert [(row["epoch"], row["at_start"]) for row in rows if row["at_start"]] == [("0", "3.0")]
+    assert float(trainer.logged_metrics["at_start"]) == 3.0
+
+
+def test_a_modules_own_backward_may_log(tmp_path):
+    class LogsInBackward(Recorder):
+        def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+            self.log("backward_loss", loss)
+            loss.backward(*args, **kwargs)
+
+    model = LogsInBackward()
+    trainer = fit(tmp_path, model, samples=8, batch_size=4)
+    assert column(csv_rows(trainer), "backward_loss") == [written(v) for v in model.losses]
+
+
+def test_a_logged_metric_can_still_be_computed_in_the_epoch_end_hooks(tmp_path):
+    # Lightning resets a logged torchmetrics object after the run's last row, not when it
+    # computes the epoch value: on_*_epoch_end may still compute() it
+    computed: dict[str, float] = {}
+
+    class ComputesAtEnd(WithMetric):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.val_mae.update(self(x), y)
+            self.log("val_mae", self.val_mae)
+
+        def on_validation_epoch_end(self) -> None:
+            if not self.trainer.sanity_checking:
+                computed["validation"] = float(self.val_mae.compute())
+
+        def on_train_epoch_end(self) -> None:
+            computed["training"] = float(self.mae.compute())
+
+    model = ComputesAtEnd()
+    model.val_mae = torchmetrics.MeanAbsoluteError()
+    trainer = fit(tmp_path, model, samples=8, batch_size=4, val=boring_loader(8))
+    assert computed == {
+        "training": float(trainer.callback_metrics["mae_epoch"]),
+        "validation": float(trainer.callback_metrics["val_mae"]),
+    }
+    assert model.val_mae._update_count == 0 and model.mae._update_count == 0  # reset after
+
+
 def test_logger_false_keeps_a_value_out_of_the_csv_but_in_callback_metrics(tmp_path):
     model = Recorder(logger=False)
     trainer = fit(tmp_path, model, samples=8, batch_size=4)
@@ -267,6 +403,20 @@ def test_on_train_epoch_end_logs_on_epoch_by_default(tmp_path):
     rows = csv_rows(trainer)
     assert column(rows, "epoch_total") == ["2.0", "4.0"]
     assert [row["step"] for row in rows if row["epoch_total"]] == ["1", "3"]
+
+
+def test_one_name_logged_from_two_hooks_keeps_the_latest_value(tmp_path):
+    class EpochEndToo(Recorder):
+        def on_train_epoch_end(self):
+            self.log("train_loss", 100.0)
+
+    model = EpochEndToo()
+    trainer = fit(tmp_path, model, samples=8, batch_size=4)
+
+    rows = csv_rows(trainer)
+    assert column(rows, "train_loss") == [*(written(v) for v in model.losses), "100.0"]
+    assert float(trainer.callback_metrics["train_loss"]) == 100.0
+    assert float(trainer.logged_metrics["train_loss"]) == 100.0
 
 
 def test_on_step_true_in_on_train_epoch_end_is_a_clear_error(tmp_path):
@@ -403,6 +553,34 @@ def test_several_val_dataloaders_suffix_keys_in_csv_and_callback_metrics(tmp_pat
     assert "valid_a" not in trainer.callback_metrics
 
 
+def test_several_loaders_fork_a_name_ahead_of_the_loader_suffix(tmp_path):
+    class Forked(BoringModel):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("loss", F.mse_loss(self(batch[0]), batch[1]), on_step=True)
+            self.log(f"own_{dataloader_idx}", float(dataloader_idx), add_dataloader_idx=False)
+
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=False)
+    loaders = {"small": boring_loader(8), "large": boring_loader(16)}
+    results = trainer.test(Forked(), loaders, verbose=False)
+
+    # a name kept without its loader's suffix is still that loader's alone
+    assert [sorted(r) for r in results] == [
+        ["loss_epoch/dataloader_idx_0", "own_0"],
+        ["loss_epoch/dataloader_idx_1", "own_1"],
+    ]
+    assert "loss_step/dataloader_idx_1" in csv_rows(trainer)[0]
+
+
+def test_one_name_from_two_loaders_without_their_suffix_is_an_error(tmp_path):
+    class Merged(BoringModel):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("merged", 1.0, add_dataloader_idx=False)
+
+    trainer = quiet_trainer(tmp_path, enable_checkpointing=False)
+    with pytest.raises(MisconfigurationException, match=r"merged.*twice.*test_step"):
+        trainer.test(Merged(), [boring_loader(8), boring_loader(8)], verbose=False)
+
+
 def test_validate_returns_what_the_logger_receives_epoch_suffixed_and_logger_true_only(tmp_path):
     class ForkedAndHidden(BoringModel):
         def validation_step(self, batch, batch_idx):
@@ -429,7 +607,7 @@ class StandInTrainer:
 
     def __init__(self) -> None:
         self.reduced: list[str] = []
-        self.results = Results({}, {}, self.reduce)
+        self.results = Results({}, {}, {}, self.reduce)
 
     def reduce(self, value: torch.Tensor, op: str) -> torch.Tensor:
         self.reduced.append(op)

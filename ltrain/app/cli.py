@@ -14,13 +14,23 @@ from typing import Any
 import click
 
 from ltrain import __version__
-from ltrain.app.config import load_yaml, resolve, to_yaml
+from ltrain.app.config import LTRAIN, header_line, lightning_view, load, to_yaml
 from ltrain.app.errors import CommandError, guard, resume_command
-from ltrain.app.overrides import apply_overrides
+from ltrain.app.sources import Sources, parse_arguments
 
 SET_HELP = (
     "Override a config value, e.g. --set trainer.max_epochs=3 --set model.lr=3e-4 (repeatable)."
 )
+
+
+LIGHTNING_HELP = """
+\b
+LightningCLI's arguments work too, applied in the order typed, before --set:
+  --config FILE            a config file; several merge as LightningCLI merges them
+  --KEY=VALUE, --KEY VALUE e.g. --trainer.max_epochs=3 --model.lr 1e-3 --data.batch_size 64
+  --KEY+=VALUE             append to a list: --trainer.callbacks+=EarlyStopping
+  --print_config           print the config as LightningCLI prints it, and stop
+"""
 
 
 def _complete_set_keys(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -29,10 +39,9 @@ def _complete_set_keys(ctx: click.Context, param: click.Parameter, incomplete: s
 
     from ltrain.app.config import config_keys
 
-    # while completing, click's resilient parsing leaves the CONFIG argument in ctx.args
-    config = ctx.params.get("config") or next(
-        (a for a in ctx.args if a.endswith((".yaml", ".yml"))), None
-    )
+    # while completing, click's resilient parsing leaves the arguments in ctx.args
+    words = [*ctx.params.get("arguments", ()), *ctx.args]
+    config = next((a for a in words if a.endswith((".yaml", ".yml"))), None)
     return [CompletionItem(k + "=") for k in config_keys(config) if k.startswith(incomplete)]
 
 
@@ -47,9 +56,37 @@ def set_option(function: Any) -> Any:
     )(function)
 
 
-config_argument = click.argument(
-    "config", type=click.Path(dir_okay=False, path_type=str), required=False
+# CONFIG and LightningCLI's arguments, in the order typed: click passes them through unparsed
+config_arguments = click.argument(
+    "arguments",
+    nargs=-1,
+    type=click.UNPROCESSED,
+    metavar="[CONFIG] [--config FILE] [--KEY=VALUE]...",
 )
+TAKES_ARGUMENTS = {"ignore_unknown_options": True}
+
+
+def sources_of(arguments: tuple[str, ...], overrides: tuple[str, ...], command: str) -> Sources:
+    """The config's sources; `--print_config` prints LightningCLI's view and exits here."""
+    sources = guard(parse_arguments, arguments, overrides)
+    if sources.print_config is not None:
+        if command not in ("fit", "validate", "test", "predict"):
+            raise CommandError(
+                f"--print_config: `ltrain {command}` has no LightningCLI form; "
+                "`ltrain config` prints ltrain's view of a config"
+            )
+        if not sources.files:
+            raise CommandError("--print_config needs a CONFIG file or --config FILE")
+        guard(_print_config, sources, command)
+        sys.exit(0)
+    return sources
+
+
+def _print_config(sources: Sources, command: str) -> None:
+    layout = LTRAIN.for_command(command)
+    resolved, _ = load(sources, layout)
+    view = lightning_view(resolved.config, layout, skip_null="skip_null" in sources.print_config)
+    click.echo(to_yaml(view, header_line()), nl=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,8 +103,8 @@ def main() -> None:
     """
 
 
-@main.command()
-@config_argument
+@main.command(context_settings=TAKES_ARGUMENTS, epilog=LIGHTNING_HELP)
+@config_arguments
 @set_option
 @click.option(
     "--resume",
@@ -79,16 +116,22 @@ def main() -> None:
     is_flag=True,
     help="Sweep: one run per combination of comma-separated --set values, one after another.",
 )
-def fit(config: str | None, overrides: tuple[str, ...], resume: str | None, multirun: bool) -> None:
+def fit(
+    arguments: tuple[str, ...], overrides: tuple[str, ...], resume: str | None, multirun: bool
+) -> None:
     """Train the model a CONFIG describes.
 
     \b
     Example:
       ltrain fit configs/digits.yaml --set trainer.max_epochs=3 --set model.lr=3e-4
       ltrain fit configs/digits.yaml --set model.lr=1e-3,3e-4 --set seed=0,1 --multirun
+      ltrain fit --config base.yaml --config exp.yaml --trainer.max_epochs=3
     """
-    if config is None:
-        raise CommandError("fit needs a CONFIG file, e.g. ltrain fit configs/digits.yaml")
+    sources = sources_of(arguments, overrides, "fit")
+    if not sources.files:
+        raise CommandError(
+            "fit needs a CONFIG file (or --config FILE), e.g. ltrain fit configs/digits.yaml"
+        )
     from ltrain.app.experiment import run_command
     from ltrain.app.sweeps import is_value_list, run_sweep
     from ltrain.errors import RunInterrupted
@@ -96,15 +139,15 @@ def fit(config: str | None, overrides: tuple[str, ...], resume: str | None, mult
     if multirun:
         if resume is not None:
             raise CommandError("--multirun starts new runs; it cannot be combined with --resume")
-        code = guard(run_sweep, config, overrides)
+        code = guard(run_sweep, sources)
         if code:
             sys.exit(code)
         return
     try:
-        guard(run_command, "fit", config, overrides, ckpt=resume)
+        guard(run_command, "fit", sources, ckpt=resume)
     except RunInterrupted as stop:
         if os.environ.get("RANK", "0") == "0":  # one line, from rank 0 of a data-parallel run
-            click.echo(f"Resume with: {resume_command(config, overrides, stop)}", err=True)
+            click.echo(f"Resume with: {resume_command(sources, stop)}", err=True)
         sys.exit(128 + stop.signum)
     except CommandError as error:
         if type(error) is CommandError and any(is_value_list(o) for o in overrides):
@@ -112,31 +155,32 @@ def fit(config: str | None, overrides: tuple[str, ...], resume: str | None, mult
         raise
 
 
-@main.command()
-@config_argument
+@main.command(context_settings=TAKES_ARGUMENTS, epilog=LIGHTNING_HELP)
+@config_arguments
 @set_option
 @click.option("--ckpt", metavar="PATH", help="Checkpoint file or version folder to load first.")
-def validate(config: str | None, overrides: tuple[str, ...], ckpt: str | None) -> None:
+def validate(arguments: tuple[str, ...], overrides: tuple[str, ...], ckpt: str | None) -> None:
     """Run one validation epoch.
 
     \b
     Example:
       ltrain validate configs/digits.yaml --ckpt runs/digits-mlp/version_0
     """
-    if config is None and ckpt is None:
+    sources = sources_of(arguments, overrides, "validate")
+    if not sources.files and ckpt is None:
         raise CommandError("validate needs a CONFIG or --ckpt PATH")
     from ltrain.app.experiment import run_command
 
-    guard(run_command, "validate", config, overrides, ckpt=ckpt)
+    guard(run_command, "validate", sources, ckpt=ckpt)
 
 
-@main.command()
-@config_argument
+@main.command(context_settings=TAKES_ARGUMENTS, epilog=LIGHTNING_HELP)
+@config_arguments
 @set_option
 @click.option(
     "--ckpt", metavar="PATH", help="Checkpoint file or version folder (its best checkpoint)."
 )
-def test(config: str | None, overrides: tuple[str, ...], ckpt: str | None) -> None:
+def test(arguments: tuple[str, ...], overrides: tuple[str, ...], ckpt: str | None) -> None:
     """Run the test set through a trained checkpoint.
 
     Without CONFIG, the config is the one stored in the checkpoint.
@@ -145,15 +189,16 @@ def test(config: str | None, overrides: tuple[str, ...], ckpt: str | None) -> No
     Example:
       ltrain test --ckpt runs/digits-mlp/version_0
     """
-    if ckpt is None:
+    sources = sources_of(arguments, overrides, "test")
+    if ckpt is None and not sources.files:
         raise CommandError("test needs --ckpt PATH (a checkpoint file or a version folder)")
     from ltrain.app.experiment import run_command
 
-    guard(run_command, "test", config, overrides, ckpt=ckpt)
+    guard(run_command, "test", sources, ckpt=ckpt)
 
 
-@main.command()
-@config_argument
+@main.command(context_settings=TAKES_ARGUMENTS, epilog=LIGHTNING_HELP)
+@config_arguments
 @set_option
 @click.option(
     "--ckpt", metavar="PATH", help="Checkpoint file or version folder (its best checkpoint)."
@@ -162,7 +207,7 @@ def test(config: str | None, overrides: tuple[str, ...], ckpt: str | None) -> No
     "--out", type=click.Path(dir_okay=False), help="Where to write predictions (.csv or .pt)."
 )
 def predict(
-    config: str | None, overrides: tuple[str, ...], ckpt: str | None, out: str | None
+    arguments: tuple[str, ...], overrides: tuple[str, ...], ckpt: str | None, out: str | None
 ) -> None:
     """Write the model's predictions for the predict set.
 
@@ -170,15 +215,16 @@ def predict(
     Example:
       ltrain predict --ckpt runs/digits-mlp/version_0/checkpoints/last.ckpt --out preds.csv
     """
-    if ckpt is None:
+    sources = sources_of(arguments, overrides, "predict")
+    if ckpt is None and not sources.files:
         raise CommandError("predict needs --ckpt PATH (a checkpoint file or a version folder)")
     from ltrain.app.experiment import run_command
 
-    guard(run_command, "predict", config, overrides, ckpt=ckpt, out=out)
+    guard(run_command, "predict", sources, ckpt=ckpt, out=out)
 
 
-@main.command(name="lr-find")
-@config_argument
+@main.command(name="lr-find", context_settings=TAKES_ARGUMENTS)
+@config_arguments
 @set_option
 @click.option(
     "--min-lr", type=float, default=1e-8, show_default=True, help="First rate of the sweep."
@@ -193,7 +239,7 @@ def predict(
     "--apply", is_flag=True, help="Write CONFIG's copy <name>.lr-find.yaml with the suggested lr."
 )
 def lr_find(
-    config: str | None,
+    arguments: tuple[str, ...],
     overrides: tuple[str, ...],
     min_lr: float,
     max_lr: float,
@@ -207,32 +253,32 @@ def lr_find(
       ltrain lr-find configs/digits.yaml --apply
       ltrain fit configs/digits.lr-find.yaml
     """
-    if config is None:
+    sources = sources_of(arguments, overrides, "lr-find")
+    if not sources.files:
         raise CommandError("lr-find needs a CONFIG file, e.g. ltrain lr-find configs/digits.yaml")
     from ltrain.app.experiment import run_command
 
     options = {"min_lr": min_lr, "max_lr": max_lr, "num_training": num_training}
-    guard(run_command, "lr-find", config, overrides, lr_find=options, apply=apply)
+    guard(run_command, "lr-find", sources, lr_find=options, apply=apply)
 
 
-@main.command(name="config")
-@config_argument
+@main.command(name="config", context_settings=TAKES_ARGUMENTS)
+@config_arguments
 @set_option
-def show_config(config: str | None, overrides: tuple[str, ...]) -> None:
-    """Print the resolved config (defaults filled, overrides applied) as YAML.
+def show_config(arguments: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Print the resolved config (defaults filled, overrides applied) as YAML: ltrain's view.
 
     \b
     Example:
       ltrain config configs/digits.yaml --set trainer.max_epochs=3 > resolved.yaml
+      ltrain config --config base.yaml --config exp.yaml --trainer.max_epochs=3
     """
-    if config is None:
+    sources = sources_of(arguments, overrides, "config")
+    if not sources.files:
         raise CommandError("config needs a CONFIG file, e.g. ltrain config configs/digits.yaml")
 
     def show() -> None:
-        raw = load_yaml(config)
-        set_by = apply_overrides(raw, overrides)
-        base_dir = os.path.dirname(os.path.abspath(config))
-        resolved = resolve(raw, source=config, base_dir=base_dir, set_by=set_by)
+        resolved, _ = load(sources)
         header = ""
         if resolved.unchecked:
             header = "not checked (passed through **kwargs): " + ", ".join(resolved.unchecked)

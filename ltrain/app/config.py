@@ -1,4 +1,4 @@
-"""Run configs: YAML loading, validation against real signatures, instantiation.
+"""Run configs: the top-level keys, validation against real signatures, instantiation.
 
 The `__init__` signatures are the schema. Every `class_path` is found, its `init_args` are bound
 to the parameters and checked against their type hints (int, float, bool, str, Optional, Literal,
@@ -7,71 +7,110 @@ is instantiated, so a typo costs a second, not a crashed run. ltrain's own class
 signature data (signatures.py), because importing them imports torch and `ltrain config` should
 answer at once; any other `class_path` is imported, and config targets are code: importing a
 module runs it. Only classes that fit their slot are accepted.
+
+One checker serves two layouts of top-level keys (`Layout`): the `ltrain` command's, which has
+ltrain's `name` and `seed` next to LightningCLI's keys, and a LightningCLI script's, whose model
+and data classes the script may fix (the config then gives their arguments only). The resolved
+config is written two ways: ltrain's own view (`ltrain config`, config.yaml in a run folder) and
+LightningCLI's (`--print_config`: every key, class paths as users import them).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
 import os
 import sys
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ltrain import __version__
+from ltrain.app.checking import SLOTS, Checker, class_path_of
 from ltrain.app.errors import ConfigError
-from ltrain.app.signatures import (
-    SHORT_NAMES,
-    TRAINER,
-    ClassByName,
-    ClassInfo,
-    read_class,
-    stand_in,
+from ltrain.app.names import LR_SCHEDULER_BASES, find_class, public_path
+from ltrain.app.signatures import SHORT_NAMES, TRAINER, import_qualified, read_class, stand_in
+from ltrain.app.sources import Gathered, Origins, Sources, gather, load_yaml
+
+TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")  # ltrain's own format
+COMMANDS = ("fit", "validate", "test", "predict")
+# a Trainer method's arguments a LightningCLI subcommand passes itself: never config keys
+PASSED = frozenset({"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule"})
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A top-level key that holds one object built from the config: `model`, `optimizer`, ..."""
+
+    key: str
+    # what its class must derive from: a class, a stand-in, or a tuple of them
+    base: Any
+    required: bool = False
+    # the class a LightningCLI script fixes (`LightningCLI(MyModel)`): the key holds its arguments
+    fixed: Any = None
+    # arguments the app passes itself (an optimizer's `params`)
+    skip: tuple[str, ...] = ()
+
+
+OPTIMIZER = Slot("optimizer", stand_in("torch.optim.optimizer.Optimizer"), skip=("params",))
+LR_SCHEDULER = Slot(
+    "lr_scheduler", tuple(stand_in(base) for base in LR_SCHEDULER_BASES), skip=("optimizer",)
 )
 
-TOP_LEVEL_KEYS = ("name", "seed", "model", "data", "trainer")
 
-# the class each slot must hold, where it is defined
-_SLOTS = {
-    "model": "ltrain.module.Module",
-    "data": "ltrain.data.datamodule.DataModule",
-    "callback": "ltrain.callbacks.base.Callback",
-    "logger": "ltrain.loggers.base.Logger",
-}
+@dataclass(frozen=True)
+class Layout:
+    """The top-level keys a config may hold and what each one holds."""
+
+    slots: tuple[Slot, ...] = (
+        Slot("model", stand_in(SLOTS["model"]), required=True),
+        Slot("data", stand_in(SLOTS["data"])),
+        OPTIMIZER,
+        LR_SCHEDULER,
+    )
+    # ltrain's `name` and `seed` (a LightningCLI script has neither)
+    own_keys: bool = True
+    # what no `seed` / `seed_everything` means: ltrain's 0, or the script's seed_everything_default
+    seed_default: bool | int | None = 0
+    # the subcommand (fit, validate, ...): its Trainer method's arguments are keys (`ckpt_path`)
+    command: str | None = None
+    trainer: Any = TRAINER
+    # keys `link_arguments` sets (`model.init_args.num_classes`): a config may not
+    links: frozenset[str] = frozenset()
+    # the optimizer and scheduler keys that replace the module's configure_optimizers
+    optimizers: tuple[str, str] | None = ("optimizer", "lr_scheduler")
+
+    def for_command(self, command: str | None) -> Layout:
+        return replace(self, command=command if command in COMMANDS else None)
+
+    def method(self) -> Any:
+        return read_class(f"{TRAINER}.{self.command}") if self.command else None
+
+    def methods(self) -> list[Any]:
+        """The Trainer methods whose arguments are keys: the subcommand's; with no subcommand,
+        every one's for ltrain's view (`ltrain config`), none for a script run without one."""
+        if self.command:
+            return [self.method()]
+        return [read_class(f"{TRAINER}.{c}") for c in COMMANDS] if self.own_keys else []
+
+    def keys(self) -> list[str]:
+        own = ["name", "seed"] if self.own_keys else []
+        slots = [slot.key for slot in self.slots]
+        arguments = [
+            name
+            for method in self.methods()
+            for name in [*method.signature.parameters, *method.lightning_defaults]
+            if name not in PASSED
+        ]
+        return list(dict.fromkeys([*own, "seed_everything", "trainer", *slots, *arguments]))
+
+    def checker_key(self, key: str) -> str:
+        """A link target as problems name it: a fixed slot's arguments have no `init_args`."""
+        head, _, rest = key.partition(".init_args.")
+        fixed = any(slot.key == head and slot.fixed is not None for slot in self.slots)
+        return f"{head}.{rest}" if fixed and rest else key
 
 
-# ---------------------------------------------------------------------- loading
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a config file: a YAML mapping. Errors name the file (and the line for syntax errors)."""
-    import yaml
-
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the config file ({type(error).__name__})") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{line}: YAML syntax error: {problem}") from None
-    if config is None:
-        config = {}
-    if not isinstance(config, dict):
-        raise ConfigError(
-            f"{path}: the top level must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; "
-            f"got a {type(config).__name__}"
-        )
-    return config
+LTRAIN = Layout()
 
 
 # ---------------------------------------------------------------------- resolving
@@ -86,264 +125,210 @@ class Resolved:
 def resolve(
     config: Mapping[str, Any],
     source: str | None = None,
-    base_dir: str | None = None,
-    set_by: Sequence[tuple[str, str]] = (),
+    base_dir: str | Sequence[str] | None = None,
+    *,
+    origins: Origins | None = None,
+    layout: Layout = LTRAIN,
+    modules: Sequence[str] = (),
 ) -> Resolved:
     """Validate every key and value; return the config with defaults filled and names expanded.
 
     All problems are collected and raised together as one ConfigError, each line ending with
-    where its value came from: the `--set` that brought its key (`set_by`, from
-    `apply_overrides`), else `source`, the file.
+    where its value came from: per key from `origins` (the file, flag or `--set` that wrote it),
+    else `source`. `modules` may define the classes a config names without a path (`MyModel`).
     """
-    _make_importable(base_dir)
-    checker = _Checker()
-    out: dict[str, Any] = {}
+    _make_importable([base_dir] if isinstance(base_dir, str) else base_dir or [])
+    carried = origins.carried if origins is not None else ()
+    exempt = {layout.checker_key(key) for key in layout.links}
+    checker = Checker(carried, exempt, modules)
+    trainer_class = _trainer_class(layout.trainer)
+    trainer_arguments = _parameter_names(trainer_class)
+    allowed = layout.keys()
     for key in config:
-        if key not in TOP_LEVEL_KEYS:
-            checker.unknown(key, key, TOP_LEVEL_KEYS)
-    name = config.get("name", "default")
-    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-        checker.problem("name", f"expected a folder name (text without '/'), got {name!r}")
-    out["name"] = name
-    seed = config.get("seed", 0)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        checker.problem("seed", f"expected a non-negative int or null, got {seed!r}")
-    out["seed"] = seed
-    if config.get("model") is None:
-        checker.problem("model", "missing; expected {class_path: ..., init_args: {...}}")
-    else:
-        out["model"] = checker.class_spec(config["model"], "model", slot="model")
-    if config.get("data") is not None:
-        out["data"] = checker.class_spec(config["data"], "data", slot="data")
+        if key in trainer_arguments and key not in allowed:
+            checker.problem(key, f"unknown key; did you mean 'trainer.{key}'?")
+        elif key not in allowed:
+            checker.unknown(key, key, allowed)
+    out: dict[str, Any] = {}
+    if layout.own_keys:
+        name = config.get("name", "default")
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            checker.problem("name", f"expected a folder name (text without '/'), got {name!r}")
+        out["name"] = name
+    out["seed"] = _seed(config, layout, checker)
+    for slot in layout.slots[:2]:  # model and data come first, as in ltrain's files
+        _slot(config, slot, checker, out)
     trainer = config.get("trainer") or {}
     if not isinstance(trainer, Mapping):
         checker.problem("trainer", f"expected a mapping of Trainer arguments, got {trainer!r}")
     else:
-        target = read_class(TRAINER) or import_qualified(TRAINER)
-        out["trainer"] = checker.arguments(target, trainer, "trainer")
+        out["trainer"] = checker.arguments(trainer_class, trainer, "trainer")
+    for slot in layout.slots[2:]:
+        _slot(config, slot, checker, out)
+    if layout.optimizers is not None:
+        optimizer, scheduler = layout.optimizers
+        if out.get(scheduler) is not None and out.get(optimizer) is None:
+            checker.problem(scheduler, f"schedules nothing without an {optimizer}; add one")
+    _command_arguments(config, layout, checker, out)
     if checker.problems:
-        raise ConfigError([_located(key, text, set_by, source) for key, text in checker.problems])
+        locate = origins.located if origins is not None else _in_file(source)
+        raise ConfigError([locate(key, text) for key, text in checker.problems])
     return Resolved(out, checker.unchecked)
 
 
-def check_value(value: Any, hint: Any, key: str = "value") -> tuple[Any, list[str]]:
-    """One value checked against one type hint as `resolve` checks it: (normalised, problems).
+def _seed(config: Mapping[str, Any], layout: Layout, checker: Checker) -> int | bool | None:
+    """`seed` (ltrain) and `seed_everything` (LightningCLI) are one setting: an int, `true` to
+    pick one when the run starts (and record it), or false/null to leave the generators alone."""
+    if "seed" in config and "seed_everything" in config:
+        checker.problem("seed_everything", "the same setting as seed; keep one of the two")
+    key = "seed_everything" if "seed_everything" in config else "seed"
+    seed = config.get(key, layout.seed_default)
+    if seed is False or seed is None:
+        return None
+    if seed is not True and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        checker.problem(
+            key, f"expected an int from 0 to {MAX_SEED}, true (pick one) or null, got {seed!r}"
+        )
+    return seed
 
-    `1e-3` written as text becomes a float where the hint wants one; a `{class_path, init_args}`
-    value is checked against the class it names (which must fit a class hint) and filled in.
+
+def _slot(config: Mapping[str, Any], slot: Slot, checker: Checker, out: dict[str, Any]) -> None:
+    value = config.get(slot.key)
+    if slot.fixed is not None:  # the script's class: the key holds its arguments
+        if value is not None and (not isinstance(value, Mapping) or "class_path" in value):
+            checker.problem(
+                slot.key,
+                f"the script fixes the class to {slot.fixed.__name__}; "
+                "expected a mapping of its arguments",
+            )
+            return
+        arguments = checker.arguments(slot.fixed, value or {}, slot.key, slot.skip, False)
+        out[slot.key] = {"class_path": class_path_of(slot.fixed), "init_args": arguments}
+    elif value is not None:
+        spec = checker.class_spec(value, slot.key, slot.base, role=slot.key, skip=slot.skip)
+        out[slot.key] = spec
+    elif slot.required:
+        checker.problem(slot.key, "missing; expected {class_path: ..., init_args: {...}}")
+
+
+def _command_arguments(
+    config: Mapping[str, Any], layout: Layout, checker: Checker, out: dict[str, Any]
+) -> None:
+    """`ckpt_path` and the other arguments of the subcommand's Trainer method; only the ones
+    given are kept, so ltrain's view of a config that sets none stays as it was."""
+    checked: set[str] = set()
+    for method in layout.methods():
+        names = [*method.signature.parameters, *method.lightning_defaults]
+        given = {n: config[n] for n in names if n in config and n not in PASSED | checked}
+        arguments = checker.arguments(method, given, "", skip=PASSED)
+        out.update({name: arguments[name] for name in given if name in arguments})
+        checked |= set(given)
+
+
+def _trainer_class(trainer: Any) -> Any:
+    if isinstance(trainer, str):
+        return read_class(trainer) or import_qualified(trainer)
+    return trainer
+
+
+def _parameter_names(target: Any) -> list[str]:
+    import inspect
+
+    signature = target.signature if hasattr(target, "signature") else inspect.signature(target)
+    return list(signature.parameters)
+
+
+def load(sources: Sources, layout: Layout = LTRAIN, **options: Any) -> tuple[Resolved, Gathered]:
+    """Gather a command's config from its sources (`sources.gather`'s `options`) and resolve it."""
+    gathered = gather(sources, **options)
+    base_dirs = [os.path.dirname(os.path.abspath(path)) for path in gathered.files]
+    resolved = resolve(
+        gathered.config,
+        base_dir=base_dirs,
+        origins=gathered.origins,
+        layout=layout,
+        modules=gathered.modules,
+    )
+    return resolved, gathered
+
+
+# ---------------------------------------------------------------------- LightningCLI's view
+def lightning_view(
+    resolved: Mapping[str, Any], layout: Layout = LTRAIN, skip_null: bool = False
+) -> dict[str, Any]:
+    """The resolved config as LightningCLI's `--print_config` writes it, and reads it back.
+
+    Every key is present (`data: null`, each `ckpt_path`-like argument of the subcommand), class
+    paths are the ones users import (`torch.optim.Adam`), a fixed class's key holds its arguments
+    only, and the keys `link_arguments` sets are left out. ltrain's `name` is kept when set.
     """
-    checker = _Checker()
-    normalised = checker.value(value, hint, key)
-    return normalised, [f"{key}: {text}" for key, text in checker.problems]
+    out: dict[str, Any] = {}
+    if layout.own_keys and resolved.get("name", "default") != "default":
+        out["name"] = resolved["name"]
+    seed = resolved.get("seed")
+    out["seed_everything"] = False if seed is None else seed
+    out["trainer"] = _public(resolved["trainer"])
+    for slot in layout.slots:
+        spec = _without(resolved.get(slot.key), slot.key, layout.links)
+        if spec is not None and slot.fixed is not None:
+            spec = spec["init_args"]
+        out[slot.key] = _public(spec)
+    method = layout.method()
+    if method is not None:  # every argument of the subcommand's method
+        for name, parameter in method.signature.parameters.items():
+            if name not in PASSED:
+                out[name] = resolved.get(name, parameter.default)
+    else:  # no subcommand: those a config gave
+        names = {n for m in layout.methods() for n in m.signature.parameters} - PASSED
+        out.update({name: value for name, value in resolved.items() if name in names})
+    return without_nulls(out) if skip_null else out
 
 
-class _Checker:
-    """Walks a config against signatures, collecting problems instead of stopping at the first."""
+def header_line() -> str:
+    """What LightningCLI's dump header says (`lightning.pytorch==2.6.6`), for ltrain."""
+    return f"ltrain=={__version__}"
 
-    def __init__(self) -> None:
-        self.problems: list[tuple[str, str]] = []  # (dotted key, what is wrong with it)
-        self.unchecked: list[str] = []
 
-    def problem(self, key: str, text: str) -> None:
-        self.problems.append((key, text))
+def _public(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        out = {k: _public(v) for k, v in value.items()}
+        if isinstance(value.get("class_path"), str):
+            target, problem = find_class(value["class_path"])
+            if problem is None:
+                out["class_path"] = public_path(target)
+        return out
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    return value
 
-    def unknown(self, key: str, name: str, valid: Sequence[str]) -> None:
-        close = difflib.get_close_matches(name, list(valid), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-        self.problem(key, f"unknown key{hint}")
 
-    def class_spec(self, spec: Any, key: str, slot: str | None = None, base: Any = None) -> Any:
-        """Check `{class_path, init_args}` and return it resolved (full path, defaults filled)."""
-        if not isinstance(spec, Mapping) or "class_path" not in spec:
-            self.problem(
-                key, f"expected {{class_path: ..., init_args: {{...}}}}, got {_short(spec)}"
-            )
-            return spec
-        extra = set(spec) - {"class_path", "init_args"}
-        for name in sorted(extra):
-            self.unknown(f"{key}.{name}", name, ("class_path", "init_args"))
-        path = spec["class_path"]
-        target = self.import_target(path, f"{key}.class_path")
-        if target is None:
-            return dict(spec)
-        if not self.fits(target, f"{key}.class_path", slot, base):
-            return dict(spec)
-        init_args = spec.get("init_args") or {}
-        if not isinstance(init_args, Mapping):
-            self.problem(f"{key}.init_args", f"expected a mapping, got {_short(init_args)}")
-            return dict(spec)
-        return {
-            "class_path": _path(target, path),
-            "init_args": self.arguments(target, init_args, f"{key}.init_args"),
-        }
+def _without(spec: Any, key: str, links: frozenset[str]) -> Any:
+    """A slot's resolved spec without the arguments `link_arguments` sets."""
+    prefix = f"{key}.init_args."
+    dropped = {link[len(prefix) :] for link in links if link.startswith(prefix)}
+    if not dropped or spec is None:
+        return spec
+    arguments = {k: v for k, v in spec["init_args"].items() if k not in dropped}
+    return {**spec, "init_args": arguments}
 
-    def import_target(self, path: Any, key: str) -> Any:
-        if not isinstance(path, str) or not path:
-            self.problem(key, f"expected a class name or dotted path, got {_short(path)}")
-            return None
-        dotted = SHORT_NAMES.get(path, path)
-        module_name, _, attribute = dotted.rpartition(".")
-        if not module_name:
-            close = difflib.get_close_matches(path, list(SHORT_NAMES), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            self.problem(
-                key,
-                f"{path!r} is neither a built-in short name nor a dotted path (module.Class){hint}",
-            )
-            return None
-        found = read_class(dotted)  # ltrain's own classes, without importing torch
-        if found is not None:
-            return found
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            self.problem(key, f"cannot import module {error.name!r} (from {path!r})")
-            return None
-        except Exception as error:
-            self.problem(key, f"importing {module_name!r} failed: {type(error).__name__}: {error}")
-            return None
-        target = getattr(module, attribute, None)
-        if target is None:
-            self.problem(key, f"module {module_name!r} has no attribute {attribute!r}")
-        return target
 
-    def fits(self, target: Any, key: str, slot: str | None, base: Any) -> bool:
-        """A slot's class must subclass the slot's base; a nested value must fit its type hint."""
-        required = stand_in(_SLOTS[slot]) if slot else base
-        if required is None:
-            if not (isinstance(target, ClassInfo) or callable(target)):
-                self.problem(key, f"{_name(target)} is not a class or function")
-                return False
-            return True
-        if isinstance(target, ClassInfo):
-            ok = target.derives_from(_path(required))
-            if ok is None:  # a base outside ltrain, which may claim subclasses: ask the real one
-                ok = issubclass(import_qualified(target.path), _real(required))
-        elif slot is None and not inspect.isclass(target) and callable(target):
-            return True  # a factory function (e.g. torchvision.models.resnet18): checked after the call
-        else:
-            ok = inspect.isclass(target) and issubclass(target, _real(required))
-        if not ok:
-            self.problem(
-                key,
-                f"{_name(target)} is not a {required.__name__} subclass, which "
-                f"{slot or 'this value'} must be",
-            )
-        return ok
+def without_nulls(value: Any) -> Any:
+    """A config without its null values (`--print_config=skip_null`)."""
+    if isinstance(value, Mapping):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
-    def arguments(self, target: Any, given: Mapping[str, Any], key: str) -> dict[str, Any]:
-        """Check `given` against `target`'s signature; return every argument, defaults included."""
-        if isinstance(target, ClassInfo):
-            signature, hints = target.signature, target.hints
-        else:
-            try:
-                signature = inspect.signature(target)
-            except (TypeError, ValueError):
-                self.unchecked.append(key)
-                return dict(given)
-            hints = _type_hints(target)
-        parameters = {
-            name: p
-            for name, p in signature.parameters.items()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name != "self"
-        }
-        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
-        resolved: dict[str, Any] = {}
-        for name, parameter in parameters.items():
-            if name in given:
-                resolved[name] = self.value(given[name], hints.get(name, Any), f"{key}.{name}")
-            elif parameter.default is not parameter.empty:
-                if _is_plain(parameter.default):
-                    resolved[name] = parameter.default
-            else:
-                self.problem(f"{key}.{name}", "required argument missing")
-        for name in given:
-            if name in parameters:
-                continue
-            if takes_kwargs:
-                self.unchecked.append(f"{key}.{name}")
-                resolved[name] = given[name]
-            else:
-                self.unknown(f"{key}.{name}", name, list(parameters))
-        return resolved
 
-    def value(self, value: Any, hint: Any, key: str) -> Any:
-        """Check one value against its hint; return it normalised (e.g. '1e-3' -> 0.001)."""
-        ok, normalised = self._match(value, hint, key)
-        if not ok:
-            self.problem(key, f"expected {_describe(hint)}, got {_short(value)}")
-        return normalised
+def one_or_many(value: Any) -> list[Any]:
+    """A config value that holds one item or a list of them (callbacks, logger), as a list.
 
-    def _match(self, value: Any, hint: Any, key: str) -> tuple[bool, Any]:
-        if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, typing.TypeVar):
-            if isinstance(value, Mapping) and "class_path" in value:
-                return True, self.class_spec(value, key)
-            return True, value
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        if origin is typing.Union or origin is types.UnionType:
-            ordered = sorted(args, key=lambda a: a is str)  # try str last: '1e-3' may be a float
-            shape_fits = None  # an arm whose shape fits but whose contents don't: report those
-            for arm in ordered:
-                before = len(self.problems)
-                ok, normalised = self._match(value, arm, key)
-                if ok and len(self.problems) == before:
-                    return True, normalised
-                if ok and shape_fits is None:
-                    shape_fits = (self.problems[before:], normalised)
-                del self.problems[before:]
-            if shape_fits is not None:
-                self.problems.extend(shape_fits[0])
-                return True, shape_fits[1]
-            return False, value
-        if hint is type(None) or hint is None:
-            return value is None, value
-        if origin is typing.Literal:
-            # True == 1 and 0 == False: a bool matches only a bool, a number only a number
-            return any(value == a and type(value) is type(a) for a in args), value
-        if hint is bool:
-            return isinstance(value, bool), value
-        if hint is int:
-            return isinstance(value, int) and not isinstance(value, bool), value
-        if hint is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return True, float(value)
-            if isinstance(value, str):
-                try:
-                    return True, float(value)
-                except ValueError:
-                    return False, value
-            return False, value
-        if hint is str:
-            return isinstance(value, str), value
-        if hint in (os.PathLike, Path) or (inspect.isclass(hint) and issubclass(hint, os.PathLike)):
-            return isinstance(value, str), value
-        if origin in (list, Sequence) or hint is list:
-            if not isinstance(value, list):
-                return False, value
-            item_hint = args[0] if args else Any
-            return True, [self.value(v, item_hint, f"{key}.{i}") for i, v in enumerate(value)]
-        if origin is tuple or hint is tuple:
-            if not isinstance(value, list):
-                return False, value
-            if args and args[-1] is not Ellipsis:
-                if len(args) != len(value):
-                    return False, value
-                pairs = zip(value, args, strict=True)
-                return True, [self.value(v, a, f"{key}.{i}") for i, (v, a) in enumerate(pairs)]
-            item_hint = args[0] if args else Any
-            return True, [self.value(v, item_hint, f"{key}.{i}") for i, v in enumerate(value)]
-        if origin in (dict, Mapping) or hint in (dict, Mapping):
-            if not isinstance(value, Mapping) or "class_path" in value:
-                return False, value
-            value_hint = args[1] if len(args) == 2 else Any
-            return True, {k: self.value(v, value_hint, f"{key}.{k}") for k, v in value.items()}
-        if inspect.isclass(hint):
-            if isinstance(value, Mapping) and "class_path" in value:
-                return True, self.class_spec(value, key, base=hint)
-            # a stand-in has no instances; no YAML value is an instance of the class it names
-            return isinstance(value, hint), value
-        return True, value
+    null is no items; a single mapping (`callbacks: {class_path: ...}`) is one.
+    """
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 # ---------------------------------------------------------------------- instantiation
@@ -358,20 +343,6 @@ def instantiate(spec: Any) -> Any:
     if isinstance(spec, Mapping):
         return {k: instantiate(v) for k, v in spec.items()}
     return spec
-
-
-def import_qualified(dotted: str) -> Any:
-    """Import `module.Outer.Inner` where the class path may include nested attributes."""
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            target: Any = importlib.import_module(".".join(parts[:split]))
-        except ModuleNotFoundError:
-            continue
-        for attribute in parts[split:]:
-            target = getattr(target, attribute)
-        return target
-    raise ConfigError(f"cannot import {dotted}")
 
 
 def imported_modules(config: Mapping[str, Any]) -> list[str]:
@@ -439,96 +410,17 @@ def config_keys(path: str | None) -> list[str]:
 
 
 # ---------------------------------------------------------------------- helpers
-def _located(key: str, text: str, set_by: Sequence[tuple[str, str]], source: str | None) -> str:
-    """One problem's line, ending with where its value came from: the last `--set` whose key is
-    the problem's or one above it, else the file."""
-    for written, option in reversed(set_by):
-        if key == written or key.startswith(f"{written}."):
-            return f"{key}: {text} ({option})"
-    return f"{key}: {text} ({source})" if source else f"{key}: {text}"
+def _in_file(source: str | None) -> Any:
+    """Without recorded origins every problem is the file's."""
+
+    def located(key: str, text: str) -> str:
+        return f"{key}: {text} ({source})" if source else f"{key}: {text}"
+
+    return located
 
 
-def _make_importable(base_dir: str | None) -> None:
-    """The config's folder and the current directory hold users' modules (`my_models.py`)."""
-    for folder in (os.getcwd(), base_dir):
+def _make_importable(base_dirs: Sequence[str]) -> None:
+    """The configs' folders and the current directory hold users' modules (`my_models.py`)."""
+    for folder in (os.getcwd(), *base_dirs):
         if folder and folder not in sys.path:
             sys.path.insert(0, folder)
-
-
-def _path(target: Any, given: str | None = None) -> str:
-    """`module.Class`: where a class (imported, known from signature data, or a stand-in) is defined.
-
-    A class made inside a function has no importable qualified name; the path the config gave
-    (`given`, short names expanded) is kept for it.
-    """
-    if isinstance(target, ClassInfo):
-        return target.path
-    path = f"{target.__module__}.{target.__qualname__}"
-    if "<locals>" in path and given is not None:
-        return SHORT_NAMES.get(given, given)
-    return path
-
-
-def _real(cls: type) -> type:
-    """The class itself: a stand-in is imported now, since an imported class is checked against it."""
-    return import_qualified(cls.dotted) if isinstance(cls, ClassByName) else cls
-
-
-def _type_hints(target: Any) -> dict[str, Any]:
-    """`__init__`'s hints, evaluated one by one so one unresolvable name doesn't hide the rest."""
-    function = target.__init__ if inspect.isclass(target) else target
-    try:
-        return typing.get_type_hints(function)
-    except Exception:
-        pass
-    hints: dict[str, Any] = {}
-    namespace = getattr(inspect.getmodule(function), "__dict__", {})
-    for name, annotation in getattr(function, "__annotations__", {}).items():
-        if isinstance(annotation, str):
-            try:
-                annotation = eval(annotation, dict(namespace))  # noqa: S307 - the class's own annotation
-            except Exception:
-                continue
-        hints[name] = annotation
-    return hints
-
-
-def _is_plain(value: Any) -> bool:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, Mapping):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-def _name(target: Any) -> str:
-    if isinstance(target, ClassInfo):
-        return target.name
-    return getattr(target, "__qualname__", None) or type(target).__name__
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return " or ".join(dict.fromkeys(_describe(a) for a in args))
-    if hint is type(None) or hint is None:
-        return "null"
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, Sequence, tuple) or hint in (list, tuple):
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    if origin in (dict, Mapping) or hint in (dict, Mapping):
-        return "a mapping"
-    if inspect.isclass(hint):
-        if hint in (int, float, str, bool):
-            return hint.__name__
-        return f"a {hint.__name__} ({{class_path: ..., init_args: ...}})"
-    return str(hint)

@@ -9,8 +9,8 @@ both end runs through `guard`, so the two cannot drift apart, and neither import
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from ltrain.errors import (
     RunInterrupted,
     WorkersFailed,
 )
+
+if TYPE_CHECKING:
+    from ltrain.app.sources import Sources
 
 
 class ConfigError(Exception):
@@ -60,7 +63,11 @@ def guard(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise CommandError(str(error).strip().splitlines()[0]) from None
 
 
-def resume_command(config: str, overrides: Sequence[str], stop: RunInterrupted) -> str:
+def resume_command(sources: Sources, stop: RunInterrupted) -> str:
     """The command that continues a fit stopped by a signal."""
-    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
-    return f"ltrain fit {shlex.quote(config)}{sets} --resume {shlex.quote(stop.checkpoint)}"
+    return f"{fit_command(sources)} --resume {shlex.quote(stop.checkpoint)}"
+
+
+def fit_command(sources: Sources) -> str:
+    """`ltrain fit` with a config's sources, as a shell line."""
+    return " ".join(["ltrain fit", *(shlex.quote(word) for word in sources.words())])

@@ -12,20 +12,15 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ltrain.app.config import (
-    import_qualified,
-    imported_modules,
-    instantiate,
-    load_yaml,
-    resolve,
-    to_yaml,
-)
+from ltrain.app.config import LTRAIN, imported_modules, instantiate, load, one_or_many, to_yaml
 from ltrain.app.errors import ConfigError
-from ltrain.app.overrides import apply_override, apply_overrides
+from ltrain.app.overrides import apply_override
+from ltrain.app.signatures import import_qualified
+from ltrain.app.sources import Sources
 from ltrain.callbacks import Callback
 from ltrain.callbacks.model_checkpoint import first_model_checkpoint
 from ltrain.console import info
@@ -39,8 +34,7 @@ DEFAULT_SAVE_DIR = "runs"
 
 def run_command(
     command: str,
-    config_path: str | None,
-    overrides: Sequence[str],
+    sources: Sources,
     ckpt: str | None = None,
     out: str | None = None,
     lr_find: Mapping[str, Any] | None = None,
@@ -49,34 +43,39 @@ def run_command(
 ) -> Any:
     """Run `fit`, `validate`, `test`, `predict` or `lr-find` as the command line does.
 
-    `lr_find` holds the finder's options (min_lr, max_lr, num_training); with `apply`, the
-    suggestion is written into a copy of the config next to it. `record` (the version folder's
-    run.json) defaults to one naming the command line as typed; a sweep passes its member's.
+    `sources` are the config's (CONFIG, `--config` files and flags, `--set`); without a config
+    file the config is the one `ckpt` carries. `ckpt` (`--ckpt`, `--resume`) wins over a config's
+    `ckpt_path`, as an option typed wins over a file. `lr_find` holds the finder's options
+    (min_lr, max_lr, num_training); with `apply`, the suggestion is written into a copy of the
+    config next to it. `record` (the version folder's run.json) defaults to one naming the command
+    line as typed; a sweep passes its member's.
     """
     if record is None:
         record = RunRecord(command, command_line())
 
     checkpoint_path = None
-    stored_config = None
+    base = None
     if ckpt is not None and not (command == "fit" and ckpt == "last"):
         checkpoint_path, stored_config = _checkpoint_and_config(ckpt)
-    if config_path is None:
-        if stored_config is None:
-            raise ConfigError(
-                f"--ckpt {ckpt}: the checkpoint carries no config; pass a CONFIG file"
-            )
-        raw = _config_from_text(stored_config, ckpt)
-        set_by = apply_overrides(raw, overrides)
-        modules = ", ".join(imported_modules(raw)) or "none"
-        info(f"Using the config stored in {checkpoint_path}; it imports: {modules}")
-        source, base_dir = str(checkpoint_path), None
-    else:
-        raw = load_yaml(config_path)
-        set_by = apply_overrides(raw, overrides)
-        source, base_dir = config_path, os.path.dirname(os.path.abspath(config_path))
-    resolved = resolve(raw, source=source, base_dir=base_dir, set_by=set_by).config
-    if command == "fit" and ckpt == "last":
-        checkpoint_path = _last_checkpoint(resolved)
+        if not sources.files:
+            if stored_config is None:
+                raise ConfigError(
+                    f"--ckpt {ckpt}: the checkpoint carries no config; pass a CONFIG file"
+                )
+            stored = _config_from_text(stored_config, ckpt)
+            stored.pop("ckpt_path", None)  # the checkpoint the stored run started from
+            modules = ", ".join(imported_modules(stored)) or "none"
+            info(f"Using the config stored in {checkpoint_path}; it imports: {modules}")
+            base = (stored, str(checkpoint_path))
+    layout = LTRAIN.for_command("fit" if command == "lr-find" else command)
+    resolved_config, gathered = load(sources, layout, base=base)
+    resolved, raw = resolved_config.config, gathered.config
+    ckpt = ckpt or resolved.get("ckpt_path")
+    if command in ("test", "predict") and ckpt is None:
+        raise ConfigError(f"{command} needs --ckpt PATH or ckpt_path in the config")
+    if checkpoint_path is None and ckpt is not None:
+        last = command == "fit" and ckpt == "last"
+        checkpoint_path = _last_checkpoint(resolved) if last else find_checkpoint(ckpt)
     strategy = strategy_for(resolved["trainer"])
     if strategy.distributed and command == "lr-find":
         raise MisconfigurationException(
@@ -94,12 +93,20 @@ def run_command(
 
     import ltrain as pl
 
-    if resolved.get("seed") is not None:
-        pl.seed_everything(resolved["seed"])
+    if resolved.get("seed") is not None:  # `true` picks one, as Lightning does; it is recorded
+        resolved["seed"] = pl.seed_everything(
+            None if resolved["seed"] is True else resolved["seed"]
+        )
     model = _build(resolved["model"], "model")
+    if resolved.get("optimizer") is not None:
+        from ltrain.app.optimizers import attach_optimizers
+
+        attach_optimizers(
+            model, resolved["optimizer"], resolved.get("lr_scheduler"), owner="ltrain"
+        )
     datamodule = _build(resolved["data"], "data") if resolved.get("data") else None
     trainer_args = dict(resolved["trainer"])
-    callbacks = _build(_one_or_many(trainer_args.pop("callbacks", None)), "trainer.callbacks")
+    callbacks = _build(one_or_many(trainer_args.pop("callbacks", None)), "trainer.callbacks")
     logger_spec = trainer_args.pop("logger", None)
 
     resume_folder = (
@@ -144,7 +151,7 @@ def run_command(
         if command == "predict" and trainer.is_global_zero:  # rank 0 holds every rank's
             _write_predictions(result, Path(out) if out else folder / "predictions.csv")
         if command == "lr-find" and trainer.is_global_zero:
-            _report_lr_find(result, folder, raw, config_path if apply else None)
+            _report_lr_find(result, folder, raw, sources.files[0] if apply else None)
             record.end(trainer)  # the finder trained with a trainer of its own
     except BaseException as error:
         if _remove_if_only_config(folder, created):
@@ -304,7 +311,7 @@ def _raw_trainer(raw: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _save_dir(logger_spec: Any) -> str:
-    folder_loggers = [s for s in _one_or_many(logger_spec) if _writes_version_folder(s)]
+    folder_loggers = [s for s in one_or_many(logger_spec) if _writes_version_folder(s)]
     first = folder_loggers[0] if folder_loggers else None
     if isinstance(first, Mapping):
         save_dir = (first.get("init_args") or {}).get("save_dir")
@@ -335,9 +342,9 @@ def _loggers(spec: Any, raw_logger: Any, folder: Path) -> list[Any]:
     version, name, save_dir = version_number(folder), folder.parent.name, str(folder.parent.parent)
     if spec is None or spec is True:
         return [CSVLogger(save_dir=save_dir, name=name, version=version)]
-    raw_items = _one_or_many(raw_logger)
+    raw_items = one_or_many(raw_logger)
     loggers = []
-    for i, item in enumerate(_one_or_many(spec)):
+    for i, item in enumerate(one_or_many(spec)):
         item = dict(item)
         init_args = dict(item.get("init_args") or {})
         given = (
@@ -345,6 +352,7 @@ def _loggers(spec: Any, raw_logger: Any, folder: Path) -> list[Any]:
             if i < len(raw_items) and isinstance(raw_items[i], Mapping)
             else {}
         )
+        given = _not_default(given, item["class_path"])
         if not _writes_version_folder(item):
             given = init_args  # W&B and MLflow keep their own stores: given nothing
         if "version" in init_args and "version" not in given:
@@ -358,21 +366,24 @@ def _loggers(spec: Any, raw_logger: Any, folder: Path) -> list[Any]:
     return loggers
 
 
+def _not_default(given: Mapping[str, Any], class_path: str) -> dict[str, Any]:
+    """The arguments set to something but their default. A LightningCLI dump lists every one
+    (`name: lightning_logs`, `version: null`), which is no wish to leave the run folder."""
+    import inspect
+
+    parameters = inspect.signature(import_qualified(class_path)).parameters
+    return {
+        key: value
+        for key, value in given.items()
+        if key not in parameters or parameters[key].default != value
+    }
+
+
 def _writes_version_folder(spec: Any) -> bool:
     """Whether a resolved logger spec names a class that writes into runs/<name>/version_N."""
     if not isinstance(spec, Mapping) or not isinstance(spec.get("class_path"), str):
         return False
     return getattr(import_qualified(spec["class_path"]), "writes_version_folder", True)
-
-
-def _one_or_many(value: Any) -> list[Any]:
-    """A config value that holds one item or a list of them (callbacks, logger), as a list.
-
-    null is no items; a single mapping (`callbacks: {class_path: ...}`) is one.
-    """
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]
 
 
 def _remove_if_empty(folder: Path, created: bool) -> None:

@@ -13,21 +13,26 @@ from typing import Any
 from ltrain.app.errors import ConfigError
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.0=value` into its key path and its YAML-parsed value."""
+def parse_value(raw: str) -> Any:
+    """A value typed on the command line, read as YAML (`3`, `[64, 32]`, `null`); text that is
+    no valid YAML stays text, and an empty value is null."""
     import yaml
 
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.0=value` into its key path and its YAML-parsed value."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. trainer.max_epochs=3")
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key; expected a dotted path such as model.lr")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+    return key.split("."), parse_value(raw)
 
 
 def apply_override(config: dict[str, Any], text: str) -> str:

@@ -7,6 +7,12 @@ written once from the imported classes into signatures.json, and read from there
 
     python -m ltrain.app.signatures    # rewrite signatures.json after changing one of them
 
+The file also holds the Trainer methods' signatures (a LightningCLI subcommand's `ckpt_path`,
+`verbose`, ...) and what ltrain knows of Lightning without importing it: the defaults of the
+arguments Lightning's twin of a class has and ltrain's lacks (so `--print_config` output, which
+lists every one, loads), and Lightning's callback and logger names (so a config naming one that
+ltrain lacks is told so). Regenerating it therefore needs Lightning installed (the dev extra).
+
 tests/test_cli.py regenerates the file and fails when it differs, and checks what is read back
 against `inspect` on the imported classes. A hint is stored as the text of a Python expression and
 evaluated, as `typing.get_type_hints` evaluates a postponed annotation, with builtins, `typing`,
@@ -27,7 +33,7 @@ import os
 import pathlib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,23 @@ SHORT_NAMES = {
 }
 
 TRAINER = "ltrain.trainer.Trainer"
+
+# the Trainer methods a LightningCLI subcommand calls; their arguments are config keys too
+METHODS = tuple(f"{TRAINER}.{name}" for name in ("fit", "validate", "test", "predict"))
+
+# Lightning's classes that ltrain's mirror. A config written for Lightning names arguments that
+# ltrain's twin lacks (`trainer.max_time: null` in every `--print_config`); their Lightning defaults
+# are kept here, so such a config loads as long as it leaves them at those defaults.
+LIGHTNING_TWINS = {
+    TRAINER: "lightning.pytorch.Trainer",
+    **{f"{TRAINER}.{name}": f"lightning.pytorch.Trainer.{name}" for name in ("fit", "validate")},
+    **{f"{TRAINER}.{name}": f"lightning.pytorch.Trainer.{name}" for name in ("test", "predict")},
+    **{
+        dotted: dotted.replace("ltrain.", "lightning.pytorch.", 1)
+        for dotted in SHORT_NAMES.values()
+        if dotted.startswith(("ltrain.callbacks.", "ltrain.loggers."))
+    },
+}
 
 DATA_FILE = Path(__file__).with_name("signatures.json")
 
@@ -98,6 +121,21 @@ def stand_in(dotted: str) -> type:
     return ClassByName(name, (), {"dotted": dotted, "__module__": module, "__qualname__": name})
 
 
+def import_qualified(dotted: str) -> Any:
+    """Import `module.Class`, `module.Outer.Inner` or `module.Class.method`: the longest module
+    that imports, then attributes."""
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return target
+    raise ImportError(f"cannot import {dotted}")
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """A class known from signatures.json: where it is defined, its `__init__`, its bases."""
@@ -110,6 +148,8 @@ class ClassInfo:
     hints: dict[str, Any]
     # the dotted path of every class in its MRO but `object`
     ancestors: frozenset[str]
+    # Lightning's twin's defaults for the arguments ltrain's lacks or defaults differently
+    lightning_defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -140,7 +180,25 @@ def read_class(dotted: str) -> ClassInfo | None:
         parameters.append(inspect.Parameter(item["name"], kind, default=default))
         if "hint" in item:
             hints[item["name"]] = _hint(item["hint"])
-    return ClassInfo(path, inspect.Signature(parameters), hints, frozenset(entry["ancestors"]))
+    twin = data["lightning"]["defaults"].get(path, {})
+    signature = inspect.Signature(parameters)
+    return ClassInfo(path, signature, hints, frozenset(entry["ancestors"]), twin)
+
+
+def public_path(path: str) -> str:
+    """The shortest name a user imports a known class by (`ltrain.callbacks.EarlyStopping`).
+
+    LightningCLI prints class paths this way (jsonargparse's shortest import path); `path` itself
+    is returned for a class outside the signature data.
+    """
+    aliases = [name for name, target in _stored()["names"].items() if target == path]
+    own = path.rpartition(".")[2]
+    return min(aliases, key=lambda name: (len(name), not name.endswith(own)), default=path)
+
+
+def lightning_names() -> dict[str, list[str]]:
+    """Lightning's public callback and logger names, e.g. {"callbacks": ["BackboneFinetuning", ...]}."""
+    return _stored()["lightning"]["names"]
 
 
 @functools.cache
@@ -165,24 +223,64 @@ def signature_data() -> dict[str, Any]:
     """What signatures.json holds, read from the imported classes (so this imports torch)."""
     names: dict[str, str] = {}
     classes: dict[str, Any] = {}
-    for dotted in sorted({*SHORT_NAMES.values(), TRAINER}):
-        module, _, attribute = dotted.rpartition(".")
-        cls = getattr(importlib.import_module(module), attribute)
-        path = _dotted(cls)
+    twins: dict[str, Any] = {}
+    for dotted in sorted({*SHORT_NAMES.values(), TRAINER, *METHODS}):
+        target = import_qualified(dotted)
+        path = _dotted(target)
         if path != dotted:
             names[dotted] = path
-        hints = typing.get_type_hints(cls.__init__)
+        function = target.__init__ if inspect.isclass(target) else target
+        hints = typing.get_type_hints(function)
         parameters = []
-        for parameter in inspect.signature(cls).parameters.values():
+        for parameter in _parameters(target):
             item: dict[str, Any] = {"name": parameter.name, "kind": parameter.kind.name}
             if parameter.name in hints:
                 item["hint"] = _hint_text(hints[parameter.name])
             if parameter.default is not parameter.empty:
                 item["default"] = _json_value(parameter.default, f"{path}({parameter.name}=...)")
             parameters.append(item)
-        ancestors = [_dotted(base) for base in cls.__mro__ if base is not object]
+        mro = target.__mro__ if inspect.isclass(target) else ()
+        ancestors = [_dotted(base) for base in mro if base is not object]
         classes[path] = {"ancestors": ancestors, "parameters": parameters}
-    return {"names": names, "classes": classes}
+        if dotted in LIGHTNING_TWINS and path not in twins:  # an alias (MLflowLogger) once
+            defaults = _twin_defaults(target, import_qualified(LIGHTNING_TWINS[dotted]))
+            if defaults:
+                twins[path] = defaults
+    lightning = {"defaults": twins, "names": _lightning_public_names()}
+    return {"names": names, "classes": classes, "lightning": lightning}
+
+
+def _parameters(target: Any) -> list[inspect.Parameter]:
+    """A class's `__init__` parameters, or a method's, without `self`."""
+    parameters = list(inspect.signature(target).parameters.values())
+    return parameters if inspect.isclass(target) else parameters[1:]
+
+
+def _twin_defaults(ours: Any, theirs: Any) -> dict[str, Any]:
+    """Lightning's defaults for the arguments ours lacks or defaults differently (json-safe ones)."""
+    mine = {p.name: p for p in _parameters(ours)}
+    found = {}
+    for parameter in _parameters(theirs):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is parameter.empty:
+            continue
+        same = parameter.name in mine and repr(mine[parameter.name].default) == repr(
+            parameter.default
+        )
+        if not same:
+            found[parameter.name] = _json_value(
+                parameter.default, f"{_dotted(theirs)}.{parameter.name}"
+            )
+    return found
+
+
+def _lightning_public_names() -> dict[str, list[str]]:
+    names = {}
+    for package in ("callbacks", "loggers"):
+        module = importlib.import_module(f"lightning.pytorch.{package}")
+        names[package] = sorted(n for n in module.__all__ if n[0].isupper())
+    return names
 
 
 def signatures_json(data: dict[str, Any]) -> str:
@@ -201,7 +299,17 @@ def signatures_json(data: dict[str, Any]) -> str:
         for path, entry in data["classes"].items()
     ]
     classes_text = ",\n".join(classes)
-    return f'{{\n  "names": {{\n{names}\n  }},\n  "classes": {{\n{classes_text}\n  }}\n}}\n'
+    twins = lines(
+        [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in data["lightning"]["defaults"].items()], 6
+    )
+    lightning_names = lines(
+        [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in data["lightning"]["names"].items()], 6
+    )
+    return (
+        f'{{\n  "names": {{\n{names}\n  }},\n  "classes": {{\n{classes_text}\n  }},\n'
+        f'  "lightning": {{\n    "defaults": {{\n{twins}\n    }},\n'
+        f'    "names": {{\n{lightning_names}\n    }}\n  }}\n}}\n'
+    )
 
 
 def _dotted(cls: type) -> str:

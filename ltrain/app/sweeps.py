@@ -11,8 +11,6 @@ member that fails is recorded and the sweep goes on. Ctrl-C stops the whole swee
 from __future__ import annotations
 
 import itertools
-import os
-import shlex
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +18,9 @@ from typing import Any
 
 import click
 
-from ltrain.app.config import load_yaml, resolve
-from ltrain.app.errors import CommandError, ConfigError, guard, resume_command
-from ltrain.app.overrides import apply_overrides
+from ltrain.app.config import load
+from ltrain.app.errors import CommandError, ConfigError, fit_command, guard, resume_command
+from ltrain.app.sources import Sources
 
 
 def split_values(text: str) -> list[str]:
@@ -73,15 +71,12 @@ def expand(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
     return [list(member) for member in itertools.product(*axes)], list(dict.fromkeys(swept))
 
 
-def check_members(config_path: str, members: Sequence[Sequence[str]]) -> None:
+def check_members(sources: Sources, members: Sequence[Sequence[str]]) -> None:
     """Validate every member's config; one ConfigError lists each problem once, with its runs."""
-    base_dir = os.path.dirname(os.path.abspath(config_path))
     found: dict[str, list[int]] = {}
     for number, member in enumerate(members, start=1):
         try:
-            raw = load_yaml(config_path)
-            set_by = apply_overrides(raw, member)
-            config = resolve(raw, source=config_path, base_dir=base_dir, set_by=set_by)
+            config, _ = load(sources.with_overrides(member))
             _refuse_several_processes(config.config["trainer"])
         except ConfigError as error:
             for line in str(error).splitlines():
@@ -114,32 +109,33 @@ def _numbers(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
 
 
-def run_sweep(config_path: str, overrides: Sequence[str]) -> int:
-    """Run the grid; print its table sorted by the monitored metric. Returns the exit code."""
+def run_sweep(sources: Sources) -> int:
+    """Run the grid of `sources.overrides`; print its table sorted by the monitored metric.
+    Returns the exit code. The files and LightningCLI's flags are every member's."""
     from ltrain.app.experiment import run_command
     from ltrain.console import info
     from ltrain.errors import RunInterrupted
     from ltrain.run_record import RunRecord, command_line
 
-    members, swept = expand(overrides)
-    check_members(config_path, members)
+    members, swept = expand(sources.overrides)
+    check_members(sources, members)
     sweep_line = command_line()
     folders, not_started, failed = [], [], 0
     for number, member in enumerate(members, start=1):
-        sets = "".join(f" --set {shlex.quote(m)}" for m in member)
-        line = f"ltrain fit {shlex.quote(config_path)}{sets}"
+        member_sources = sources.with_overrides(member)
+        line = fit_command(member_sources)
         info(f"Sweep run {number}/{len(members)}: {line}")
         sweep = {"command_line": sweep_line, "member": number, "members": len(members)}
         record = RunRecord("fit", line, extra={"sweep": sweep})
         try:
-            guard(run_command, "fit", config_path, member, record=record)
+            guard(run_command, "fit", member_sources, record=record)
         except KeyboardInterrupt as stop:
             if record.folder is not None:
                 folders.append(record.folder)
             _show(folders, swept, failed, not_started)
             if not isinstance(stop, RunInterrupted):
                 raise
-            click.echo(f"Resume with: {resume_command(config_path, member, stop)}", err=True)
+            click.echo(f"Resume with: {resume_command(member_sources, stop)}", err=True)
             return 128 + stop.signum
         except CommandError as error:
             error.show()

@@ -2,8 +2,9 @@
 
 Callbacks read the trainer's public attributes (`current_epoch`, `global_step`,
 `callback_metrics`, `should_stop`, `sanity_checking`, ...). A callback that decides from monitored
-metrics (early stopping, checkpointing) sets `runs_after_module = True`: its hooks run after the
-module's, so it sees what the module logged in the same hook (e.g. `on_train_epoch_end`).
+metrics (early stopping, checkpointing) sets `runs_after_module = True`: its `on_train_epoch_end`
+runs after the module's, so it sees what the module logged there (in every other hook, callbacks
+run before the module, as in Lightning).
 """
 
 from __future__ import annotations

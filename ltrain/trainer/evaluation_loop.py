@@ -15,11 +15,10 @@ import torch
 
 from ltrain.batch import apply_to_tensors, split_samples, stack_samples
 from ltrain.console import info
-from ltrain.errors import MisconfigurationException
 from ltrain.module import Module
 from ltrain.results import to_floats
-from ltrain.trainer.hooks import call_hook, step_args
-from ltrain.trainer.loaders import sample_indices, to_device, with_last_flag
+from ltrain.trainer.hooks import call_hook, overrides, step_args
+from ltrain.trainer.loaders import as_loader_list, sample_indices, to_device, with_last_flag
 from ltrain.trainer.log_rows import log_row
 
 if TYPE_CHECKING:
@@ -29,8 +28,11 @@ if TYPE_CHECKING:
 def evaluate(trainer: Trainer, stage: str, verbose: bool) -> list[dict[str, float]]:
     """`validate()` or `test()`: one epoch over the stage's loaders, its table printed."""
     kind = "validation" if stage == "validate" else "test"
-    loaders = trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
+    loaders = as_loader_list(
+        trainer.val_dataloaders if stage == "validate" else trainer.test_dataloaders
+    )
     counts = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
+    trainer._eval_step_rows = {}
     per_loader = evaluation_epoch(trainer, kind, loaders, counts)
     if verbose and trainer.is_global_zero:
         _print_results_table("Validate" if stage == "validate" else "Test", per_loader)
@@ -42,12 +44,12 @@ def evaluation_epoch(
 ) -> list[dict[str, float]]:
     """One validation or test run over every loader; returns each loader's epoch metrics."""
     model = trainer.lightning_module
-    was_training = model.training
-    model.eval()
     trainer.results = results = trainer._new_results()
     if len(loaders) > 1:
-        _require_dataloader_idx(model, f"{kind}_step")
+        _require_dataloader_idx(model, f"{kind}_step", "val" if kind == "validation" else kind)
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
+        modes = training_modes(model)
+        call_hook(trainer, f"on_{kind}_model_eval")
         call_hook(trainer, f"on_{kind}_start")
         call_hook(trainer, f"on_{kind}_epoch_start")
         _run_batches(trainer, kind, loaders, counts, keep=False)
@@ -58,29 +60,39 @@ def evaluation_epoch(
         if logged and not trainer.sanity_checking:
             log_row(trainer, logged, _row_step(trainer))
         call_hook(trainer, f"on_{kind}_end")
-    model.train(was_training)
+        results.reset_metrics()
+        if overrides(model, f"on_{kind}_model_train", Module):
+            call_hook(trainer, f"on_{kind}_model_train")
+        else:
+            restore_training_modes(model, modes)
     # what validate()/test() return and print is the loggers' epoch row, as in Lightning
     floats = to_floats(logged) if logged else {}
-    several = len(loaders) > 1
-    return [_metrics_of_loader(floats, i, several) for i in range(len(loaders))]
+    if len(loaders) == 1:
+        return [floats]
+    loader_of = results.loader_of()
+    return [
+        {k: v for k, v in floats.items() if loader_of.get(k) in (None, index)}
+        for index in range(len(loaders))
+    ]
 
 
 def predict(trainer: Trainer) -> list[Any] | None:
     """`predict()`: every batch through `predict_step`; what it returned, per loader."""
     model = trainer.lightning_module
-    model.eval()
     trainer.results = trainer._new_results()
-    if len(trainer.predict_dataloaders) > 1:
-        _require_dataloader_idx(model, "predict_step")
+    loaders = as_loader_list(trainer.predict_dataloaders)
+    if len(loaders) > 1:
+        _require_dataloader_idx(model, "predict_step", "predict")
     keep = trainer._return_predictions
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
+        modes = training_modes(model)
+        call_hook(trainer, "on_predict_model_eval")
         call_hook(trainer, "on_predict_start")
         call_hook(trainer, "on_predict_epoch_start")
-        outputs = _run_batches(
-            trainer, "predict", trainer.predict_dataloaders, trainer.num_predict_batches, keep
-        )
+        outputs = _run_batches(trainer, "predict", loaders, trainer.num_predict_batches, keep)
         call_hook(trainer, "on_predict_epoch_end")
         call_hook(trainer, "on_predict_end")
+        restore_training_modes(model, modes)
     if not keep:
         return None
     return outputs if len(outputs) > 1 else outputs[0]
@@ -92,13 +104,14 @@ def _run_batches(
     """Every batch of every loader through `{kind}_step` and its batch hooks.
 
     Returns the step outputs per loader when `keep` (predictions); otherwise each batch's logged
-    step values go to the loggers as a row (none during the sanity check).
+    step values go to the loggers as a row (none during the sanity check). As in Lightning, such a
+    row's step counts the loader's batches (over every validation of a fit) and it has no epoch.
     """
     model = trainer.lightning_module
     results = trainer.results
     several = len(loaders) > 1
     step_name = f"{kind}_step"
-    row_step = _row_step(trainer)
+    rows = trainer._eval_step_rows
     forward_context = trainer.precision_plugin.forward_context
     kept: list[list[Any]] = []
     for loader_idx, (loader, count) in enumerate(zip(loaders, counts, strict=True)):
@@ -110,18 +123,32 @@ def _run_batches(
             call_hook(trainer, f"on_{kind}_batch_start", batch, batch_idx, *extra)
             with forward_context():
                 output = getattr(model, step_name)(
-                    *step_args(results, step_name, batch, batch_idx), *extra
+                    *step_args(trainer, step_name, batch, batch_idx), *extra
                 )
             results.hook = None
             call_hook(trainer, f"on_{kind}_batch_end", output, batch, batch_idx, *extra)
             if keep:
                 outputs.append(output)
-            elif results.step_values and not trainer.sanity_checking:
-                log_row(trainer, results.step_values, row_step)
+            elif not trainer.sanity_checking:
+                row = rows[loader_idx] = rows.get(loader_idx, -1) + 1
+                if results.step_values:
+                    log_row(trainer, results.step_values, row, with_epoch=False)
         if keep and trainer.world_size > 1:
             outputs = _gather_predictions(trainer, outputs, loader)
         kept.append(outputs)
     return kept
+
+
+def training_modes(model: Module) -> dict[str, bool]:
+    """Each submodule's train/eval mode, so evaluation can put back a part kept in eval mode."""
+    return {name: module.training for name, module in model.named_modules()}
+
+
+def restore_training_modes(model: Module, modes: dict[str, bool]) -> None:
+    """Lightning's restore: each submodule's flag as it was (not `train()`, which sets them all)."""
+    for name, module in model.named_modules():
+        if name in modes:
+            module.training = modes[name]
 
 
 def _row_step(trainer: Trainer) -> int:
@@ -130,15 +157,16 @@ def _row_step(trainer: Trainer) -> int:
     return stepped - 1 if trainer.training else stepped
 
 
-def _require_dataloader_idx(model: Module, step_name: str) -> None:
-    """Several loaders pass `dataloader_idx` to the step: say so before a TypeError would."""
+def _require_dataloader_idx(model: Module, step_name: str, loader_kind: str) -> None:
+    """Several loaders pass `dataloader_idx` to the step: say so before a TypeError would (a
+    RuntimeError, as Lightning raises, so code catching Lightning's catches ltrain's)."""
     parameters = inspect.signature(getattr(model, step_name)).parameters
     if "dataloader_idx" in parameters or any(
         p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters.values()
     ):
         return
-    raise MisconfigurationException(
-        f"You provided multiple dataloaders, but no `dataloader_idx` argument in "
+    raise RuntimeError(
+        f"You provided multiple `{loader_kind}_dataloader`, but no `dataloader_idx` argument in "
         f"`{type(model).__name__}.{step_name}()`. Try adding `dataloader_idx=0` to its signature."
     )
 
@@ -182,13 +210,6 @@ def _gather_predictions(trainer: Trainer, outputs: list[Any], loader: Any) -> li
     ordered = [by_index[i] for i in sorted(by_index)]
     size = size or len(ordered)
     return [stack_samples(ordered[i : i + size]) for i in range(0, len(ordered), size)]
-
-
-def _metrics_of_loader(floats: dict[str, float], index: int, several: bool) -> dict[str, float]:
-    if not several:
-        return dict(floats)
-    own = f"/dataloader_idx_{index}"
-    return {k: v for k, v in floats.items() if "/dataloader_idx_" not in k or k.endswith(own)}
 
 
 def _print_results_table(title: str, per_loader: list[dict[str, float]]) -> None:

@@ -31,6 +31,7 @@ from ltrain.trainer.checkpointing import (
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
 from ltrain.trainer.loaders import (
+    as_loader_list,
     iterate_from,
     load_train_loader,
     load_val_loaders,
@@ -38,7 +39,7 @@ from ltrain.trainer.loaders import (
     to_device,
     with_last_flag,
 )
-from ltrain.trainer.log_rows import check_losses, log_row
+from ltrain.trainer.log_rows import check_losses, log_row, row_due
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
 
 if TYPE_CHECKING:
@@ -48,22 +49,45 @@ SIGNAL_AGREEMENT_BATCHES = 10  # how often data-parallel ranks compare received 
 
 
 def fit_loop(trainer: Trainer) -> None:
-    """The sanity check, then epochs until max_epochs/max_steps or a stop request."""
-    _run_sanity_check(trainer)  # also when resuming, as in Lightning
+    """The sanity check, then epochs until max_epochs/max_steps or a stop request.
+
+    As in Lightning, training that is over before it starts (limit_train_batches=0, no batches,
+    a resumed run already at its maximum, a stop already requested) runs no training hook at
+    all, not even on_train_start.
+    """
+    # as in Lightning, the check (also when resuming) leaves every generator as it found it: its
+    # loaders' iterators draw seeds, and training must draw the same numbers with or without it
+    before = rng_state()
+    _run_sanity_check(trainer)
+    set_rng_state(before)
+    if trainer.limit_train_batches == 0:
+        return
     load_train_loader(trainer)  # Lightning asks for it here, after the sanity check
     load_val_loaders(trainer)
     trainer._val_check_batch = val_check_batch(trainer)
-    call_hook(trainer, "on_train_start")
-    with _graceful_signals(trainer):
-        while True:
-            stop_reason = _fit_stop_reason(trainer)
-            if stop_reason is not None:
-                break
-            train_epoch(trainer)
-            _stop_if_signaled(trainer, agree=True)
-    if stop_reason and trainer.is_global_zero:
+    stop_reason = "No training batches" if not trainer.num_training_batches else None
+    stop_reason = stop_reason or _fit_stop_reason(trainer)
+    if stop_reason is None:
+        trainer._eval_step_rows = {}  # Lightning counts these rows across the fit's validations
+        # the first epoch's aggregator: what on_train_start logs goes into that epoch's row
+        trainer.results = trainer._new_results()
+        call_hook(trainer, "on_train_start")
+        with _graceful_signals(trainer):
+            while True:
+                stop_reason = _fit_stop_reason(trainer)
+                if stop_reason is not None:
+                    break
+                train_epoch(trainer)
+                _stop_if_signaled(trainer, agree=True)
+        _say_stopped(trainer, stop_reason)
+        call_hook(trainer, "on_train_end")
+    else:
+        _say_stopped(trainer, stop_reason)
+
+
+def _say_stopped(trainer: Trainer, stop_reason: str) -> None:
+    if stop_reason and trainer.is_global_zero:  # '' is a granted stop request: nothing to say
         info(f"`Trainer.fit` stopped: {stop_reason}.")
-    call_hook(trainer, "on_train_end")
 
 
 def _fit_stop_reason(trainer: Trainer) -> str | None:
@@ -97,18 +121,22 @@ def _run_sanity_check(trainer: Trainer) -> None:
     if not steps:
         return
     load_val_loaders(trainer)
-    if not trainer.val_dataloaders or not sum(trainer.num_val_batches):
+    if not trainer.num_val_batches or not sum(trainer.num_val_batches):
         return
     limits = [n if steps == -1 else min(steps, n) for n in trainer.num_val_batches]
-    kept = dict(trainer.callback_metrics), dict(trainer.progress_bar_metrics)
+    kept = (
+        dict(trainer.callback_metrics),
+        dict(trainer.progress_bar_metrics),
+        dict(trainer.logged_metrics),
+    )
     trainer.sanity_checking = True
     call_hook(trainer, "on_sanity_check_start")
-    evaluation_epoch(trainer, "validation", trainer.val_dataloaders, limits)
+    evaluation_epoch(trainer, "validation", as_loader_list(trainer.val_dataloaders), limits)
     call_hook(trainer, "on_sanity_check_end")
     trainer.sanity_checking = False
-    # what the sanity check logged must not reach callbacks or the progress bar: they keep what
-    # they had before (nothing, or what a resume restored)
-    shown = (trainer.callback_metrics, trainer.progress_bar_metrics)
+    # what the sanity check logged must not reach callbacks, loggers or the progress bar: they
+    # keep what they had before (nothing, or what a resume restored)
+    shown = (trainer.callback_metrics, trainer.progress_bar_metrics, trainer.logged_metrics)
     for metrics, before in zip(shown, kept, strict=True):
         metrics.clear()
         metrics.update(before)
@@ -118,7 +146,7 @@ def train_epoch(trainer: Trainer) -> None:
     """One training epoch, or the rest of the one a checkpoint was taken in."""
     model = trainer.lightning_module
     resume, trainer._resume = trainer._resume, None
-    trainer.results = results = trainer._new_results()
+    results = trainer.results  # made when the previous epoch finished (or by fit_loop)
     phase = resume.position.phase if resume is not None else EPOCH_START
     if phase != EPOCH_START:
         results.load_state_dict(_own_results_state(trainer, resume.results), model)
@@ -128,7 +156,6 @@ def train_epoch(trainer: Trainer) -> None:
         return
     loader = trainer.train_dataloader
     set_loader_epoch(loader, trainer.current_epoch)
-    model.train()
     start = resume.position.batch if resume is not None else 0
     if start == 0 and resume is not None:
         set_rng_state(resume.rng)
@@ -185,10 +212,9 @@ def _after_train_batch(
     """What follows on_train_batch_end: the step row and validation when due. True ends the epoch."""
     done = _train_epoch_done(trainer)
     if stepped:
-        every = trainer.log_every_n_steps
-        if every and trainer._batches_that_stepped % every == 0:
+        if row_due(trainer, trainer._batches_that_stepped):
             log_row(trainer, results.step_values, trainer._batches_that_stepped - 1)
-        if _validation_due(trainer, batch_idx, is_last or done):
+        if _validation_due(trainer, batch_idx, is_last):
             _validate_during_fit(trainer)
     # the rest of the position was recorded before on_train_batch_end (or restored with it)
     trainer._position.phase = BETWEEN_BATCHES
@@ -201,7 +227,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
     if not model.automatic_optimization:
         with trainer.precision_plugin.forward_context():
             output = trainer._training_step_runner(
-                *step_args(trainer.results, "training_step", batch, batch_idx)
+                *step_args(trainer, "training_step", batch, batch_idx)
             )
         trainer.results.hook = None
         trainer._step_output = _batch_end_outputs(output)
@@ -214,7 +240,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
     def closure() -> torch.Tensor | None:
         with trainer.precision_plugin.forward_context():
             output = trainer._training_step_runner(
-                *step_args(trainer.results, "training_step", batch, batch_idx)
+                *step_args(trainer, "training_step", batch, batch_idx)
             )
         trainer.results.hook = None
         loss = _training_loss(output)
@@ -267,7 +293,10 @@ def backward(trainer: Trainer, loss: torch.Tensor, *args: Any, **kwargs: Any) ->
     if trainer._default_backward:
         loss.backward(*args, **kwargs)
     else:
+        results = trainer.results
+        outer, results.hook = results.hook, "backward"  # the module's own may log, as in Lightning
         trainer.precision_plugin.backward(loss, trainer.lightning_module, *args, **kwargs)
+        results.hook = outer
     call_hook(trainer, "on_after_backward")
 
 
@@ -299,11 +328,13 @@ def val_check_batch(trainer: Trainer) -> float:
 
 
 def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
-    if not trainer.val_dataloaders or not sum(trainer.num_val_batches):
+    if not trainer.num_val_batches or not sum(trainer.num_val_batches):
         return False
     every = trainer.check_val_every_n_epoch
     if every is not None and (trainer.current_epoch + 1) % every:
         return False
+    if trainer.should_stop and _minimum_reached(trainer):
+        return True  # as in Lightning, a granted stop request validates first (max_steps not)
     check = trainer._val_check_batch
     if check == math.inf or check == trainer.num_training_batches:
         return is_last
@@ -317,9 +348,10 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
 def _validate_during_fit(trainer: Trainer) -> None:
     trainer.lightning_module.on_validation_model_zero_grad()
     train_results = trainer.results
-    evaluation_epoch(trainer, "validation", trainer.val_dataloaders, trainer.num_val_batches)
+    evaluation_epoch(
+        trainer, "validation", as_loader_list(trainer.val_dataloaders), trainer.num_val_batches
+    )
     trainer.results = train_results
-    trainer.lightning_module.train()
 
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:
@@ -338,6 +370,8 @@ def _finish_train_epoch(trainer: Trainer, results: Results) -> None:
     logged, _ = results.epoch_values()
     if logged:
         log_row(trainer, logged, trainer._batches_that_stepped - 1)
+    results.reset_metrics()
+    trainer.results = trainer._new_results()  # the next epoch's
     for logger in trainer._writing_loggers:
         logger.save()
     trainer.current_epoch += 1

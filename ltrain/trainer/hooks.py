@@ -8,6 +8,8 @@ batch. Whether an object implements a hook is decided by one rule, `overrides`.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -20,7 +22,6 @@ from ltrain.callbacks.timer import Timer
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.module import NO_OP_HOOKS, Module
-from ltrain.results import Results
 
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
@@ -33,14 +34,15 @@ class HookPlan(NamedTuple):
 
     before: list[Callback]  # callbacks that run before the module
     method: Any  # the module's bound method, or None
-    after: list[Callback]  # callbacks that decide from metrics (`runs_after_module`)
+    after: list[Callback]  # on_train_epoch_end's callbacks that decide from metrics
 
 
 def call_hook(trainer: Trainer, name: str, *args: Any) -> Any:
     """Call hook `name` on the callbacks and the module, in Lightning's order.
 
-    Callbacks that override the hook run first, then the module, then the callbacks that decide
-    from metrics (`runs_after_module`). The hook name is handed to the results aggregator, which
+    Callbacks that override the hook run first, then the module; in on_train_epoch_end the
+    callbacks that decide from metrics (`runs_after_module`) run after the module, so they see
+    what it logged there (Lightning's one exception). The hook name is handed to the results aggregator, which
     decides what `self.log` may do inside it.
     """
     plan = trainer._hook_plans.get(name)
@@ -77,11 +79,25 @@ def plan_hook(trainer: Trainer, name: str) -> HookPlan | object:
     return HookPlan(before, method, after)
 
 
-def step_args(results: Results, hook: str, batch: Any, batch_idx: int) -> tuple[Any, int]:
+def step_args(trainer: Trainer, hook: str, batch: Any, batch_idx: int) -> tuple[Any, ...]:
     """Mark `hook` (a `*_step`, called directly rather than dispatched) as the one logging, and
-    return the step's arguments."""
-    results.hook = hook
-    return batch, batch_idx
+    return the step's arguments: `batch_idx` only when the step takes it (decided once a run)."""
+    trainer.results.hook = hook
+    takes = trainer._takes_batch_idx.get(hook)
+    if takes is None:
+        takes = trainer._takes_batch_idx[hook] = takes_batch_idx(
+            getattr(trainer.lightning_module, hook)
+        )
+    return (batch, batch_idx) if takes else (batch,)
+
+
+def takes_batch_idx(step: Callable[..., Any]) -> bool:
+    """Lightning's rule for a `*_step`: `batch_idx` is passed when the step names it, takes
+    `*args`, or has at least two parameters after its first (so `step(self, batch)` gets none)."""
+    step = getattr(step, "__wrapped__", step)  # a decorated step: its own signature
+    spec = inspect.getfullargspec(step)
+    after_first = spec.args[1:]
+    return "batch_idx" in after_first or spec.varargs is not None or len(after_first) >= 2
 
 
 def overrides(obj: Any, name: str, base: type) -> bool:
@@ -96,6 +112,8 @@ def _split_callbacks(callbacks: list[Callback], name: str) -> tuple[list[Callbac
     if getattr(Callback, name, None) is None:
         return [], []
     overriding = [c for c in callbacks if overrides(c, name, Callback)]
+    if name != "on_train_epoch_end":  # the one hook where Lightning runs them after the module
+        return overriding, []
     return (
         [c for c in overriding if not c.runs_after_module],
         [c for c in overriding if c.runs_after_module],

@@ -52,7 +52,7 @@ def load_loaders(
         val = given[1] if validates else None
         trainer._fit_sources = FitSources(model, datamodule, given[0], val, validates)
         trainer.train_dataloader, trainer.num_training_batches = None, 0
-        trainer.val_dataloaders, trainer.num_val_batches = [], []
+        trainer.val_dataloaders, trainer.num_val_batches = None, []
         return
     kind = _STAGE_LOADER[stage]
     step_name = {"validate": "validation_step", "test": "test_step"}.get(stage)
@@ -60,16 +60,16 @@ def load_loaders(
         raise MisconfigurationException(
             f"Trainer.{stage}() needs `{step_name}` to be defined in {type(model).__name__}."
         )
-    found = _loader_source(kind, model, datamodule, given[0])
-    if found is None:
+    source = _loader_source(kind, model, datamodule, given[0])
+    if source is None:
         raise MisconfigurationException(
             f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
             f"`{kind}_dataloader()` in the module."
         )
-    found = [trainer.strategy.shard_loader(loader, kind) for loader in as_loader_list(found)]
+    found = [trainer.strategy.shard_loader(loader, kind) for loader in as_loader_list(source)]
     limit = getattr(trainer, f"limit_{kind}_batches")
     counts = [num_batches(loader, limit, kind) for loader in found]
-    setattr(trainer, f"{kind}_dataloaders", found)
+    setattr(trainer, f"{kind}_dataloaders", _as_given(source, found))
     setattr(trainer, f"num_{kind}_batches", counts)
 
 
@@ -116,10 +116,9 @@ def load_val_loaders(trainer: Trainer) -> None:
     if not sources.validates:
         return
     val = _loader_source("val", sources.model, sources.datamodule, sources.val)
-    trainer.val_dataloaders = [trainer.strategy.shard_loader(v, "val") for v in as_loader_list(val)]
-    trainer.num_val_batches = [
-        num_batches(v, trainer.limit_val_batches, "val") for v in trainer.val_dataloaders
-    ]
+    vals = [trainer.strategy.shard_loader(v, "val") for v in as_loader_list(val)]
+    trainer.val_dataloaders = _as_given(val, vals)
+    trainer.num_val_batches = [num_batches(v, trainer.limit_val_batches, "val") for v in vals]
 
 
 def _has_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> bool:
@@ -144,16 +143,25 @@ def _loader_source(kind: str, model: Module, datamodule: DataModule | None, give
 
 
 def as_loader_list(loaders: Any) -> list[Any]:
-    """None is no loader, a list or tuple holds several, anything else is one; a dict is refused."""
+    """None is no loader, a list, tuple or dict holds several (a dict's in its order, numbered
+    like a list's, as Lightning runs them), anything else is one."""
     if loaders is None:
         return []
     if isinstance(loaders, (list, tuple)):
         return list(loaders)
     if isinstance(loaders, Mapping):
-        raise MisconfigurationException(
-            "dataloaders given as a dict are not supported; pass a list."
-        )
+        return list(loaders.values())
     return [loaders]
+
+
+def _as_given(given: Any, loaders: list[Any]) -> Any:
+    """The loaders in the structure they came in (one, a list, a dict), as Lightning's trainer
+    shows them in `val_dataloaders` & co.; None when there are none."""
+    if isinstance(given, Mapping):
+        return dict(zip(given, loaders, strict=True))
+    if isinstance(given, (list, tuple)):
+        return loaders
+    return loaders[0] if loaders else None
 
 
 def num_batches(loader: Any, limit: int | float, kind: str) -> int | float:

@@ -20,18 +20,39 @@ if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
 
 
-def log_row(trainer: Trainer, values: Mapping[str, torch.Tensor], step: int) -> None:
-    """Send one row to every logger; the single point where logged tensors become floats."""
+def log_row(
+    trainer: Trainer, values: Mapping[str, torch.Tensor], step: int, with_epoch: bool = True
+) -> None:
+    """Send one row to every logger; the single point where logged tensors become floats.
+
+    As in Lightning, a training or epoch row (`with_epoch`) gets the epoch, unless a logged
+    `step` value names the row's step instead; an evaluation step row has neither.
+    """
     check_losses(trainer)
     if not trainer.loggers or not values:
         return
     row: dict[str, Any] = to_floats(values)
-    for key, value in row.items():
-        trainer.logged_metrics[key] = torch.tensor(value)
-    row["epoch"] = trainer.current_epoch
+    if with_epoch:
+        logged_step = row.pop("step", None)
+        if logged_step is not None:
+            step = int(logged_step)
+        else:
+            row.setdefault("epoch", trainer.current_epoch)
     for logger in trainer._writing_loggers:
         if logger not in trainer._replay_skips:
             logger.log_metrics(row, step)
+
+
+def logger_step(trainer: Trainer) -> int:
+    """The step a row written at a batch's or epoch's start takes: the batches that stepped."""
+    return trainer._batches_that_stepped
+
+
+def row_due(trainer: Trainer, stepping_batches: int) -> bool:
+    """Lightning's `should_update_logs` for the training batch that is the `stepping_batches`-th
+    to step: every `log_every_n_steps` of them, and every one once a stop is requested."""
+    every = trainer.log_every_n_steps
+    return bool(every) and (stepping_batches % every == 0 or trainer.should_stop)
 
 
 def log_hyperparameters(trainer: Trainer, model: Module) -> None:

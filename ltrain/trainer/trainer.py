@@ -20,7 +20,8 @@ checks this list):
     closure                      fit_loop.py     training_step, zero_grad
     backward                     fit_loop.py     on_before_backward, loss.backward(), on_after_backward
 
-Hook order (Lightning's; callbacks that decide from metrics run after the module's hook):
+Hook order (Lightning's: callbacks before the module, except that in on_train_epoch_end those
+that decide from metrics run after it):
 
     prepare_data; setup(stage); configure_model; with ckpt_path: on_load_checkpoint (module,
     then callbacks) and the weights; configure_optimizers; on_fit_start; with ckpt_path: the
@@ -35,12 +36,15 @@ Hook order (Lightning's; callbacks that decide from metrics run after the module
                 on_before_backward, backward, on_after_backward,
                 on_before_optimizer_step, configure_gradient_clipping, step
             step-interval schedulers (epoch-interval ones after the last batch)
-            on_train_batch_end; step row to loggers every log_every_n_steps
-            validation when due: on_validation_start, on_validation_epoch_start,
+            on_train_batch_end; step row to loggers every log_every_n_steps (every batch once
+                a stop is requested)
+            validation when due (or a stop is granted): on_validation_model_zero_grad,
+                on_validation_model_eval, on_validation_start, on_validation_epoch_start,
                 (on_validation_batch_start, validation_step, on_validation_batch_end)*,
-                on_validation_epoch_end, validation row, on_validation_end
+                on_validation_epoch_end, validation row, on_validation_end, each submodule's
+                mode put back (or on_validation_model_train when overridden)
         on_train_epoch_end; training epoch row; plateau schedulers
-    on_train_end; on_fit_end; teardown(stage)
+    on_train_end; on_fit_end; teardown(stage) (a failed run: on_exception instead)
 
 SIGINT/SIGTERM stop at the next point between batches, after saving last.ckpt.
 
@@ -53,7 +57,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -236,9 +239,9 @@ class Trainer:
         self.num_test_batches: list[int | float] = []
         self.num_predict_batches: list[int | float] = []
         self.train_dataloader: Any = None
-        self.val_dataloaders: list[Any] = []
-        self.test_dataloaders: list[Any] = []
-        self.predict_dataloaders: list[Any] = []
+        self.val_dataloaders: Any = None  # as given: one loader, a list or a dict, as in Lightning
+        self.test_dataloaders: Any = None
+        self.predict_dataloaders: Any = None
         self.lightning_module: Module | None = None
         self.datamodule: DataModule | None = None
         self.run_record: RunRecord | None = None  # run.json's writer, when the CLI provides one
@@ -256,7 +259,9 @@ class Trainer:
         self._loss_checks: list[tuple[torch.Tensor, int, int, int]] = []
         self._received_signal: int | None = None
         self._batch_idx = 0
+        self._eval_step_rows: dict[int, int] = {}  # evaluation step rows so far, per loader
         self._hook_plans: dict[str, HookPlan | object] = {}  # hooks.plan_hook's, per run
+        self._takes_batch_idx: dict[str, bool] = {}  # hooks.step_args', per run
         self._val_check_batch: float = math.inf
         self._batch_transfer: BatchTransfer | None = None  # the batch hooks, set per run
         self._fit_sources: FitSources | None = None  # where fit's loaders come from, per fit
@@ -456,7 +461,8 @@ class Trainer:
             self.strategy.setup()
             self._agree_on_log_dirs()
             checkpoint = self._prepare(stage, model, datamodule, loaders, path)
-            self._start_record(record, path)
+            if record is not None:
+                record.start_in_version_folder(self, path)
             if stage == "fit":
                 call_hook(self, "on_fit_start")
                 if checkpoint is not None:  # after on_fit_start, as in Lightning
@@ -473,11 +479,11 @@ class Trainer:
             status, ended_by = "interrupted", interrupt
             if not isinstance(interrupt, RunInterrupted):  # that one already said what it did
                 info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
-            call_hook(self, "on_exception", interrupt)
+            self._on_exception(model, datamodule, interrupt)
             raise
         except BaseException as error:
             ended_by = error
-            call_hook(self, "on_exception", error)
+            self._on_exception(model, datamodule, error)
             raise
         finally:
             try:
@@ -485,7 +491,7 @@ class Trainer:
             finally:
                 restore_determinism(previous_determinism)
                 if record is not None:
-                    self._end_record(record, ended_by)
+                    record.finish(self, ended_by)
         return result
 
     def _attach(self, stage: str, model: Module | None, datamodule: DataModule | None) -> Module:
@@ -512,6 +518,7 @@ class Trainer:
             self.datamodule = datamodule
         self.callbacks = order_callbacks(merge_model_callbacks(self.callbacks, model))
         self._hook_plans = {}
+        self._takes_batch_idx = {}
         return model
 
     def _set_stage(self, stage: str) -> None:
@@ -554,10 +561,17 @@ class Trainer:
             self._training_step_runner = self.strategy.wrap(model) or model.training_step
         return checkpoint
 
+    def _on_exception(self, model: Module, dm: DataModule | None, error: BaseException) -> None:
+        """A failed run tells the callbacks, then the datamodule (Lightning's module has no such hook)."""
+        for callback in self.callbacks:
+            callback.on_exception(self, model, error)
+        if dm is not None and callable(getattr(dm, "on_exception", None)):
+            dm.on_exception(error)
+
     def _teardown(
         self, stage: str, model: Module, datamodule: DataModule | None, status: str
     ) -> None:
-        if status == "success":  # as in Lightning, a run that raised skips the teardown hooks
+        if status == "success":  # as in Lightning, a failed run gets no teardown hooks
             if datamodule is not None:
                 datamodule.teardown(stage)
             call_hook(self, "teardown", stage)
@@ -569,7 +583,9 @@ class Trainer:
 
     def _new_results(self) -> Results:
         reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
-        return Results(self.callback_metrics, self.progress_bar_metrics, reduce)
+        return Results(
+            self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce
+        )
 
     def _announce(self) -> None:
         if not self.is_global_zero:
@@ -587,30 +603,3 @@ class Trainer:
         versions = [logger.version if self.is_global_zero else None for logger in self.loggers]
         for logger, version in zip(self.loggers, self.strategy.broadcast(versions), strict=True):
             logger.use_version(version)
-
-    # ------------------------------------------------------------------ run.json
-    def _version_folder(self) -> str | None:
-        """The version folder the loggers write into, once it exists."""
-        for logger in self.loggers:
-            if logger.writes_version_folder:
-                folder = logger.fixed_log_dir
-                return folder if folder is not None and os.path.isdir(folder) else None
-        return None
-
-    def _start_record(self, record: RunRecord | None, checkpoint: str | None) -> None:
-        """Write the `running` record, unless the CLI already did (it knows its folder first)."""
-        folder = self._version_folder()
-        if record is not None and record.folder is None and folder is not None:
-            record.start(folder, self, checkpoint)
-
-    def _end_record(self, record: RunRecord, ended_by: BaseException | None) -> None:
-        """Say how the run ended (a folder made only during the run gets its record now).
-
-        A record that cannot be written is a warning: it must not replace the run's outcome.
-        """
-        try:
-            if record.folder is None:
-                self._start_record(record, None)
-            record.end(self, ended_by)
-        except OSError as error:
-            warnings.warn(f"could not write run.json: {error}", stacklevel=2)

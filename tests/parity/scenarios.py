@@ -7,6 +7,8 @@ Scenarios use only Lightning's public API, as a user's script does.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +143,27 @@ def limit_batches_as_fractions(pl, root):
 @scenario
 def limit_train_batches_zero_skips_training(pl, root):
     run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2, limit_train_batches=0)
+    return observe(run, model, root)
+
+
+@scenario
+def max_steps_mid_epoch_with_validation(pl, root):
+    model = kit(pl).RecordingRegressor()
+    run, model = _fit(pl, root, model, val=loader(regression(16)), max_steps=5, max_epochs=-1)
+    return observe(run, model, root)
+
+
+@scenario
+def stop_requested_mid_epoch_validates_then_stops(pl, root):
+    class StopAtFifthBatch(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 5:
+                trainer.should_stop = True
+
+    run, model = _fit(
+        pl, root, kit(pl).RecordingRegressor(), val=loader(regression(16)), max_epochs=3,
+        val_check_interval=3, callbacks=[StopAtFifthBatch()],
+    )  # fmt: skip
     return observe(run, model, root)
 
 
@@ -279,6 +302,33 @@ def log_from_other_hooks(pl, root):
 
 
 @scenario
+def one_name_logged_from_two_hooks(pl, root):
+    class Twice(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            self.log("shared", float(batch_idx))
+            self.log("forked", float(batch_idx), on_epoch=True, prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.log("shared", -float(batch_idx))
+
+        def on_train_epoch_end(self):
+            self.log("shared", 100.0 + self.current_epoch)
+            self.log("forked", 200.0 + self.current_epoch, prog_bar=True)
+
+        def validation_step(self, batch, batch_idx):
+            self.log("valid", float(batch_idx), on_step=True)
+
+        def on_validation_epoch_end(self):
+            self.log("valid", 50.0 + self.current_epoch)
+
+    run, model = _fit(
+        pl, root, Twice(), val=loader(regression(16)), max_epochs=2, log_every_n_steps=3
+    )
+    return observe(run, model, root)
+
+
+@scenario
 def logged_metrics_after_every_batch(pl, root):
     class Snapshots(pl.Callback):
         def __init__(self):
@@ -323,6 +373,105 @@ def batch_size_inferred_from_nested_batches(pl, root):
     return observe(run, model, root)
 
 
+class _Batches:
+    """Batches of every structure Lightning infers a size from, one structure per batch."""
+
+    @dataclasses.dataclass
+    class Fields:
+        name: str
+        x: torch.Tensor
+        y: torch.Tensor
+
+    class Wrapped:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def __iter__(self):
+            return iter([self.tensor])
+
+    @staticmethod
+    def make(index, x, y):
+        ahead = x[:2]  # a tensor found first whose length is not the batch's
+        kinds = [
+            lambda: {"text": ["word"] * len(x), "x": x, "y": y},
+            lambda: ("a string", x, y),
+            lambda: (torch.tensor(5.0), x, y),
+            lambda: {"count": 3, "ints": [1, 2], "x": x, "y": y},
+            lambda: {"in": {"deep": [ahead]}, "x": x, "y": y},
+            lambda: _Batches.Fields("name", x, y),
+            lambda: {"fields": _Batches.Fields("name", ahead, y), "x": x, "y": y},
+            lambda: (_Batches.Wrapped(ahead), x, y),
+            lambda: (collections.deque([ahead]), x, y),
+            lambda: ((t for t in [ahead]), x, y),
+            lambda: ([], None, (1, 2), {1, 2}, x, y),
+        ]
+        return kinds[index % len(kinds)]()
+
+    @staticmethod
+    def inputs(batch):
+        if isinstance(batch, _Batches.Fields):
+            return batch.x, batch.y
+        if isinstance(batch, dict):
+            return batch["x"], batch["y"]
+        return batch[-2], batch[-1]
+
+    @staticmethod
+    def loader(samples, sizes):
+        data = regression(samples)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        batches = [
+            list(range(start, start + size)) for start, size in zip(starts, sizes, strict=True)
+        ]
+
+        def collate(items):
+            x, y, _ = (torch.stack(column) for column in zip(*items, strict=True))
+            return _Batches.make(starts.index(int(items[0][2])), x, y)
+
+        indexed = [(x, y, torch.tensor([i])) for i, (x, y) in enumerate(data)]
+        return torch.utils.data.DataLoader(indexed, batch_sampler=batches, collate_fn=collate)
+
+
+@scenario
+def batch_size_inferred_from_every_batch_type(pl, root):
+    class Inferred(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            x, y = _Batches.inputs(batch)
+            loss = F.mse_loss(self(x), y)
+            self.log("weighted_idx", float(batch_idx), on_step=False, on_epoch=True)
+            self.log("train_loss", loss, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = _Batches.inputs(batch)
+            self.log("valid_idx", float(batch_idx))
+            self.log("valid_loss", F.mse_loss(self(x), y))
+
+    sizes = [3, 5, 2, 7, 4, 6, 3, 5, 8, 2, 4]
+    train = _Batches.loader(sum(sizes), sizes)
+    val = _Batches.loader(sum(sizes), sizes[::-1])
+    run, model = _fit(pl, root, Inferred(), train, val, max_epochs=1, log_every_n_steps=4)
+    return observe(run, model, root)
+
+
+@scenario
+def batch_without_a_tensor_needs_a_batch_size(pl, root):
+    class Lists(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            x, y = (torch.tensor(column) for column in batch)
+            self.log("given", float(batch_idx), on_epoch=True, batch_size=len(x))
+            self.log("step_only", float(batch_idx))
+            loss = F.mse_loss(self(x), y)
+            self.log("inferred", loss, on_epoch=True)
+            return loss
+
+    def as_lists(items):
+        return [torch.stack(column).tolist() for column in zip(*items, strict=True)]
+
+    train = loader(regression(), collate_fn=as_lists)
+    run, model = _fit(pl, root, Lists(), train, max_epochs=1)
+    return observe(run, model, root)
+
+
 @scenario
 def torchmetrics_objects_logged(pl, root):
     import torchmetrics
@@ -350,6 +499,90 @@ def torchmetrics_objects_logged(pl, root):
         max_epochs=2, log_every_n_steps=3,
     )  # fmt: skip
     return observe(run, model, root)
+
+
+@scenario
+def torchmetrics_reset_and_computed_where_lightning_does(pl, root):
+    import torchmetrics
+
+    class Counts(pl.Callback):
+        """What each metric holds at the hooks around its reset."""
+
+        def __init__(self):
+            self.seen = []
+
+        def _record(self, where, module):
+            self.seen.append([where, *(int(m._update_count) for m in module.tracked())])
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self._record("train_epoch_end", pl_module)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._record("train_epoch_start", pl_module)
+
+        def on_validation_start(self, trainer, pl_module):
+            self._record("validation_start", pl_module)
+
+        def on_validation_end(self, trainer, pl_module):
+            self._record("validation_end", pl_module)
+
+        def on_test_end(self, trainer, pl_module):
+            self._record("test_end", pl_module)
+
+    class Metrics(kit(pl).Classifier):
+        def __init__(self):
+            super().__init__()
+            self.step_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+            self.epoch_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+            self.val_accs = torch.nn.ModuleList(
+                torchmetrics.Accuracy(task="multiclass", num_classes=3) for _ in range(2)
+            )
+            self.unlogged = torchmetrics.MeanMetric()
+            self.collection = torchmetrics.MetricCollection(
+                {"prec": torchmetrics.Precision(task="multiclass", num_classes=3),
+                 "rec": torchmetrics.Recall(task="multiclass", num_classes=3)},
+                prefix="val_",
+            )  # fmt: skip
+            self.test_acc = torchmetrics.Accuracy(task="multiclass", num_classes=3)
+
+        def tracked(self):
+            return [self.step_acc, self.epoch_acc, *self.val_accs, self.unlogged, self.test_acc]
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self(x)
+            self.log("step_acc", self.step_acc(logits, y), on_step=True, on_epoch=False)
+            self.epoch_acc.update(logits, y)
+            self.log("epoch_acc", self.epoch_acc, on_step=False, on_epoch=True, prog_bar=True)
+            self.unlogged.update(F.cross_entropy(logits, y))
+            return F.cross_entropy(logits, y)
+
+        def on_train_epoch_end(self):
+            self.log("by_hand", self.unlogged.compute())
+            self.log("epoch_acc_seen", self.epoch_acc.compute())
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            x, y = batch
+            logits = self(x)
+            self.val_accs[dataloader_idx](logits, y)
+            self.log("val_acc", self.val_accs[dataloader_idx], on_step=True, on_epoch=True)
+            if dataloader_idx == 0:
+                self.collection.update(logits, y)
+                self.log_dict(self.collection)
+
+        def test_step(self, batch, batch_idx):
+            x, y = batch
+            self.test_acc(self(x), y)
+            self.log("test_acc", self.test_acc)
+
+    counts = Counts()
+    vals = [loader(classification(40, seed=4)), loader(classification(24, seed=5))]
+    run, model = _fit(
+        pl, root, Metrics(), loader(classification()), vals, max_epochs=2, log_every_n_steps=3,
+        val_check_interval=0.5, callbacks=[counts],
+    )  # fmt: skip
+    tested = run.test(model, loader(classification(16, seed=6)))
+    return observe(run, model, root, counts=counts.seen, tested=tested)
 
 
 # ---------------------------------------------------------------------- several loaders
@@ -383,6 +616,93 @@ def two_test_loaders(pl, root):
     run = trainer(pl, root)
     tested = run.test(model, [loader(regression(16, seed=5)), loader(regression(8, seed=6))])
     return observe(run, model, root, tested=tested)
+
+
+@scenario
+def three_loaders_with_every_log_option(pl, root):
+    class Three(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            self.log("valid_loss", loss, prog_bar=True)
+            self.log("per_step", loss, on_step=True, on_epoch=True)
+            self.log(f"own_{dataloader_idx}", loss, add_dataloader_idx=False)
+            if dataloader_idx == 1:
+                self.log("second_only", loss, reduce_fx="max")
+            self.log_dict({"a": loss, "b": 2 * loss})
+
+        def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+            self.log("batch_end", float(batch_idx), on_step=True, prog_bar=True)
+
+        def on_validation_epoch_end(self):
+            self.log("at_epoch_end", 7.0 + self.current_epoch)
+
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("test_loss", F.mse_loss(self(batch[0]), batch[1]), on_step=True)
+
+    vals = [loader(regression(16, seed=5)), loader(regression(24, seed=6)), loader(regression(8))]
+    run, model = _fit(pl, root, Three(), val=vals, max_epochs=2, log_every_n_steps=2)
+    validated = run.validate(model, {"first": vals[0], "second": vals[1]})
+    tested = run.test(model, vals)
+    return observe(run, model, root, validated=validated, tested=tested)
+
+
+@scenario
+def one_name_from_two_loaders_without_their_index(pl, root):
+    class Merged(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            loss = F.mse_loss(self(batch[0]), batch[1])
+            self.log("merged", loss, add_dataloader_idx=False)
+
+    vals = [loader(regression(16, seed=5)), loader(regression(8, seed=6))]
+    run, model = _fit(pl, root, Merged(), val=vals, max_epochs=1)
+    return observe(run, model, root)
+
+
+@scenario
+def several_loaders_without_a_dataloader_idx_argument(pl, root):
+    model = kit(pl).RecordingRegressor()
+    run = trainer(pl, root, max_epochs=1)
+    vals = [loader(regression(16, seed=5)), loader(regression(8, seed=6))]
+    failures = []
+    for call in (
+        lambda: run.fit(model, loader(regression()), vals),
+        lambda: run.validate(model, vals),
+        lambda: run.test(model, vals),
+    ):
+        try:
+            call()
+        except Exception as error:
+            failures.append(f"{type(error).__name__}: {error}")
+    return observe(run, model, root, failures=failures)
+
+
+@scenario
+def trainer_shows_loaders_as_given(pl, root):
+    class Steps(kit(pl).Regressor):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            pass
+
+    def shape(loaders):
+        if isinstance(loaders, dict):
+            return {k: type(v).__name__ for k, v in loaders.items()}
+        if isinstance(loaders, (list, tuple)):
+            return [type(v).__name__ for v in loaders]
+        return type(loaders).__name__
+
+    model, run = Steps(), trainer(pl, root, max_epochs=1)
+    seen = [shape(run.val_dataloaders), shape(run.test_dataloaders)]
+    run.fit(model, loader(regression()), loader(regression(8)))
+    seen.append(shape(run.val_dataloaders))
+    run.validate(model, {"a": loader(regression(8)), "b": loader(regression(16))})
+    seen.append(shape(run.val_dataloaders))
+    run.test(model, (loader(regression(8)), loader(regression(8))))
+    seen.append(shape(run.test_dataloaders))
+    run.predict(model, [loader(regression(8))])
+    seen.append(shape(run.predict_dataloaders))
+    return observe(run, model, root, seen=seen)
 
 
 # ---------------------------------------------------------------------- callbacks
@@ -481,6 +801,17 @@ def learning_rate_monitor(pl, root):
     monitor = pl.callbacks.LearningRateMonitor(logging_interval="step", log_momentum=True)
     run, model = _fit(pl, root, Scheduled(), max_epochs=2, log_every_n_steps=2, callbacks=[monitor])
     return observe(run, model, root)
+
+
+@scenario
+def learning_rate_monitor_without_a_scheduler(pl, root):
+    class Adam(kit(pl).Regressor):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.02, weight_decay=0.01)
+
+    monitor = pl.callbacks.LearningRateMonitor(log_momentum=True, log_weight_decay=True)
+    run, model = _fit(pl, root, Adam(), max_epochs=2, log_every_n_steps=3, callbacks=[monitor])
+    return observe(run, model, root, lrs=monitor.lrs, momenta=monitor.last_momentum_values)
 
 
 # ---------------------------------------------------------------------- optimizers

@@ -29,6 +29,16 @@ _DEFAULT_CSV = (
     "ltrain's default logger keeps its promise that every run writes metrics.csv: a CSVLogger "
     "beside Lightning's default TensorBoardLogger (trainer.logger), in its version folder"
 )
+_SAME_VERSION = {
+    key: "a resume from the logger's own version folder goes on in it; Lightning starts another"
+    for key in (
+        "best_model_path",
+        "checkpoints",
+        "last_model_path",
+        "metrics.run/version_0",
+        "metrics.run/version_1",
+    )
+}
 DELIBERATE: dict[str, dict[str, str]] = {
     "default_logger": {
         "loggers": _DEFAULT_CSV,
@@ -40,16 +50,8 @@ DELIBERATE: dict[str, dict[str, str]] = {
         "error": "with no checkpoint saved, test() runs the fitted module; Lightning raises",
         "tested": "with no checkpoint saved, test() runs the fitted module; Lightning raises",
     },
-    "resume_in_python_into_the_checkpoints_logger_folder": {
-        key: "a resume from the logger's own version folder goes on in it; Lightning starts another"
-        for key in (
-            "best_model_path",
-            "checkpoints",
-            "last_model_path",
-            "metrics.run/version_0",
-            "metrics.run/version_1",
-        )
-    },
+    "resume_in_python_into_the_checkpoints_logger_folder": _SAME_VERSION,
+    "checkpoint_hooks_add_to_the_checkpoint": _SAME_VERSION,
     "resume_mid_epoch_into_a_new_logger_folder": {
         key: "a mid-epoch resume trains on the batches after the checkpoint; Lightning reads the "
         "epoch's loader again from its start"
@@ -65,57 +67,7 @@ DELIBERATE: dict[str, dict[str, str]] = {
 
 # scenarios where ltrain still differs from Lightning (issue 14's open divergences); a fix takes
 # its scenarios out, and a scenario listed here that matches fails the suite (strict xfail)
-NOT_YET = {
-    "batch_size_inferred_from_nested_batches",
-    "check_val_every_second_epoch",
-    "checkpoint_every_n_train_steps",
-    "checkpoint_every_second_epoch_with_last",
-    "checkpoint_filename_template",
-    "checkpoint_hooks_add_to_the_checkpoint",
-    "checkpoint_monitor_training_epoch_metric",
-    "checkpoint_names_taken_get_a_version",
-    "checkpoint_save_last_without_monitor",
-    "checkpoint_top_two_by_validation",
-    "clip_by_value",
-    "custom_scheduler_through_lr_scheduler_step",
-    "datamodule_hooks_and_hyperparameters",
-    "default_logger",
-    "early_stopping_in_max_mode_with_threshold",
-    "early_stopping_on_a_training_metric",
-    "early_stopping_on_validation",
-    "early_stopping_respects_min_epochs",
-    "fast_dev_run_one_batch",
-    "fit_shuffled_two_val_loaders_limited",
-    "fit_shuffled_val_check_interval_half",
-    "fit_shuffled_with_sanity_check",
-    "fit_shuffled_without_sanity_check",
-    "fit_train_and_val",
-    "fit_without_val_uses_max_steps",
-    "hook_order_fit",
-    "hook_order_validate_test_predict",
-    "hyperparameters_file",
-    "learning_rate_monitor",
-    "limit_batches_as_fractions",
-    "limit_train_batches_zero_skips_training",
-    "lists_of_optimizers_and_schedulers",
-    "log_from_other_hooks",
-    "log_options",
-    "logged_metrics_after_every_batch",
-    "manual_optimization_one_optimizer",
-    "manual_optimization_two_optimizers",
-    "optimizer_and_epoch_scheduler",
-    "plateau_scheduler_monitoring_validation",
-    "reduce_fx_in_any_spelling",
-    "resume_from_last_checkpoint_in_python",
-    "step_methods_without_batch_idx",
-    "step_scheduler_with_frequency",
-    "submodule_kept_in_eval_mode_stays_there",
-    "test_after_fit_uses_the_best_checkpoint",
-    "test_and_validate_with_explicit_ckpt_paths",
-    "two_validation_loaders",
-    "val_check_interval_across_epochs",
-    "val_check_interval_integer",
-}
+NOT_YET: set[str] = set()
 
 pytestmark = pytest.mark.xdist_group("parity")  # one worker runs the two framework processes
 
