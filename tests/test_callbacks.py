@@ -468,3 +468,27 @@ def test_teardown_hooks_are_skipped_when_a_run_raises(tmp_path):
     assert calls == []
     quiet_trainer(tmp_path, max_epochs=1, callbacks=[Records()]).fit(BoringModel(), boring_loader())
     assert calls == ["fit"]
+
+
+def test_max_time_adds_a_timer_and_takes_lightnings_three_forms(tmp_path):
+    from datetime import timedelta
+
+    from ltrain.callbacks import Timer
+
+    for given in ("01:02:03:04", {"days": 1, "hours": 2, "minutes": 3, "seconds": 4},
+                  timedelta(days=1, hours=2, minutes=3, seconds=4)):  # fmt: skip
+        trainer = quiet_trainer(tmp_path, max_time=given)
+        (timer,) = [c for c in trainer.callbacks if isinstance(c, Timer)]
+        assert timer.time_remaining() == 93784
+        assert trainer.max_epochs == -1  # time, not the default 1000 epochs, ends the fit
+    mine = Timer(duration="00:00:00:05")
+    trainer = quiet_trainer(tmp_path, max_time="00:01:00:00", callbacks=[mine])
+    assert [c for c in trainer.callbacks if isinstance(c, Timer)] == [mine]
+
+
+@pytest.mark.parametrize("bad", ["2h", "1:2:3", {"fortnights": 1}, 12])
+def test_max_time_in_another_form_is_refused_naming_the_forms(tmp_path, bad):
+    with pytest.raises(
+        MisconfigurationException, match=r"max_time=.*expected a time as 'DD:HH:MM:SS'"
+    ):
+        quiet_trainer(tmp_path, max_time=bad)
