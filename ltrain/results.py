@@ -251,10 +251,10 @@ class Results:
                 return
         else:
             entry.metric = value
-            step_value = getattr(value, "_forward_cache", None) if entry.on_step else None
-            if step_value is None:
+            forward_value = getattr(value, "_forward_cache", None) if entry.on_step else None
+            if forward_value is None:
                 return
-            step_value = step_value.detach()
+            step_value = forward_value.detach()
         if entry.sync_dist and self.reduce_across_processes is not None:
             step_value = self.reduce_across_processes(step_value, entry.reduce)
         key = entry.step_key

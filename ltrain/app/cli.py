@@ -85,7 +85,9 @@ def sources_of(arguments: tuple[str, ...], overrides: tuple[str, ...], command: 
 def _print_config(sources: Sources, command: str) -> None:
     layout = LTRAIN.for_command(command)
     resolved, _ = load(sources, layout)
-    view = lightning_view(resolved.config, layout, skip_null="skip_null" in sources.print_config)
+    view = lightning_view(
+        resolved.config, layout, skip_null="skip_null" in (sources.print_config or ())
+    )
     click.echo(to_yaml(view, header_line()), nl=False)
 
 
@@ -151,7 +153,8 @@ def fit(
         sys.exit(128 + stop.signum)
     except CommandError as error:
         if type(error) is CommandError and any(is_value_list(o) for o in overrides):
-            error.message += "; to run one fit per comma-separated value, add --multirun"
+            hint = "; to run one fit per comma-separated value, add --multirun"
+            raise CommandError(error.message + hint) from None
         raise
 
 

@@ -205,6 +205,8 @@ def _value_text(value: Any, missing: object) -> str:
 
 def _previous_folder(folder: Path) -> Path | None:
     number = version_number(folder)
+    if number is None:
+        return None
     earlier = [n for n in existing_versions(folder.parent) if n < number]
     return folder.parent / f"version_{earlier[-1]}" if earlier else None
 
@@ -230,26 +232,30 @@ def _duration(run: Mapping[str, Any], state: str, folder: Path) -> float | None:
     return total + own if isinstance(own, (int, float)) else None
 
 
-def read_row(folder: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
-    """One folder's fixed columns, its last epoch values and its flattened config."""
-    run = read_run(folder) or {}
-    config, header_command = read_config(folder)
-    metrics = read_metrics(folder)
-    kinds = series_kinds(metrics) if metrics is not None else {}
-
+def _last_epoch_values(metrics: pd.DataFrame) -> tuple[dict[str, float], int | None]:
+    """Each epoch metric's last value, and how many epochs the rows cover."""
     last: dict[str, float] = {}
     epochs_logged = None
-    for column, kind in kinds.items():
+    for column, kind in series_kinds(metrics).items():
         values = metrics[column].dropna()
         if kind == "epoch" and len(values):
             last[metric_name(column)] = float(values.iloc[-1])
             top = metrics.loc[values.index, "epoch"].max() if "epoch" in metrics else None
             if top is not None and not math.isnan(top):
                 epochs_logged = max(epochs_logged or 0, int(top) + 1)
+    return last, epochs_logged
+
+
+def read_row(folder: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """One folder's fixed columns, its last epoch values and its flattened config."""
+    run = read_run(folder) or {}
+    config, header_command = read_config(folder)
+    metrics = read_metrics(folder)
+    last, epochs_logged = _last_epoch_values(metrics) if metrics is not None else ({}, None)
 
     monitor, mode = config_monitor(config)
     if run.get("monitor"):
-        monitor, mode = run["monitor"], run.get("mode") or mode
+        monitor, mode = str(run["monitor"]), str(run.get("mode") or mode)
     best = run.get("best_model_score") if run.get("monitor") == monitor else None
     if best is None and monitor is not None and metrics is not None:
         column = next((c for c in (monitor, f"{monitor}_epoch") if c in metrics.columns), None)
@@ -257,7 +263,7 @@ def read_row(folder: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, 
         if len(values):
             best = float(values.max() if mode == "max" else values.min())
 
-    state = run.get("state") if run.get("state") in STATES else "unknown"
+    state = str(run["state"]) if run.get("state") in STATES else "unknown"
     if state == "running" and process_alive(run) is False:
         state = "died"
     command = run.get("command") or header_command or ""
@@ -271,7 +277,7 @@ def read_row(folder: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, 
         max_epochs = trainer.get("max_epochs") if isinstance(trainer, Mapping) else None
         if isinstance(max_epochs, int) and max_epochs > 0 and (epochs or 0) >= max_epochs:
             state = "finished"
-    git = run.get("git") if isinstance(run.get("git"), Mapping) else {}
+    git = run["git"] if isinstance(run.get("git"), Mapping) else {}
     row = {
         "name": folder.parent.name,
         "version": version_number(folder),

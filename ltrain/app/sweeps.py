@@ -120,7 +120,9 @@ def run_sweep(sources: Sources) -> int:
     members, swept = expand(sources.overrides)
     check_members(sources, members)
     sweep_line = command_line()
-    folders, not_started, failed = [], [], 0
+    folders: list[Path] = []
+    not_started: list[str] = []
+    failed = 0
     for number, member in enumerate(members, start=1):
         member_sources = sources.with_overrides(member)
         line = fit_command(member_sources)

@@ -117,7 +117,8 @@ class EarlyStopping(Callback):
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason_message = reason
-            info(reason)
+            if reason:
+                info(reason)
         elif reason and self.verbose:
             info(reason)
 

@@ -142,7 +142,8 @@ class BaseFinetuning(Callback):
     ) -> list[torch.Tensor]:
         """`params` less those some group of `optimizer` already holds (a warning names them)."""
         held = [p for group in optimizer.param_groups for p in group["params"]]
-        kept, skipped = [], []
+        kept: list[torch.Tensor] = []
+        skipped: list[torch.Tensor] = []
         for param in params:
             (skipped if any(torch.equal(p, param) for p in held) else kept).append(param)
         if skipped:

@@ -120,9 +120,8 @@ class ModelCheckpoint(Checkpoint):
         The same folder may be named relatively in one run and absolutely in the other (the
         command line resumes by absolute path): its files are renamed into this run's spelling.
         """
-        stored = state_dict.get("dirpath")
-        same = stored is not None and self.dirpath is not None
-        if not same or os.path.abspath(stored) != os.path.abspath(self.dirpath):
+        stored, dirpath = state_dict.get("dirpath"), self.dirpath
+        if stored is None or dirpath is None or os.path.abspath(stored) != os.path.abspath(dirpath):
             self.best_model_path = state_dict["best_model_path"]
             if self.dirpath is None:  # validate/test/predict: this callback has no folder
                 return
@@ -136,7 +135,7 @@ class ModelCheckpoint(Checkpoint):
             return
 
         def ours(path: str) -> str:
-            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+            return os.path.join(dirpath, os.path.basename(path)) if path else path
 
         self.best_model_path = ours(state_dict["best_model_path"])
         self.best_model_score = state_dict["best_model_score"]
@@ -344,7 +343,8 @@ class ModelCheckpoint(Checkpoint):
         return _PLACEHOLDER.sub(fill, template)
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.dirpath, name + self.FILE_EXTENSION)
+        """A file in `dirpath` (known from setup on, before any checkpoint is written)."""
+        return os.path.join(self.dirpath or "", name + self.FILE_EXTENSION)
 
     def _free_path(self, trainer: Any, name: str, replaceable: str | None) -> str:
         """The path for `name`, versioned (`name-v1`, ...) while the file exists and is not the

@@ -66,5 +66,8 @@ class DataModule(HyperparametersMixin):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when a run raises (after the callbacks' `on_exception`)."""
+
 
 LightningDataModule = DataModule

@@ -35,6 +35,9 @@ class SingleDeviceStrategy:
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return obj
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        return [obj]
+
     def barrier(self, name: str | None = None) -> None:
         """Nothing to wait for with one process."""
 

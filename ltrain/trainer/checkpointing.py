@@ -223,7 +223,7 @@ def resolve_ckpt_path(
     if ckpt_path is None:
         callback = first_model_checkpoint(trainer.callbacks)
         best = callback.best_model_path if callback is not None else ""
-        if model_given or stage == "fit" or trainer.lightning_module is None or not best:
+        if model_given or stage == "fit" or trainer.model is None or not best:
             return None
         warnings.warn(
             f"`.{stage}(ckpt_path=None)` was called without a model. The best model of the "

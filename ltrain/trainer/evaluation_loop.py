@@ -187,7 +187,7 @@ def _gather_predictions(trainer: Trainer, outputs: list[Any], loader: Any) -> li
         split = split_samples(output)
         # one entry per sample: full batches hold `size` (the first dim is the batch's)
         fits = split is not None and (number == len(outputs) or len(split) == size)
-        if samples is None or not fits:
+        if samples is None or split is None or not fits:
             samples = None
             continue
         samples.extend(split)

@@ -148,7 +148,7 @@ def train_epoch(trainer: Trainer) -> None:
     resume, trainer._resume = trainer._resume, None
     results = trainer.results  # made when the previous epoch finished (or by fit_loop)
     phase = resume.position.phase if resume is not None else EPOCH_START
-    if phase != EPOCH_START:
+    if resume is not None and resume.results is not None and phase != EPOCH_START:
         results.load_state_dict(_own_results_state(trainer, resume.results), model)
     if phase == EPOCH_END:
         _finish_train_epoch(trainer, results)
@@ -157,18 +157,18 @@ def train_epoch(trainer: Trainer) -> None:
     loader = trainer.train_dataloader
     set_loader_epoch(loader, trainer.current_epoch)
     start = resume.position.batch if resume is not None else 0
-    if start == 0 and resume is not None:
+    if resume is not None and start == 0:
         set_rng_state(resume.rng)
     call_hook(trainer, "on_train_epoch_start")
-    if start:
+    if resume is not None and start and resume.epoch_start_rng is not None:
         # the epoch's data order came from the generators' state when its iterator was made
         set_rng_state(resume.epoch_start_rng)
     trainer._epoch_start_rng = rng_state()
     batches = iterate_from(loader, trainer.current_epoch, start)
-    if start:
+    if resume is not None and start:
         set_rng_state(resume.rng)
     done = False
-    if phase == BATCH_END:
+    if resume is not None and phase == BATCH_END:
         position = resume.position
         done = _after_train_batch(trainer, results, start - 1, position.is_last, position.stepped)
     trainer._replay_skips = []  # what follows is new to every logger
@@ -442,7 +442,7 @@ def _graceful_signals(trainer: Trainer) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def handle(signum: int, frame: Any) -> None:
         trainer._received_signal = signum

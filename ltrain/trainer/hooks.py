@@ -26,8 +26,6 @@ from ltrain.module import NO_OP_HOOKS, Module
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
 
-NOBODY = object()  # the plan of a hook that neither the module nor a callback implements
-
 
 class HookPlan(NamedTuple):
     """Who implements one hook in this run (a tuple, so the dispatcher unpacks it cheaply)."""
@@ -35,6 +33,11 @@ class HookPlan(NamedTuple):
     before: list[Callback]  # callbacks that run before the module
     method: Any  # the module's bound method, or None
     after: list[Callback]  # on_train_epoch_end's callbacks that decide from metrics
+
+
+NOBODY = HookPlan(
+    [], None, []
+)  # the plan of a hook that neither the module nor a callback implements
 
 
 def call_hook(trainer: Trainer, name: str, *args: Any) -> Any:
@@ -64,7 +67,7 @@ def call_hook(trainer: Trainer, name: str, *args: Any) -> Any:
     return output
 
 
-def plan_hook(trainer: Trainer, name: str) -> HookPlan | object:
+def plan_hook(trainer: Trainer, name: str) -> HookPlan:
     """Who implements hook `name` in this run.
 
     `NOBODY` when no one does, so that the dispatcher's common case is one identity test.

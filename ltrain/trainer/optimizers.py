@@ -155,7 +155,7 @@ def step_schedulers(
             continue
         metric = None
         if config.reduce_on_plateau:
-            metric = trainer.callback_metrics.get(config.monitor)
+            metric = trainer.callback_metrics.get(config.monitor or "")
             if metric is None:
                 if not config.strict:
                     continue

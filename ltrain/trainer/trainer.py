@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -75,7 +75,7 @@ from ltrain.module import Module
 from ltrain.precision import make_precision
 from ltrain.results import Results
 from ltrain.run_record import RunRecord, command_line
-from ltrain.strategies import gpu_kind, make_strategy
+from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, gpu_kind, make_strategy
 from ltrain.trainer.arguments import (
     check_choice,
     check_fast_dev_run,
@@ -127,7 +127,7 @@ class Trainer:
         self,
         *,
         accelerator: str = "auto",
-        strategy: str = "auto",
+        strategy: str | SingleDeviceStrategy | DDPStrategy = "auto",
         devices: int | str | list[int] = "auto",
         num_nodes: int = 1,
         precision: int | str = "32-true",
@@ -242,7 +242,7 @@ class Trainer:
         self.val_dataloaders: Any = None  # as given: one loader, a list or a dict, as in Lightning
         self.test_dataloaders: Any = None
         self.predict_dataloaders: Any = None
-        self.lightning_module: Module | None = None
+        self._lightning_module: Module | None = None
         self.datamodule: DataModule | None = None
         self.run_record: RunRecord | None = None  # run.json's writer, when the CLI provides one
         # the aggregator of the loop that runs: what `self.log` feeds (replaced per loop run)
@@ -260,13 +260,16 @@ class Trainer:
         self._received_signal: int | None = None
         self._batch_idx = 0
         self._eval_step_rows: dict[int, int] = {}  # evaluation step rows so far, per loader
-        self._hook_plans: dict[str, HookPlan | object] = {}  # hooks.plan_hook's, per run
+        self._hook_plans: dict[str, HookPlan] = {}  # hooks.plan_hook's, per run
         self._takes_batch_idx: dict[str, bool] = {}  # hooks.step_args', per run
         self._val_check_batch: float = math.inf
-        self._batch_transfer: BatchTransfer | None = None  # the batch hooks, set per run
+        self._batch_transfer = BatchTransfer(None, None, None)  # the batch hooks, set per run
         self._fit_sources: FitSources | None = None  # where fit's loaders come from, per fit
         self._step_output: Any = None
         self._training_step_runner: Any = None  # the module's training_step, or DDP around it
+        # which of the module's step hooks the fit loop may skip (optimizers.configure_optimizers)
+        self._clipping_overridden = False
+        self._default_optimizer_step = self._default_zero_grad = self._default_backward = True
         self._return_predictions = True
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         self._announce()
@@ -293,8 +296,14 @@ class Trainer:
         return self._ckpt_path
 
     @property
+    def lightning_module(self) -> Module:
+        """The module of the current or latest run; None before any (typed as Lightning types it:
+        the loops and hooks that read it run only once a module is attached)."""
+        return cast(Module, self._lightning_module)
+
+    @property
     def model(self) -> Module | None:
-        return self.lightning_module
+        return self._lightning_module
 
     @property
     def checkpoint_callbacks(self) -> list[Checkpoint]:
@@ -408,7 +417,7 @@ class Trainer:
 
     def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False) -> None:
         """Write a checkpoint of the current state (atomically; plain data only)."""
-        if self.lightning_module is None:
+        if self._lightning_module is None:
             raise MisconfigurationException("save_checkpoint needs a model: call fit() first.")
         check_losses(self)  # never write a checkpoint over a good one after a nan loss
         state = checkpoint_state(self, weights_only)
@@ -496,7 +505,7 @@ class Trainer:
 
     def _attach(self, stage: str, model: Module | None, datamodule: DataModule | None) -> Module:
         if model is None:
-            model = self.lightning_module
+            model = self._lightning_module
             if model is None:
                 raise MisconfigurationException(
                     f"Trainer.{stage}() needs a model: pass one, or call fit() first."
@@ -512,7 +521,7 @@ class Trainer:
                 f"got {type(datamodule).__name__}"
             )
         model.trainer = self
-        self.lightning_module = model
+        self._lightning_module = model
         if datamodule is not None:
             datamodule.trainer = self
             self.datamodule = datamodule
@@ -565,7 +574,7 @@ class Trainer:
         """A failed run tells the callbacks, then the datamodule (Lightning's module has no such hook)."""
         for callback in self.callbacks:
             callback.on_exception(self, model, error)
-        if dm is not None and callable(getattr(dm, "on_exception", None)):
+        if dm is not None:
             dm.on_exception(error)
 
     def _teardown(
