@@ -308,12 +308,13 @@ def lightning_only() -> dict[str, dict[str, object]]:
     defaults = json.loads(DATA_FILE.read_text())["lightning"]["defaults"]
     trainer = dict(defaults["ltrain.trainer.trainer.Trainer"])
     trainer.pop("precision")  # both print it: Lightning its null default, ltrain what it means
+    # a class that has all of Lightning's arguments has no entry
     return {
         "trainer": trainer,
-        "": defaults["ltrain.trainer.trainer.Trainer.fit"],
-        "EarlyStopping": defaults["ltrain.callbacks.early_stopping.EarlyStopping"],
-        "LearningRateMonitor": defaults["ltrain.callbacks.lr_monitor.LearningRateMonitor"],
-        "ModelCheckpoint": defaults["ltrain.callbacks.model_checkpoint.ModelCheckpoint"],
+        "": defaults.get("ltrain.trainer.trainer.Trainer.fit", {}),
+        "EarlyStopping": defaults.get("ltrain.callbacks.early_stopping.EarlyStopping", {}),
+        "LearningRateMonitor": defaults.get("ltrain.callbacks.lr_monitor.LearningRateMonitor", {}),
+        "ModelCheckpoint": defaults.get("ltrain.callbacks.model_checkpoint.ModelCheckpoint", {}),
     }
 
 

@@ -20,7 +20,7 @@ from ltrain.cli import LightningCLI, ReduceLROnPlateau
 from ltrain.data import TensorLoader
 
 
-class Model(pl.LightningModule):
+class CliModel(pl.LightningModule):
     def __init__(self, hidden: int = 8, lr: float = 0.1, num_classes: int = 2):
         super().__init__()
         self.save_hyperparameters()
@@ -41,7 +41,7 @@ class Model(pl.LightningModule):
         self.log("test_loss", F.mse_loss(self.net(x), y))
 
 
-class Data(pl.LightningDataModule):
+class CliData(pl.LightningDataModule):
     def __init__(self, batch_size: int = 8, num_classes: int = 3):
         super().__init__()
         self.batch_size, self.num_classes = batch_size, num_classes
@@ -98,7 +98,9 @@ def test_run_false_builds_the_objects_the_config_and_flags_describe(workdir):
         "model: {hidden: 16}\n"  # the class is the script's: its arguments only
         "data: {batch_size: 4, num_classes: 5}\n"
     )
-    cli = LinkedCLI(Model, Data, args=["--config", "config.yaml", "--model.lr", "1e-3"], run=False)
+    cli = LinkedCLI(
+        CliModel, CliData, args=["--config", "config.yaml", "--model.lr", "1e-3"], run=False
+    )
     assert cli.subcommand is None
     assert dict(cli.model.hparams) == {"hidden": 16, "lr": 0.001, "num_classes": 5}  # linked
     assert cli.datamodule.batch_size == 4
@@ -119,8 +121,8 @@ def test_instantiate_links_class_arguments_and_set_defaults(workdir):
             parser.add_lr_scheduler_args(torch.optim.lr_scheduler.StepLR)
 
     cli = CLI(
-        Model,
-        Data,
+        CliModel,
+        CliData,
         args=["--data.num_classes=7", "--optimizer.lr=0.3", "--lr_scheduler.step_size=2"],
         trainer_defaults={"max_epochs": 2, "callbacks": [EarlyStopping(monitor="val_loss")]},
         run=False,
@@ -138,17 +140,17 @@ def test_instantiate_links_class_arguments_and_set_defaults(workdir):
 def test_subclass_mode_takes_class_paths_and_a_plateau_scheduler_returns_its_monitor(workdir):
     cli = LightningCLI(
         args=[
-            "--model=test_lightning_cli.Model",
-            "--data=Data",  # a loaded subclass, named as jsonargparse allows
+            "--model=test_lightning_cli.CliModel",
+            "--data=CliData",  # a loaded subclass, named as jsonargparse allows
             "--optimizer=Adam",
             "--lr_scheduler=ReduceLROnPlateau",
             "--lr_scheduler.monitor=val_loss",
         ],
         run=False,
     )
-    assert type(cli.model) is Model and type(cli.datamodule) is Data
+    assert type(cli.model) is CliModel and type(cli.datamodule) is CliData
     (workdir / "arguments.yaml").write_text("model: {hidden: 6}\n")
-    named_first = ["--model=Model", "--config=arguments.yaml", "--data=Data"]
+    named_first = ["--model=CliModel", "--config=arguments.yaml", "--data=CliData"]
     assert LightningCLI(args=named_first, run=False).model.hparams.hidden == 6
     configured = cli.model.configure_optimizers()
     assert isinstance(configured["optimizer"], torch.optim.Adam)
@@ -158,7 +160,9 @@ def test_subclass_mode_takes_class_paths_and_a_plateau_scheduler_returns_its_mon
 
 def test_fit_runs_the_hooks_and_saves_the_config_into_the_log_dir(workdir):
     CountedCLI.calls = []
-    cli = CountedCLI(Model, Data, args=["fit", "--trainer.max_epochs=1", "--optimizer=SGD", *QUIET])
+    cli = CountedCLI(
+        CliModel, CliData, args=["fit", "--trainer.max_epochs=1", "--optimizer=SGD", *QUIET]
+    )
     assert CountedCLI.calls == ["before_fit", "after_fit"]
     assert cli.trainer.current_epoch == 1
     saved = yaml.safe_load((workdir / "lightning_logs/version_0/config.yaml").read_text())
@@ -173,12 +177,12 @@ def test_fit_runs_the_hooks_and_saves_the_config_into_the_log_dir(workdir):
 
 def test_test_subcommand_builds_the_model_the_checkpoint_was_trained_as(workdir):
     LinkedCLI(
-        Model,
-        Data,
+        CliModel,
+        CliData,
         args=["fit", "--trainer.max_epochs=1", "--model.hidden=5", "--optimizer=SGD", *QUIET],
     )
     checkpoint = next((workdir / "lightning_logs/version_0/checkpoints").glob("*.ckpt"))
-    cli = LinkedCLI(Model, Data, args=["test", f"--ckpt_path={checkpoint}", *QUIET])
+    cli = LinkedCLI(CliModel, CliData, args=["test", f"--ckpt_path={checkpoint}", *QUIET])
     assert cli.model.hparams.hidden == 5  # the checkpoint's, not the default 8
 
 
@@ -186,26 +190,31 @@ def test_default_env_reads_lightnings_variable_names(workdir, monkeypatch):
     monkeypatch.setenv("PL_TRAINER__MAX_EPOCHS", "3")
     monkeypatch.setenv("PL_MODEL__HIDDEN", "6")
     kwargs = {"parser_kwargs": {"default_env": True}, "run": False}
-    cli = LinkedCLI(Model, Data, args=["--model.lr=0.5"], **kwargs)
+    cli = LinkedCLI(CliModel, CliData, args=["--model.lr=0.5"], **kwargs)
     assert cli.trainer.max_epochs == 3 and cli.model.hparams.hidden == 6
-    assert LinkedCLI(Model, Data, args=["--trainer.max_epochs=4"], **kwargs).trainer.max_epochs == 4
-    unasked = LinkedCLI(Model, Data, args=[], run=False)
+    assert (
+        LinkedCLI(CliModel, CliData, args=["--trainer.max_epochs=4"], **kwargs).trainer.max_epochs
+        == 4
+    )
+    unasked = LinkedCLI(CliModel, CliData, args=[], run=False)
     assert unasked.config.trainer.max_epochs is None and unasked.config.model.hidden == 8
 
 
 def test_a_subcommands_variables_carry_its_name(workdir, monkeypatch, capsys):
     monkeypatch.setenv("PL_FIT__TRAINER__MAX_EPOCHS", "5")
     with pytest.raises(SystemExit) as stopped:
-        LinkedCLI(Model, Data, args=["fit", "--print_config"], parser_kwargs={"default_env": True})
+        LinkedCLI(
+            CliModel, CliData, args=["fit", "--print_config"], parser_kwargs={"default_env": True}
+        )
     assert stopped.value.code == 0
     assert yaml.safe_load(capsys.readouterr().out)["trainer"]["max_epochs"] == 5
 
 
 def test_args_may_be_a_mapping(workdir):
     config = {"trainer": {"max_epochs": 2}, "model": {"hidden": 3}}
-    assert LinkedCLI(Model, Data, args=config, run=False).model.hparams.hidden == 3
+    assert LinkedCLI(CliModel, CliData, args=config, run=False).model.hparams.hidden == 3
     fit = {**config, "trainer": {"max_epochs": 1, "enable_progress_bar": False}, "optimizer": "SGD"}
-    cli = LinkedCLI(Model, Data, args={"fit": fit})
+    cli = LinkedCLI(CliModel, CliData, args={"fit": fit})
     assert cli.subcommand == "fit" and cli.trainer.current_epoch == 1
 
 
@@ -242,8 +251,8 @@ def test_args_may_be_a_mapping(workdir):
             "error: modle: unknown key; did you mean 'model'? (typo.yaml)",
         ),
         (
-            ["fit", "--model=Model"],
-            "error: model: the script fixes the class to Model; expected a mapping of its arguments (--model=Model)",
+            ["fit", "--model=CliModel"],
+            "error: model: the script fixes the class to CliModel; expected a mapping of its arguments (--model=CliModel)",
         ),
         (["fitt"], "error: fitt: expected a subcommand first, one of fit, validate, test, predict"),
     ],
@@ -252,7 +261,7 @@ def test_bad_input_exits_2_with_one_line_and_builds_nothing(workdir, capsys, arg
     (workdir / "linked.yaml").write_text("model: {num_classes: 3}\n")
     (workdir / "typo.yaml").write_text("trainer: {max_epochs: 2}\nmodle: {hidden: 3}\n")
     with pytest.raises(SystemExit) as stopped:
-        LinkedCLI(Model, Data, args=args)
+        LinkedCLI(CliModel, CliData, args=args)
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines() == [line]
     assert not (workdir / "lightning_logs").exists()
