@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ltrain.callbacks.base import Callback
 
 if TYPE_CHECKING:
+    from ltrain.module import Module
     from ltrain.trainer.trainer import Trainer
 
 
@@ -33,9 +34,9 @@ class OnExceptionCheckpoint(Checkpoint):
     def ckpt_path(self) -> str:
         return os.path.join(self.dirpath, self.filename + self.FILE_EXTENSION)
 
-    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
         trainer.save_checkpoint(self.ckpt_path)
 
-    def teardown(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         if trainer.is_global_zero and os.path.isfile(self.ckpt_path):
             os.remove(self.ckpt_path)

@@ -7,11 +7,15 @@ validation), otherwise after each validation run during fit, and always says why
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltrain.callbacks.base import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
+    from ltrain.trainer.trainer import Trainer
 
 
 class EarlyStopping(Callback):
@@ -67,23 +71,23 @@ class EarlyStopping(Callback):
         self.best_score = float(state_dict["best_score"])
         self.patience = int(state_dict["patience"])
 
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         if self._check_on_train_epoch_end is None:
             # validation once per epoch -> decide after it, at the epoch's end
             self._check_on_train_epoch_end = (
                 trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
             )
 
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Module) -> None:
         if self._check_on_train_epoch_end and not self._skips(trainer):
             self._run_check(trainer)
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: Module) -> None:
         if not self._check_on_train_epoch_end and not self._skips(trainer):
             self._run_check(trainer)
 
     @staticmethod
-    def _skips(trainer: Any) -> bool:
+    def _skips(trainer: Trainer) -> bool:
         """As Lightning: only fit decides to stop (not validate() or the sanity check), so a
         training metric it monitors is never looked for in a validate() run."""
         return not trainer.training or trainer.sanity_checking
@@ -96,7 +100,7 @@ class EarlyStopping(Callback):
     def _beyond(self, current: float, threshold: float) -> bool:
         return current < threshold if self.mode == "min" else current > threshold
 
-    def _run_check(self, trainer: Any) -> None:
+    def _run_check(self, trainer: Trainer) -> None:
         if trainer.fast_dev_run:
             return
         value = trainer.callback_metrics.get(self.monitor)

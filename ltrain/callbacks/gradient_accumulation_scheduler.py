@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ltrain.callbacks.base import Callback
 from ltrain.errors import MisconfigurationException
 
 if TYPE_CHECKING:
+    from ltrain.module import Module
     from ltrain.trainer.trainer import Trainer
 
 
@@ -36,7 +37,7 @@ class GradientAccumulationScheduler(Callback):
     def get_accumulate_grad_batches(self, epoch: int) -> int:
         return self.scheduling[max(e for e in self.epochs if e <= epoch)]
 
-    def on_train_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: Module) -> None:
         """Refuse what the schedule cannot work with, before the first batch."""
         if not pl_module.automatic_optimization and self.going_to_accumulate_grad_batches():
             raise RuntimeError(
@@ -51,5 +52,5 @@ class GradientAccumulationScheduler(Callback):
                 "from the Trainer or remove the callback."
             )
 
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Module) -> None:
         trainer.accumulate_grad_batches = self.get_accumulate_grad_batches(trainer.current_epoch)

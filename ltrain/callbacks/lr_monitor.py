@@ -11,12 +11,16 @@ callback's state, so a resumed run never writes it twice.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ltrain.callbacks.base import Callback
 from ltrain.errors import MisconfigurationException
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
+    from ltrain.trainer.trainer import Trainer
 
 
 class LearningRateMonitor(Callback):
@@ -46,7 +50,7 @@ class LearningRateMonitor(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_logged = list(state_dict["last_logged"])
 
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: Module) -> None:
         if not trainer.loggers:
             raise MisconfigurationException(
                 "LearningRateMonitor needs a logger to write to; the Trainer has logger=False."
@@ -71,7 +75,7 @@ class LearningRateMonitor(Callback):
         self.last_weight_decay_values = {f"{name}-weight_decay": None for name in names}
 
     def on_train_batch_start(
-        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: Module, batch: Any, batch_idx: int
     ) -> None:
         # the trainer's own rule for when a training row is due (log_every_n_steps, stopping)
         from ltrain.trainer.log_rows import logger_step, row_due
@@ -80,14 +84,14 @@ class LearningRateMonitor(Callback):
         if self.logging_interval != "epoch" and row_due(trainer, step + 1):
             self._log(trainer, "step" if self.logging_interval is None else "any", step)
 
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Module) -> None:
         from ltrain.trainer.log_rows import logger_step
 
         if self.logging_interval != "step":
             interval = "epoch" if self.logging_interval is None else "any"
             self._log(trainer, interval, logger_step(trainer))
 
-    def _log(self, trainer: Any, interval: str, step: int) -> None:
+    def _log(self, trainer: Trainer, interval: str, step: int) -> None:
         marker = [interval, trainer.current_epoch, step]
         if marker == self._last_logged:
             return
@@ -103,7 +107,7 @@ class LearningRateMonitor(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(dict(stats), step)
 
-    def learning_rates(self, trainer: Any, interval: str) -> dict[str, float]:
+    def learning_rates(self, trainer: Trainer, interval: str) -> dict[str, float]:
         """The learning rates (and momenta, weight decays) due at `interval`, keyed as Lightning
         keys them: a scheduler's when its interval is due ('any': every scheduler's), and those
         of optimizers without a scheduler always."""
@@ -124,7 +128,7 @@ class LearningRateMonitor(Callback):
                     self.last_weight_decay_values[f"{name}-weight_decay"] = group["weight_decay"]
         return stats
 
-    def _named(self, trainer: Any) -> list[tuple[torch.optim.Optimizer, Any, list[str]]]:
+    def _named(self, trainer: Trainer) -> list[tuple[torch.optim.Optimizer, Any, list[str]]]:
         """(optimizer, its scheduler config or None, one key per parameter group), optimizers
         with a scheduler first, in Lightning's naming."""
         named: list[tuple[torch.optim.Optimizer, Any, list[str]]] = []
@@ -133,7 +137,7 @@ class LearningRateMonitor(Callback):
         for config in trainer.lr_scheduler_configs:
             optimizer = config.scheduler.optimizer
             by_class = config.name is None
-            base = f"lr-{type(optimizer).__name__}" if by_class else config.name
+            base = f"lr-{type(optimizer).__name__}" if config.name is None else config.name
             named.append((optimizer, config, self._keys(optimizer, base, seen, counts, by_class)))
         for optimizer in trainer.optimizers:
             if any(optimizer is other for other in seen):

@@ -20,13 +20,17 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ltrain.callbacks.checkpoint import Checkpoint
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
+    from ltrain.trainer.trainer import Trainer
 
 _PLACEHOLDER = re.compile(r"\{([^{}:]+)(:[^{}]*)?\}")
 
@@ -145,11 +149,11 @@ class ModelCheckpoint(Checkpoint):
         self._last_global_step_saved = int(state_dict.get("last_global_step_saved", 0))
 
     # ------------------------------------------------------------------ when to save
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         if self.dirpath is None and stage == "fit":
             self.dirpath = os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
 
-    def _saves_on_train_epoch_end(self, trainer: Any) -> bool:
+    def _saves_on_train_epoch_end(self, trainer: Trainer) -> bool:
         """Lightning's rule: at the epoch's end, unless the validation that produces the
         metrics runs at other times than once at each epoch's end."""
         if self._save_on_train_epoch_end is not None:
@@ -160,7 +164,7 @@ class ModelCheckpoint(Checkpoint):
             return True
         return trainer.val_check_interval == 1.0
 
-    def _skips(self, trainer: Any) -> bool:
+    def _skips(self, trainer: Trainer) -> bool:
         """No saving outside fit, in fast_dev_run and the sanity check, or twice at one step."""
         return (
             bool(trainer.fast_dev_run)
@@ -170,7 +174,7 @@ class ModelCheckpoint(Checkpoint):
         )
 
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n = self.every_n_train_steps
         if not n or trainer.global_step % n:
@@ -188,7 +192,7 @@ class ModelCheckpoint(Checkpoint):
         self._save_top_k(trainer, metrics)
         self._save_last(trainer)
 
-    def _validation_follows(self, trainer: Any) -> bool:
+    def _validation_follows(self, trainer: Trainer) -> bool:
         """Validation runs right after this (the epoch's last) batch and this callback saves
         after validation, so the monitored value would be the previous validation's."""
         if self._saves_on_train_epoch_end(trainer) or not trainer.is_last_batch:
@@ -198,14 +202,14 @@ class ModelCheckpoint(Checkpoint):
         every = trainer.check_val_every_n_epoch
         return every is None or (trainer.current_epoch + 1) % every == 0
 
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Module) -> None:
         if self._skips(trainer) or not self._saves_on_train_epoch_end(trainer):
             return
         if self._epoch_due(trainer):
             self._save_top_k(trainer, self._metrics(trainer))
         self._save_last_if_saved_now(trainer)
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: Module) -> None:
         if self._skips(trainer) or self._saves_on_train_epoch_end(trainer):
             return
         if self._defer_until_validation:  # the step-triggered save that waited for it
@@ -217,18 +221,18 @@ class ModelCheckpoint(Checkpoint):
             self._save_top_k(trainer, self._metrics(trainer))
         self._save_last_if_saved_now(trainer)
 
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: Module) -> None:
         """A fit in which no save point wrote a file still ends with last.ckpt (Lightning's,
         which writes it under fast_dev_run too)."""
         if self.save_last and not self._last_checkpoint_saved:
             self.save_last_checkpoint(trainer)
 
-    def _epoch_due(self, trainer: Any) -> bool:
+    def _epoch_due(self, trainer: Trainer) -> bool:
         n = self.every_n_epochs
         return bool(n) and (trainer.current_epoch + 1) % n == 0
 
     # ------------------------------------------------------------------ saving
-    def save_last_checkpoint(self, trainer: Any) -> str:
+    def save_last_checkpoint(self, trainer: Trainer) -> str:
         """Write `last.ckpt` for the current position (what a resume continues from); its path.
 
         A `last.ckpt` this callback did not write gets a version (`last-v1.ckpt`), as in Lightning.
@@ -240,16 +244,16 @@ class ModelCheckpoint(Checkpoint):
             self._remove(trainer, previous)
         return path
 
-    def _save_last(self, trainer: Any) -> None:
+    def _save_last(self, trainer: Trainer) -> None:
         if self.save_last:
             self.save_last_checkpoint(trainer)
 
-    def _save_last_if_saved_now(self, trainer: Any) -> None:
+    def _save_last_if_saved_now(self, trainer: Trainer) -> None:
         """At an epoch's or a validation's end, last.ckpt follows a file saved just now."""
         if self._last_global_step_saved == trainer.global_step:
             self._save_last(trainer)
 
-    def _save_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _save_top_k(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self.save_top_k == 0:
             return
         if self.monitor is None:
@@ -257,19 +261,19 @@ class ModelCheckpoint(Checkpoint):
         else:
             self._save_if_top_k(trainer, metrics)
 
-    def _write(self, trainer: Any, path: str) -> None:
+    def _write(self, trainer: Trainer, path: str) -> None:
         self._last_global_step_saved = trainer.global_step  # before: the file records it
         self._last_checkpoint_saved = path
         trainer.save_checkpoint(path, self.save_weights_only)
 
-    def _metrics(self, trainer: Any) -> dict[str, Any]:
+    def _metrics(self, trainer: Trainer) -> dict[str, Any]:
         """The values names and top-k choices come from: rank 0's, so all ranks choose alike."""
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics["epoch"] = trainer.current_epoch
         metrics["step"] = trainer.global_step
         return trainer.strategy.broadcast(metrics)
 
-    def _save_latest(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _save_latest(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         """Without a monitor, the newest file is the best; none of them has a score."""
         previous = self.best_model_path
         path = self._free_path(trainer, self.format_checkpoint_name(metrics), previous)
@@ -278,7 +282,7 @@ class ModelCheckpoint(Checkpoint):
         if self.save_top_k == 1 and previous and previous != path:
             self._remove(trainer, previous)
 
-    def _save_if_top_k(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _save_if_top_k(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self.monitor not in metrics:
             logged = (
                 ", ".join(sorted(k for k in metrics if k not in ("epoch", "step"))) or "nothing"
@@ -346,7 +350,7 @@ class ModelCheckpoint(Checkpoint):
         """A file in `dirpath` (known from setup on, before any checkpoint is written)."""
         return os.path.join(self.dirpath or "", name + self.FILE_EXTENSION)
 
-    def _free_path(self, trainer: Any, name: str, replaceable: str | None) -> str:
+    def _free_path(self, trainer: Trainer, name: str, replaceable: str | None) -> str:
         """The path for `name`, versioned (`name-v1`, ...) while the file exists and is not the
         one this save replaces."""
         path = self._path(name)
@@ -357,12 +361,12 @@ class ModelCheckpoint(Checkpoint):
         return path
 
     @staticmethod
-    def _exists(trainer: Any, path: str) -> bool:
+    def _exists(trainer: Trainer, path: str) -> bool:
         """Whether rank 0 sees `path` (it writes the files), so every rank picks the same name."""
         found = os.path.exists(path) if trainer.is_global_zero else False
         return trainer.strategy.reduce_boolean_decision(found, all=False)
 
-    def _remove(self, trainer: Any, path: str) -> None:
+    def _remove(self, trainer: Trainer, path: str) -> None:
         """Delete a file this callback replaced: never the checkpoint the run resumed from, one
         outside its folder, or one it still names."""
         if (

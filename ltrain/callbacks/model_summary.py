@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from ltrain.callbacks.base import Callback
 from ltrain.console import info
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
+    from ltrain.trainer.trainer import Trainer
 
 
 def human_count(number: float) -> str:
@@ -48,6 +52,6 @@ class ModelSummary(Callback):
     def __init__(self, max_depth: int = 1) -> None:
         self.max_depth = max_depth
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: Module) -> None:
         if self.max_depth and trainer.is_global_zero:
             info(summary_table(pl_module))

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltrain.callbacks.base import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.results import to_floats
+
+if TYPE_CHECKING:
+    from ltrain.module import Module
+    from ltrain.trainer.trainer import Trainer
 
 
 def _in_notebook() -> bool:
@@ -42,7 +46,7 @@ class ProgressBar(Callback):
     def disable(self) -> None:
         self._enabled = False
 
-    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, int | str | float]:
+    def get_metrics(self, trainer: Trainer, pl_module: Module) -> dict[str, int | str | float]:
         """What the display shows: the run's version as `v_num`, then the `prog_bar` values.
 
         Override it to change what is shown, as in Lightning (for instance to drop `v_num`). It is
@@ -114,17 +118,17 @@ class TQDMProgressBar(ProgressBar):
             file=sys.stdout,
         )
 
-    def metrics_text(self, trainer: Any) -> str:
+    def metrics_text(self, trainer: Trainer) -> str:
         shown = self.get_metrics(trainer, trainer.lightning_module)
         return ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
         )
 
-    def _epoch_title(self, trainer: Any) -> str:
+    def _epoch_title(self, trainer: Trainer) -> str:
         return f"Epoch {trainer.current_epoch}"
 
     # ------------------------------------------------------------------ training
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._epoch_start = self._last_refresh = time.monotonic()
         if self._mode() == "lines" or not trainer.is_global_zero or self.is_disabled:
             return
@@ -137,7 +141,7 @@ class TQDMProgressBar(ProgressBar):
             self._bar.reset(total=None if total == float("inf") else total)  # redraws it
 
     def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = time.monotonic()
         if self._bar is not None:
@@ -155,7 +159,7 @@ class TQDMProgressBar(ProgressBar):
             self._last_refresh = now
             info(self._line(trainer, batch_idx + 1, now))
 
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Module) -> None:
         if self._bar is not None:
             self._bar.n = self._bar.total or self._bar.n
             self._bar.set_postfix_str(self.metrics_text(trainer), refresh=False)
@@ -164,7 +168,7 @@ class TQDMProgressBar(ProgressBar):
             batches = trainer.num_training_batches
             info(self._line(trainer, batches, time.monotonic()))
 
-    def _line(self, trainer: Any, done: float, now: float) -> str:
+    def _line(self, trainer: Trainer, done: float, now: float) -> str:
         total = trainer.num_training_batches
         count = f"{done}/{total}" if total != float("inf") else f"{done}"
         metrics = self.metrics_text(trainer)
@@ -172,16 +176,16 @@ class TQDMProgressBar(ProgressBar):
         return f"{text}, {metrics}" if metrics else text
 
     # ------------------------------------------------------------------ evaluation
-    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._open_eval_bar(trainer, "Sanity Checking" if trainer.sanity_checking else "Validation")
 
-    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._open_eval_bar(trainer, "Testing")
 
-    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_predict_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._open_eval_bar(trainer, "Predicting")
 
-    def _open_eval_bar(self, trainer: Any, title: str) -> None:
+    def _open_eval_bar(self, trainer: Trainer, title: str) -> None:
         self._eval_bar = None
         if self._mode() == "lines" or not trainer.is_global_zero or self.is_disabled:
             return
@@ -201,13 +205,13 @@ class TQDMProgressBar(ProgressBar):
         if self._eval_bar is not None:
             self._eval_bar.update(1)
 
-    def on_validation_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: Module, *args: Any) -> None:
         self._advance_eval_bar()
 
-    def on_test_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+    def on_test_batch_end(self, trainer: Trainer, pl_module: Module, *args: Any) -> None:
         self._advance_eval_bar()
 
-    def on_predict_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: Module, *args: Any) -> None:
         self._advance_eval_bar()
 
     def _close_eval_bar(self) -> None:
@@ -215,13 +219,13 @@ class TQDMProgressBar(ProgressBar):
             self._eval_bar.close()
             self._eval_bar = None
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._close_eval_bar()
 
-    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._close_eval_bar()
 
-    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_predict_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._close_eval_bar()
 
     def _close(self) -> None:
@@ -229,9 +233,9 @@ class TQDMProgressBar(ProgressBar):
             self._bar.close()
             self._bar = None
 
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._close()
 
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
         self._close()
         self._close_eval_bar()

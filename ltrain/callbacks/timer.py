@@ -12,6 +12,7 @@ from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 
 if TYPE_CHECKING:
+    from ltrain.module import Module
     from ltrain.trainer.trainer import Trainer
 
 STAGES = ("train", "sanity_check", "validate", "test", "predict")
@@ -86,39 +87,39 @@ class Timer(Callback):
     def _end(self, stage: str) -> None:
         self._end_time[stage] = time.monotonic()
 
-    def on_train_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._start("train")
 
-    def on_train_end(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._end("train")
 
-    def on_validation_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_validation_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._start("validate")
 
-    def on_validation_end(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._end("validate")
 
-    def on_test_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_test_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._start("test")
 
-    def on_test_end(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._end("test")
 
-    def on_predict_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_predict_start(self, trainer: Trainer, pl_module: Module) -> None:
         self._start("predict")
 
-    def on_predict_end(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_predict_end(self, trainer: Trainer, pl_module: Module) -> None:
         self._end("predict")
 
-    def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: Module) -> None:
         # a checkpoint's timer may already be spent: stop before the first batch
         self._check_time_remaining(trainer)
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: Any, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: Module, *args: Any) -> None:
         if self._interval == "step":
             self._check_time_remaining(trainer)
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Module) -> None:
         if self._interval == "epoch":
             self._check_time_remaining(trainer)
 

@@ -150,6 +150,16 @@ class FolderLogger(Logger):
         return self._version
 
 
+def use_rank_zero_versions(loggers: Sequence[Logger], strategy: Any) -> None:
+    """Every rank of a data-parallel run writes into the version folders rank 0 claims (only
+    rank 0 creates folders)."""
+    if strategy.world_size == 1 or not loggers:
+        return
+    versions = [logger.version if strategy.is_global_zero else None for logger in loggers]
+    for logger, version in zip(loggers, strategy.broadcast(versions), strict=True):
+        logger.use_version(version)
+
+
 def share_version_folder(loggers: Sequence[Logger]) -> None:
     """Folder loggers under the same `<save_dir>/<name>` write into one version folder.
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 
 VALID_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -121,3 +122,11 @@ def resolve_accelerator(accelerator: str) -> str:
 def gpu_kind() -> str | None:
     """'cuda' or 'mps' when this machine has such a GPU, else None (Lightning's start-up line)."""
     return "cuda" if torch.cuda.is_available() else "mps" if mps_available() else None
+
+
+def announce_device(device: torch.device, precision: str) -> None:
+    """Lightning's start-up lines: is there a GPU, is it used; then the device and precision."""
+    kind = gpu_kind()
+    used = device.type in ("cuda", "mps")
+    info(f"GPU available: {kind is not None}{f' ({kind})' if kind else ''}, used: {used}")
+    info(f"Device: {device}, precision: {precision}")

@@ -70,12 +70,13 @@ from ltrain.checkpoint import save_checkpoint
 from ltrain.console import info
 from ltrain.data.datamodule import DataModule
 from ltrain.errors import MisconfigurationException, RunInterrupted
-from ltrain.loggers.base import Logger
+from ltrain.loggers.base import Logger, use_rank_zero_versions
 from ltrain.module import Module
 from ltrain.precision import make_precision
 from ltrain.results import Results
 from ltrain.run_record import RunRecord, command_line
-from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, gpu_kind, make_strategy
+from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, make_strategy
+from ltrain.strategies.devices import announce_device
 from ltrain.trainer.arguments import (
     check_choice,
     check_fast_dev_run,
@@ -272,7 +273,8 @@ class Trainer:
         self._default_optimizer_step = self._default_zero_grad = self._default_backward = True
         self._return_predictions = True
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
-        self._announce()
+        if self.is_global_zero:
+            announce_device(self.strategy.root_device, self.precision_plugin.name)
 
     # ------------------------------------------------------------------ public views
     @property
@@ -468,7 +470,7 @@ class Trainer:
         ended_by: BaseException | None = None
         try:
             self.strategy.setup()
-            self._agree_on_log_dirs()
+            use_rank_zero_versions(self.loggers, self.strategy)
             checkpoint = self._prepare(stage, model, datamodule, loaders, path)
             if record is not None:
                 record.start_in_version_folder(self, path)
@@ -595,20 +597,3 @@ class Trainer:
         return Results(
             self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce
         )
-
-    def _announce(self) -> None:
-        if not self.is_global_zero:
-            return
-        device = self.strategy.root_device
-        used = device.type in ("cuda", "mps")
-        kind = gpu_kind()
-        info(f"GPU available: {kind is not None}{f' ({kind})' if kind else ''}, used: {used}")
-        info(f"Device: {device}, precision: {self.precision_plugin.name}")
-
-    def _agree_on_log_dirs(self) -> None:
-        """Every rank uses the version folder rank 0 claims (only rank 0 creates folders)."""
-        if self.world_size == 1 or not self.loggers:
-            return
-        versions = [logger.version if self.is_global_zero else None for logger in self.loggers]
-        for logger, version in zip(self.loggers, self.strategy.broadcast(versions), strict=True):
-            logger.use_version(version)
