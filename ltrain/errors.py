@@ -7,6 +7,8 @@ ValueError, since every one of them is a value ltrain cannot run with.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
+from typing import Any
 
 
 class MisconfigurationException(ValueError):
@@ -45,3 +47,20 @@ class WorkersFailed(RuntimeError):
     def __init__(self, code: int) -> None:
         super().__init__(f"a worker exited with code {code}")
         self.code = code
+
+
+def lightning_names_not_here(module: str, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """A module `__getattr__` for Lightning's names that `module` does not have yet: using one
+    (`from ltrain.callbacks import RichProgressBar`) raises an ImportError that names it, instead
+    of Python's bare "cannot import name"."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            raise ImportError(
+                f"{module}.{name}: Lightning has {name}, ltrain does not yet (see the README's "
+                "'Lightning API coverage')",
+                name=module,
+            )
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
