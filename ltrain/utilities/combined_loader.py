@@ -35,6 +35,10 @@ class CombinedLoader:
         return self._iterables
 
     @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
     def flattened(self) -> list[Any]:
         """The iterables in the order a depth-first walk of the structure meets them."""
         return list(self._flattened)
