@@ -20,6 +20,7 @@ from ltrain.data.loader import TensorLoader
 from ltrain.errors import MisconfigurationException
 from ltrain.module import Module
 from ltrain.trainer.hooks import overrides
+from ltrain.utilities.combined_loader import CombinedLoader
 
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
@@ -99,12 +100,50 @@ def load_train_loader(trainer: Trainer) -> None:
         raise MisconfigurationException(
             "fit() needs training data: train_dataloader() returned None; return a loader."
         )
-    if trainer.overfit_batches:
-        train = _without_shuffle(train)
-    trainer.train_dataloader = trainer.strategy.shard_loader(train, "train")
+    if isinstance(train, (list, tuple, Mapping, CombinedLoader)):
+        trainer.train_dataloader = _combined_training_batches(trainer, train)
+    else:
+        if trainer.overfit_batches:
+            train = _without_shuffle(train)
+        trainer.train_dataloader = trainer.strategy.shard_loader(train, "train")
     trainer.num_training_batches = num_batches(
         trainer.train_dataloader, trainer.limit_train_batches, "train"
     )
+
+
+class CombinedBatches:
+    """Several training loaders as one: the batches of a CombinedLoader, in its structure."""
+
+    def __init__(self, combined: CombinedLoader) -> None:
+        self.combined = combined
+
+    def __iter__(self) -> Iterator[Any]:
+        return (batch for batch, _, _ in self.combined)
+
+    def __len__(self) -> int:
+        return len(self.combined)
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.combined.flattened:
+            set_loader_epoch(loader, epoch)
+
+
+def _combined_training_batches(trainer: Trainer, train: Any) -> CombinedBatches:
+    """A list or dict of training loaders walked as Lightning walks them ("max_size_cycle", or
+    the mode of a CombinedLoader given), each loader sharded for this process."""
+    combined = (
+        train if isinstance(train, CombinedLoader) else CombinedLoader(train, "max_size_cycle")
+    )
+    if combined.mode == "sequential":
+        raise MisconfigurationException(
+            'fit does not support the `CombinedLoader(mode="sequential")` mode. The available '
+            "modes are: ['min_size', 'max_size_cycle', 'max_size']"
+        )
+    loaders = combined.flattened
+    if trainer.overfit_batches:
+        loaders = [_without_shuffle(loader) for loader in loaders]
+    combined.flattened = [trainer.strategy.shard_loader(loader, "train") for loader in loaders]
+    return CombinedBatches(combined)
 
 
 def load_val_loaders(trainer: Trainer) -> None:
@@ -261,8 +300,20 @@ def to_device(trainer: Trainer, batch: Any, dataloader_idx: int) -> Any:
 def with_last_flag(
     batches: Iterator[Any], limit: int | float, start: int = 0
 ) -> Iterator[tuple[int, Any, bool]]:
-    """Yield (index, batch, is_last) from `start` until `limit`, looking one batch ahead."""
+    """Yield (index, batch, is_last) from `start` until `limit`.
+
+    With a known number of batches the next one is fetched only after this one's step, as
+    Lightning does: a loader that draws random numbers (augmentations, a restarted iterator) draws
+    them at the same point of the run. Without one, the loop looks one batch ahead.
+    """
     if limit <= start:
+        return
+    if limit != math.inf:
+        for index in range(start, int(limit)):
+            batch = next(batches, _END)
+            if batch is _END:
+                return
+            yield index, batch, index + 1 >= limit
         return
     batch = next(batches, _END)
     index = start

@@ -1550,3 +1550,53 @@ def timer_state_resumes_the_budget(pl, root):
         "global_step_after": run.global_step,
         "epoch_after": run.current_epoch,
     }
+
+
+# ---- issue 15: several training loaders
+def _several_loaders_model(pl: Any) -> Any:
+    class TwoSources(kit(pl).Regressor):
+        """Trains on every loader's part of the combined batch (None where one is exhausted)."""
+
+        def training_step(self, batch, batch_idx):
+            parts = batch.values() if isinstance(batch, dict) else batch
+            losses = [F.mse_loss(self(x), y) for x, y in (p for p in parts if p is not None)]
+            loss = torch.stack(losses).mean()
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+    return TwoSources()
+
+
+@scenario
+def several_training_loaders_in_every_mode(pl, root):
+    seen = {}
+    for name, make in {
+        "list": lambda: [loader(regression(40)), loader(regression(24, seed=3))],
+        "dict": lambda: {
+            "a": loader(regression(40)),
+            "b": loader(regression(24, seed=3), shuffle=True),
+        },
+        "min_size": lambda: pl.utilities.CombinedLoader(
+            [loader(regression(40)), loader(regression(24, seed=3))], "min_size"
+        ),
+        "max_size": lambda: pl.utilities.CombinedLoader(
+            {"a": loader(regression(40)), "b": loader(regression(24, seed=3))}, "max_size"
+        ),
+    }.items():
+        model = _several_loaders_model(pl)
+        run = trainer(pl, root, max_epochs=2, logger=pl.loggers.CSVLogger(str(root), name=name))
+        run.fit(model, make())
+        seen[name] = {"batches": run.num_training_batches, "steps": run.global_step,
+                      "weights": [p.detach().clone() for p in model.parameters()]}  # fmt: skip
+    return {**observe(root=root), "runs": seen}
+
+
+@scenario
+def sequential_training_loaders_are_refused(pl, root):
+    combined = pl.utilities.CombinedLoader([loader(regression(16))] * 2, "sequential")
+    run = trainer(pl, root, max_epochs=1)
+    try:
+        run.fit(kit(pl).Regressor(), combined)
+    except ValueError as error:  # what user code catches (ltrain's is a ValueError subclass)
+        return {"error": "ValueError", "says": "sequential" in str(error)}
+    return {"error": None}
