@@ -1,0 +1,152 @@
+"""Module features Lightning users call directly: freeze/unfreeze, the TorchScript and ONNX exports,
+`example_input_array`, `all_gather` and `strict_loading` (issue 15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from boring import BoringModel, boring_loader, quiet_trainer
+from torch import nn
+
+import ltrain as pl
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:You defined a validation_step:UserWarning",
+    "ignore:`LightningModule.to_torchscript` is deprecated:DeprecationWarning",
+    "ignore:`torch.jit:FutureWarning",
+    "ignore:Exporting a model while it is in training mode:UserWarning",
+)
+
+
+class Net(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 1))
+        self.example_input_array = torch.ones(2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_freeze_turns_off_gradients_and_training_and_unfreeze_turns_them_back_on() -> None:
+    model = Net()
+    assert model.freeze() is model
+    assert not model.training and not model.net[2].training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.unfreeze() is model
+    assert model.training and model.net[2].training
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_to_torchscript_scripts_or_traces_the_forward_in_eval_mode(tmp_path: Path) -> None:
+    model = Net()
+    x = torch.randn(3, 4)
+    with pytest.warns(DeprecationWarning, match="torch.export.export"):
+        scripted = model.to_torchscript()
+    assert isinstance(scripted, torch.jit.ScriptModule)
+    assert model.training  # its mode is put back; the export ran in eval mode (no dropout)
+    expected = model.eval()(x)
+    assert torch.equal(scripted(x), expected)
+    traced = model.to_torchscript(method="trace")  # on example_input_array
+    assert torch.equal(traced(x), expected)
+    path = tmp_path / "model.pt"
+    model.to_torchscript(path, method="trace", example_inputs=x)
+    assert torch.equal(torch.jit.load(str(path))(x), expected)
+
+
+def test_to_torchscript_errors_name_what_is_missing() -> None:
+    model = Net()
+    with pytest.raises(
+        ValueError, match="only supports 'script' or 'trace', but value given was: x"
+    ):
+        model.to_torchscript(method="x")
+    model.example_input_array = None
+    with pytest.raises(ValueError, match="requires either `example_inputs` or `model.example_in"):
+        model.to_torchscript(method="trace")
+
+
+def test_to_onnx_writes_a_model_onnx_reads(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx", reason="the onnx extra")
+    model = Net()
+    path = tmp_path / "model.onnx"
+    model.to_onnx(path, export_params=True)
+    graph = onnx.load(str(path)).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [2, 4]
+    assert model.training
+    model.example_input_array = None
+    with pytest.raises(ValueError, match="neither `input_sample` nor `model.example_input_array`"):
+        model.to_onnx(path)
+
+
+def test_to_onnx_without_onnx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
+    )
+    with pytest.raises(
+        ModuleNotFoundError, match=r"Net.to_onnx\(\)` requires `onnx`.*ltrain\[onnx\]"
+    ):
+        Net().to_onnx("unused.onnx")
+
+
+def test_all_gather_in_one_process_returns_tensors_without_a_new_dimension(tmp_path: Path) -> None:
+    gathered: list[Any] = []
+
+    class Gathering(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            gathered.append(
+                self.all_gather({"n": 1, "x": [2.5, torch.ones(3)], "b": True, "a": np.ones(2)})
+            )
+            return super().training_step(batch, batch_idx)
+
+    quiet_trainer(tmp_path, max_steps=1, logger=False).fit(Gathering(), boring_loader())
+    (result,) = gathered
+    assert result["n"].dtype == torch.int32 and result["n"].shape == ()
+    assert result["x"][0].dtype == torch.float32 and torch.equal(result["x"][1], torch.ones(3))
+    assert result["b"].dtype == torch.uint8 and result["a"].dtype == torch.float64
+    with pytest.raises(RuntimeError, match="not attached to a `Trainer`"):
+        BoringModel().all_gather(torch.ones(1))
+
+
+class Grown(BoringModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra = nn.Linear(1, 1)  # not in a BoringModel checkpoint
+
+
+def _checkpoint(tmp_path: Path) -> str:
+    run = quiet_trainer(tmp_path, max_steps=1, logger=False)
+    run.fit(BoringModel(), boring_loader())
+    path = str(tmp_path / "boring.ckpt")
+    run.save_checkpoint(path)
+    return path
+
+
+def test_strict_loading_false_loads_a_checkpoint_with_missing_keys(tmp_path: Path) -> None:
+    path = _checkpoint(tmp_path)
+    assert Grown().strict_loading
+    with pytest.raises(RuntimeError, match="extra.weight"):
+        Grown.load_from_checkpoint(path)
+    with pytest.warns(UserWarning, match="in the model state dict but not in the checkpoint"):
+        loaded = Grown.load_from_checkpoint(path, strict=False)
+    assert torch.equal(loaded.layer.weight, torch.load(path)["state_dict"]["layer.weight"])
+
+    class Lenient(Grown):
+        def __init__(self) -> None:
+            super().__init__()
+            self.strict_loading = False
+
+    with pytest.warns(UserWarning, match="extra.weight"):
+        Lenient.load_from_checkpoint(path)
+    with pytest.raises(ValueError, match="strict=True.*Lenient.strict_loading=False"):
+        Lenient.load_from_checkpoint(path, strict=True)
+    # the trainer's restore honours it too
+    quiet_trainer(tmp_path, logger=False).validate(Lenient(), boring_loader(), ckpt_path=path)
+    with pytest.raises(Exception, match="extra"):
+        quiet_trainer(tmp_path, logger=False).validate(Grown(), boring_loader(), ckpt_path=path)
