@@ -150,3 +150,57 @@ def test_strict_loading_false_loads_a_checkpoint_with_missing_keys(tmp_path: Pat
     quiet_trainer(tmp_path, logger=False).validate(Lenient(), boring_loader(), ckpt_path=path)
     with pytest.raises(Exception, match="extra"):
         quiet_trainer(tmp_path, logger=False).validate(Grown(), boring_loader(), ckpt_path=path)
+
+
+GATHER = """
+import sys
+import torch
+import ltrain as pl
+from ltrain.data import TensorLoader
+
+
+class Gather(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        rank = torch.full((3,), float(self.global_rank), requires_grad=True)
+        gathered = self.all_gather({"rank": rank, "n": [self.global_rank]}, sync_grads=True)
+        gathered["rank"][1].sum().backward()  # each rank's backward of rank 1's slice: to rank 1
+        if self.global_rank == 0:
+            torch.save({"rank": gathered["rank"].detach(), "n": gathered["n"][0]}, sys.argv[1])
+        print(f"grad {self.global_rank} {rank.grad.tolist()}", flush=True)
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+trainer = pl.Trainer(strategy="ddp", devices=2, accelerator="cpu", max_steps=1, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False)
+trainer.fit(Gather(), TensorLoader(torch.ones(4, 2), batch_size=2))
+"""
+
+
+@pytest.mark.slow
+def test_all_gather_under_ddp_stacks_every_ranks_tensors(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER)
+    out = tmp_path / "gathered.pt"
+    result = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gathered = torch.load(out)
+    assert torch.equal(gathered["rank"], torch.tensor([[0.0] * 3, [1.0] * 3]))
+    assert torch.equal(gathered["n"], torch.tensor([0, 1], dtype=torch.int32))
+    assert "grad 1 [2.0, 2.0, 2.0]" in result.stdout and "grad 0 [0.0, 0.0, 0.0]" in result.stdout
