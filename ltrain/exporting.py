@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ltrain.module import Module
 
 
-def _on_device(module: Module, inputs: Any) -> Any:
+def to_module_device(module: Module, inputs: Any) -> Any:
     inputs = module.on_before_batch_transfer(inputs, 0)
     inputs = module.transfer_batch_to_device(inputs, module.device, 0)
     return module.on_after_batch_transfer(inputs, 0)
@@ -51,8 +51,8 @@ def to_torchscript(
                 )
             example_inputs = module.example_input_array
         if kwargs.get("check_inputs") is not None:
-            kwargs["check_inputs"] = _on_device(module, kwargs["check_inputs"])
-        example_inputs = _on_device(module, example_inputs)
+            kwargs["check_inputs"] = to_module_device(module, kwargs["check_inputs"])
+        example_inputs = to_module_device(module, example_inputs)
         scripted = torch.jit.trace(module.eval(), example_inputs=example_inputs, **kwargs)
     else:
         raise ValueError(
@@ -86,7 +86,7 @@ def to_onnx(module: Module, file_path: Any, input_sample: Any, **kwargs: Any) ->
             )
         input_sample = module.example_input_array
     training = module.training
-    input_sample = _on_device(module, input_sample)
+    input_sample = to_module_device(module, input_sample)
     exported = torch.onnx.export(
         module, input_sample, str(file_path) if isinstance(file_path, Path) else file_path, **kwargs
     )

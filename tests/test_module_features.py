@@ -204,3 +204,82 @@ def test_all_gather_under_ddp_stacks_every_ranks_tensors(tmp_path: Path) -> None
     assert torch.equal(gathered["rank"], torch.tensor([[0.0] * 3, [1.0] * 3]))
     assert torch.equal(gathered["n"], torch.tensor([0, 1], dtype=torch.int32))
     assert "grad 1 [2.0, 2.0, 2.0]" in result.stdout and "grad 0 [0.0, 0.0, 0.0]" in result.stdout
+
+
+class Nested(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 3)))
+        self.head = nn.Linear(3, 1)
+        self.scale = nn.Parameter(torch.ones(3))  # no layer holds it: "other params"
+        self.example_input_array = torch.zeros(2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(x) * self.scale)
+
+
+# printed by Lightning 2.6's ModelSummary(max_depth=2) for the same module, frozen and moded as below
+NESTED_DEPTH_2 = [
+    "  | Name  | Type       | Params | Mode  | FLOPs | In sizes | Out sizes",
+    "----------------------------------------------------------------------------",
+    "0 | net   | Sequential | 67     | train | 224   | [2, 4]   | [2, 3]   ",
+    "1 | net.0 | Linear     | 40     | train | 128   | [2, 4]   | [2, 8]   ",
+    "2 | net.1 | ReLU       | 0      | train | 0     | [2, 8]   | [2, 8]   ",
+    "3 | net.2 | Sequential | 27     | eval  | 96    | [2, 8]   | [2, 3]   ",
+    "4 | head  | Linear     | 4      | train | 12    | [2, 3]   | [2, 1]   ",
+    "----------------------------------------------------------------------------",
+    "42        Trainable params",
+    "32        Non-trainable params",
+    "74        Total params",
+    "0.000     Total estimated model params size (MB)",
+    "4         Modules in train mode",
+    "2         Modules in eval mode",
+    "236       Total Flops",
+]
+
+
+def test_summary_lists_nested_layers_with_sizes_as_lightning_prints_them() -> None:
+    from ltrain.callbacks.model_summary import summary_table
+
+    model = Nested()
+    model.net[0].weight.requires_grad_(False)
+    model.net[2].eval()
+    assert summary_table(model, max_depth=2).splitlines() == NESTED_DEPTH_2
+    assert model.training and not model.net[2].training  # the example ran in eval; modes back
+    model.example_input_array = None
+    top = summary_table(model, max_depth=1).splitlines()
+    assert top[0] == "  | Name         | Type       | Params | Mode  | FLOPs"
+    assert top[2] == "0 | net          | Sequential | 67     | train | 0    "
+    assert top[4] == "  | other params | n/a        | 3      | n/a   | n/a  "
+    assert top[-1] == "0         Total Flops"
+    deepest = summary_table(model, max_depth=-1)
+    assert "4 | net.2.0 | Linear" in deepest
+    with pytest.raises(ValueError, match="`max_depth` can be -1, 0 or > 0, got -2"):
+        summary_table(model, max_depth=-2)
+
+
+def test_human_counts_are_lightnings() -> None:
+    from ltrain.callbacks.model_summary import human_count
+
+    assert [human_count(n) for n in (0, 123, 1234, 2e6, 999_999, 4e14, 5e15)] == [
+        "0  ", "123  ", "1.2 K", "2.0 M", "999 K", "400 T", "5,000 T",
+    ]  # fmt: skip
+
+
+def test_the_callback_prints_the_summary_to_max_depth_at_fit_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Trained(Nested):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            return self(batch[0]).sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    summary = pl.callbacks.ModelSummary(max_depth=2)
+    quiet_trainer(tmp_path, max_steps=1, logger=False, callbacks=[summary]).fit(
+        Trained(), boring_loader()
+    )
+    out = capsys.readouterr().out
+    assert "\n".join(NESTED_DEPTH_2[3:5]).replace("eval ", "train") in out
+    assert "74        Trainable params" in out
