@@ -283,3 +283,23 @@ def test_the_callback_prints_the_summary_to_max_depth_at_fit_start(
     out = capsys.readouterr().out
     assert "\n".join(NESTED_DEPTH_2[3:5]).replace("eval ", "train") in out
     assert "74        Trainable params" in out
+
+
+def test_summary_warns_where_its_counts_or_size_are_estimates() -> None:
+    from ltrain.callbacks.model_summary import summary_table
+
+    class Lazy(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lazy = nn.LazyLinear(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lazy(x)
+
+    with pytest.warns(UserWarning, match="UninitializedParameter"):
+        assert "0         Total params" in summary_table(Lazy())
+    lazy = Lazy()
+    lazy.example_input_array = torch.zeros(2, 4)  # the example run sizes the layer: no warning
+    assert "10        Total params" in summary_table(lazy)
+    with pytest.warns(UserWarning, match="Precision bf16-mixed is not supported"):
+        summary_table(Nested(), precision="bf16-mixed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,23 @@ def _count(module: nn.Module) -> int:
     return sum(
         0 if isinstance(p, UninitializedParameter) else p.numel() for p in module.parameters()
     )
+
+
+def _warn_inexact(module: nn.Module, precision: str) -> None:
+    if precision not in _BITS:
+        warnings.warn(
+            f"Precision {precision} is not supported by the model summary; the estimated model "
+            "size in MB counts 32 bits a parameter.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if any(isinstance(p, UninitializedParameter) for p in module.parameters()):
+        warnings.warn(
+            "The total number of parameters detected may be inaccurate because the model "
+            "contains an `UninitializedParameter`; set `self.example_input_array` to count them.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _shape(value: Any) -> Any:
@@ -128,6 +146,7 @@ def summarize(
         if example
         else {}
     )
+    _warn_inexact(module, precision)  # after the example run, which initializes lazy layers
     flops = counter.get_flop_counts()
     counts = [_count(layer) for _, layer in layers]
     columns = [
