@@ -28,6 +28,26 @@ def apply_to_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> 
     return batch
 
 
+def to_tensors(data: Any, device: torch.device) -> Any:
+    """A copy of `data` with its numbers and numpy arrays as tensors, every tensor on `device`
+    (bool -> uint8, int -> int32, float -> float32, as Lightning converts them to gather)."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device)
+    if isinstance(data, (bool, int, float)):
+        dtype = {bool: torch.uint8, int: torch.int}.get(type(data), torch.float)
+        return torch.tensor(data, dtype=dtype, device=device)
+    if type(data).__module__ == "numpy" and type(data).__name__ == "ndarray":
+        return torch.from_numpy(data).to(device)
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(to_tensors(d, device) for d in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(to_tensors(d, device) for d in data)
+    if isinstance(data, Mapping):
+        mapping_type: Any = type(data)
+        return mapping_type({k: to_tensors(v, device) for k, v in data.items()})
+    return data
+
+
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """`batch` with every tensor on `device` (asynchronous copies from pinned memory)."""
     # tensors already there pass untouched: even a no-op `.to()` costs a dispatch per tensor

@@ -12,12 +12,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from ltrain.batch import move_to_device
+from ltrain.batch import apply_to_tensors, move_to_device, to_tensors
 from ltrain.errors import MisconfigurationException
 from ltrain.hyperparameters import HyperparametersMixin
 
@@ -39,6 +40,7 @@ class TrainerContract(Protocol):
     optimizers: list[torch.optim.Optimizer]  # `self.optimizers(use_pl_optimizer=False)`
     lightning_optimizers: list[Any]  # `self.optimizers()`: each `step()` goes through the trainer
     lr_scheduler_configs: list[Any]  # `self.lr_schedulers()`: records with a `scheduler`
+    strategy: Any  # `self.all_gather` gathers through its `all_gather`
 
     @property
     def global_rank(self) -> int: ...
@@ -62,6 +64,9 @@ class TrainerContract(Protocol):
 class Module(HyperparametersMixin, nn.Module):
     """Base class for models trained by `ltrain.Trainer`; override the hooks you need."""
 
+    _jit_is_scripting = False  # set while exporting: `trainer` then reads None, as jit probes it
+    __jit_unused_properties__: ClassVar[list[str]]  # set below the class: all its properties
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: TrainerContract | None = None
@@ -69,14 +74,36 @@ class Module(HyperparametersMixin, nn.Module):
         self.prepare_data_per_node: bool = True  # as DataModule's: where prepare_data runs
         self._toggled_requires_grad: dict[nn.Parameter, bool] = {}
         self._warned: set[str] = set()  # arguments already warned about, once a module
+        self._example_input_array: Any = None
+        self._strict_loading: bool | None = None
+
+    # ------------------------------------------------------------------ settings users assign
+    @property
+    def example_input_array(self) -> Any:
+        """A sample input for `forward` (a tensor, a tuple of arguments, or a dict of keyword
+        arguments): the model summary's in/out sizes, and the default for the exports."""
+        return self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, example: Any) -> None:
+        self._example_input_array = example
+
+    @property
+    def strict_loading(self) -> bool:
+        """Whether checkpoints load with `load_state_dict(..., strict=True)` (the default)."""
+        return self._strict_loading in (None, True)
+
+    @strict_loading.setter
+    def strict_loading(self, strict_loading: bool) -> None:
+        self._strict_loading = strict_loading
 
     # ------------------------------------------------------------------ run state (read-only views)
     @property
     def trainer(self) -> TrainerContract:
         """The `Trainer` running this module (typed here by what the module itself uses of it)."""
-        if self._trainer is None:
+        if self._trainer is None and not Module._jit_is_scripting:
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
-        return self._trainer
+        return self._trainer  # type: ignore[return-value]  # None only while exporting
 
     @trainer.setter
     def trainer(self, trainer: TrainerContract | None) -> None:
@@ -242,18 +269,76 @@ class Module(HyperparametersMixin, nn.Module):
         cls,
         checkpoint_path: str,
         map_location: Any = None,
-        strict: bool = True,
+        strict: bool | None = None,
         **overrides: Any,
     ) -> Module:
-        """Build the module from the hyperparameters a checkpoint carries, then load its weights."""
+        """Build the module from the hyperparameters a checkpoint carries, then load its weights
+        (strictly unless `strict=False` or the module sets `strict_loading = False`)."""
         from ltrain.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(checkpoint_path, map_location=map_location)
         init_args = {**checkpoint.get("hyper_parameters", {}), **overrides}
         module = cls(**init_args)
+        if (
+            module._strict_loading is not None
+            and strict is not None
+            and strict != module.strict_loading
+        ):
+            raise ValueError(
+                f"load_from_checkpoint(..., strict={strict!r}) conflicts with "
+                f"{cls.__name__}.strict_loading={module.strict_loading!r}; set the same value for both."
+            )
+        strict = module.strict_loading if strict is None else strict
         module.on_load_checkpoint(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"], strict=strict)
+        keys = module.load_state_dict(checkpoint["state_dict"], strict=strict)
+        for what, names in (
+            ("in the model state dict but not in the checkpoint", keys.missing_keys),
+            ("not in the model state dict but in the checkpoint", keys.unexpected_keys),
+        ):
+            if names:
+                warnings.warn(f"Found keys that are {what}: {names}", UserWarning, stacklevel=2)
         return module
+
+    def freeze(self) -> Module:
+        """Turn off `requires_grad` for every parameter and switch to eval mode (for inference)."""
+        for parameter in self.parameters():
+            parameter.requires_grad = False
+        return self.eval()
+
+    def unfreeze(self) -> Module:
+        """Turn `requires_grad` back on for every parameter and switch to train mode."""
+        for parameter in self.parameters():
+            parameter.requires_grad = True
+        return self.train()
+
+    def to_torchscript(
+        self,
+        file_path: str | Path | None = None,
+        method: str | None = "script",
+        example_inputs: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """This module as a `torch.jit.ScriptModule`, scripted or traced (on `example_inputs`,
+        else `example_input_array`), saved with `torch.jit.save` when `file_path` is given."""
+        from ltrain.exporting import to_torchscript
+
+        with _jit_scripting():
+            return to_torchscript(self, file_path, method, example_inputs, **kwargs)
+
+    def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
+        """`torch.onnx.export` on `input_sample` (else `example_input_array`); needs `onnx`."""
+        from ltrain.exporting import to_onnx
+
+        return to_onnx(self, file_path, input_sample, **kwargs)
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Every process's tensors (numbers become tensors; collections keep their structure),
+        stacked along a new first dimension of size world size; unchanged in a single process."""
+        gather = self.trainer.strategy.all_gather
+        return apply_to_tensors(
+            to_tensors(data, self.device),
+            lambda tensor: gather(tensor, group=group, sync_grads=sync_grads),
+        )
 
     # ------------------------------------------------------------------ optimization
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
@@ -455,6 +540,20 @@ class Module(HyperparametersMixin, nn.Module):
     ) -> Any:
         return move_to_device(batch, device)
 
+
+@contextmanager
+def _jit_scripting() -> Iterator[None]:
+    Module._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        Module._jit_is_scripting = False
+
+
+# `torch.jit.script` leaves these out of the scripted module instead of evaluating them
+Module.__jit_unused_properties__ = sorted(
+    name for name in dir(Module) if isinstance(getattr(Module, name), property)
+)
 
 LightningModule = Module
 

@@ -6,6 +6,7 @@ launcher.py starts the processes when no launcher (torchrun) did.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import inspect
 import os
 from datetime import timedelta
@@ -193,6 +194,18 @@ class DDPStrategy:
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
+
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any = None, sync_grads: bool = False
+    ) -> torch.Tensor:
+        """Every rank's `tensor` (same shape on each), stacked in rank order: (world_size, ...);
+        with `sync_grads` the gradient flows back to each rank's own tensor."""
+        from torch.distributed.nn.functional import all_gather
+
+        tensor = tensor.contiguous()
+        with contextlib.nullcontext() if sync_grads else torch.no_grad():
+            gathered = all_gather(tensor, group) if group is not None else all_gather(tensor)
+        return torch.stack(gathered)
 
     def before_manual_backward(self, runner: Any, loss: torch.Tensor) -> None:
         """Get DDP ready for one more backward of the same step (manual optimization).

@@ -38,6 +38,12 @@ class SingleDeviceStrategy:
     def gather_objects(self, obj: Any) -> list[Any]:
         return [obj]
 
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any = None, sync_grads: bool = False
+    ) -> torch.Tensor:
+        """One process: `tensor` itself, with no leading dimension added (as Lightning)."""
+        return tensor
+
     def barrier(self, name: str | None = None) -> None:
         """Nothing to wait for with one process."""
 

@@ -159,7 +159,7 @@ def restore_module(trainer: Trainer, path: str, stage: str) -> dict[str, Any]:
     model = trainer.lightning_module
     model.on_load_checkpoint(checkpoint)
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(checkpoint["state_dict"], strict=model.strict_loading)
     except RuntimeError as error:  # torch lists every key on many lines: keep the first fact
         detail = " ".join(str(error).split("\n", 2)[1:2]).strip()
         raise MisconfigurationException(

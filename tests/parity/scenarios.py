@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -1600,3 +1601,134 @@ def sequential_training_loaders_are_refused(pl, root):
     except ValueError as error:  # what user code catches (ltrain's is a ValueError subclass)
         return {"error": "ValueError", "says": "sequential" in str(error)}
     return {"error": None}
+
+
+# ---- issue 15: module
+class _Summarized(logging.Handler):
+    """Collects what the ModelSummary callback logs (Lightning's and ltrain's loggers differ)."""
+
+    def __init__(self, pl: Any) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        name = "ltrain" if pl.__name__ == "ltrain" else "lightning.pytorch.callbacks.model_summary"
+        self.logger = logging.getLogger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Total params" in record.getMessage():
+            self.lines += record.getMessage().splitlines()
+
+    def __enter__(self) -> _Summarized:
+        self.level = self.logger.level
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level)
+
+
+def _nested(pl: Any) -> Any:
+    class Nested(kit(pl).Regressor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Sequential(
+                torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(8, 1))
+            )
+            self.example_input_array = torch.zeros(3, 4)
+
+    return Nested()
+
+
+@scenario
+def model_summary_to_each_depth_with_sizes(pl, root):
+    tables = {}
+    for depth in (1, 2, -1):
+        model = _nested(pl)
+        model.layer[0].weight.requires_grad_(False)
+        if depth != 1:
+            model.example_input_array = None if depth == -1 else (torch.zeros(5, 4),)
+        with _Summarized(pl) as summary:
+            _fit(pl, root, model, max_steps=1, enable_model_summary=True,
+                 callbacks=[pl.callbacks.ModelSummary(max_depth=depth)])  # fmt: skip
+        tables[str(depth)] = summary.lines
+    return tables
+
+
+@scenario
+def freeze_and_unfreeze(pl, root):
+    model = _nested(pl)
+    frozen = model.freeze()
+    seen = {
+        "returns_self": frozen is model,
+        "frozen": [p.requires_grad for p in model.parameters()],
+        "frozen_modes": [m.training for m in model.modules()],
+    }
+    model.unfreeze()
+    seen["unfrozen"] = [p.requires_grad for p in model.parameters()]
+    seen["unfrozen_modes"] = [m.training for m in model.modules()]
+    return seen
+
+
+@scenario
+def torchscript_matches_forward(pl, root):
+    model = _nested(pl)
+    x = torch.randn(6, 4)
+    expected = model.eval()(x)
+    model.train()
+    scripted = model.to_torchscript(file_path=str(root / "scripted.pt"))
+    traced = model.to_torchscript(method="trace")
+    seen = {
+        "scripted": scripted(x),
+        "loaded": torch.jit.load(str(root / "scripted.pt"))(x),
+        "traced": traced(x),
+        "expected": expected,
+        "training_after": model.training,
+    }
+    for kwargs in ({"method": "neither"}, {"method": "trace"}):
+        model.example_input_array = None
+        try:
+            model.to_torchscript(**kwargs)
+        except ValueError as error:
+            seen[f"error_{kwargs['method']}"] = str(error)
+    return seen
+
+
+@scenario
+def all_gather_in_one_process(pl, root):
+    gathered: list[Any] = []
+
+    class Gathering(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            value = self.all_gather({"x": batch[0], "n": [1, 2.5, True], "t": (batch[1][0],)})
+            gathered.append(value)
+            return super().training_step(batch, batch_idx)
+
+    _fit(pl, root, Gathering(), max_steps=2)
+    return {"gathered": [
+        {"x": g["x"], "n": list(g["n"]), "t": list(g["t"])} for g in gathered
+    ]}  # fmt: skip
+
+
+@scenario
+def strict_loading_false_loads_a_partial_checkpoint(pl, root):
+    run, model = _fit(pl, root, max_steps=2)
+    path = str(root / "partial.ckpt")
+    run.save_checkpoint(path)
+
+    class Grown(kit(pl).Regressor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extra = torch.nn.Linear(2, 2)
+            self.strict_loading = False
+
+    loaded = Grown.load_from_checkpoint(path)
+    seen: dict[str, Any] = {"weight": loaded.layer.weight, "strict": loaded.strict_loading}
+    try:
+        Grown.load_from_checkpoint(path, strict=True)
+    except ValueError as error:
+        seen["conflict"] = type(error).__name__
+    restored = Grown()
+    trainer(pl, root, logger=False).validate(restored, loader(regression()), ckpt_path=path)
+    seen["restored_weight"] = restored.layer.weight
+    return seen
