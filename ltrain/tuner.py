@@ -26,7 +26,10 @@ class LRFinder:
         self.results: dict[str, list[float]] = {"lr": [], "loss": []}
 
     def suggestion(self, skip_begin: int = 10, skip_end: int = 1) -> float | None:
-        """The rate at the steepest descent of the loss (None if the sweep was too short)."""
+        """The rate where the loss falls fastest per unit of learning rate, as Lightning 2.6 picks
+        it (torch.gradient over the rates themselves); None if the sweep was too short."""
+        import torch
+
         points = [
             (lr, loss)
             for lr, loss in list(zip(self.results["lr"], self.results["loss"], strict=True))[
@@ -36,11 +39,10 @@ class LRFinder:
         ]
         if len(points) < 2:
             return None
-        slopes = []
-        for i in range(len(points)):  # central differences, one-sided at the ends (np.gradient)
-            lo, hi = max(i - 1, 0), min(i + 1, len(points) - 1)
-            slopes.append((points[hi][1] - points[lo][1]) / (hi - lo))
-        return points[min(range(len(slopes)), key=slopes.__getitem__)][0]
+        rates = torch.tensor([lr for lr, _ in points])  # float32, as Lightning computes it
+        losses = torch.tensor([loss for _, loss in points])
+        slopes = torch.gradient(losses, spacing=[rates])[0]
+        return points[int(torch.argmin(slopes))][0]
 
     def plot(self, suggest: bool = True, show: bool = False) -> Any:
         """Loss against learning rate (log axis), the suggestion marked in red."""
@@ -87,21 +89,30 @@ class LRFinder:
         return csv_path, png_path
 
 
-class _ExponentialSweep(Callback):
+class _Sweep(Callback):
     """Sets each step's learning rate and records the smoothed loss; stops on divergence."""
 
     def __init__(
-        self, finder: LRFinder, early_stop_threshold: float | None, beta: float = 0.98
+        self,
+        finder: LRFinder,
+        mode: str,
+        early_stop_threshold: float | None,
+        beta: float = 0.98,
     ) -> None:
         self.finder = finder
+        self.mode = mode
         self.threshold = early_stop_threshold
         self.beta = beta
         self.average = 0.0
         self.best = math.inf
 
     def _rate(self, step: int) -> float:
+        """Lightning's schedule: min_lr first, then (step + 1) / num_training of the way (so the
+        second step skips one point and the last one reaches max_lr), in `mode`'s spacing."""
         finder = self.finder
-        fraction = step / max(finder.num_training - 1, 1)
+        fraction = 0.0 if step == 0 else (step + 1) / finder.num_training
+        if self.mode == "linear":
+            return finder.min_lr + fraction * (finder.max_lr - finder.min_lr)
         return finder.min_lr * (finder.max_lr / finder.min_lr) ** fraction
 
     def on_train_batch_start(
@@ -121,7 +132,8 @@ class _ExponentialSweep(Callback):
             return
         value = float(loss)  # one sync per step: fine for a 100-step sweep
         self.average = self.beta * self.average + (1 - self.beta) * value
-        smoothed = self.average / (1 - self.beta ** (step + 1))
+        # bias-corrected as Lightning corrects it, counting one step more than were averaged
+        smoothed = self.average / (1 - self.beta ** (step + 2))
         self.finder.results["lr"].append(self._rate(step))
         self.finder.results["loss"].append(smoothed)
         if not math.isfinite(smoothed):
@@ -159,9 +171,9 @@ class Tuner:
         from ltrain.strategies import SingleDeviceStrategy
         from ltrain.trainer import Trainer
 
-        if mode != "exponential":
+        if mode not in ("exponential", "linear"):
             raise MisconfigurationException(
-                f"lr_find mode={mode!r}: only 'exponential' is supported"
+                f"lr_find mode={mode!r}: expected 'exponential' or 'linear'"
             )
         if not 0 < min_lr < max_lr:
             raise MisconfigurationException(
@@ -200,7 +212,7 @@ class Tuner:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[_ExponentialSweep(finder, early_stop_threshold)],
+            callbacks=[_Sweep(finder, mode, early_stop_threshold)],
             default_root_dir=user.default_root_dir,
         )
         try:

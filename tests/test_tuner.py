@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import ltrain as pl
 from ltrain.app.cli import main
 from ltrain.callbacks import LearningRateMonitor
+from ltrain.errors import MisconfigurationException
 from ltrain.tuner import Tuner
 
 
@@ -40,10 +41,26 @@ def test_lr_find_sweeps_exponentially_and_stops_when_the_loss_diverges(tmp_path)
         BoringModel(), boring_loader(samples=512), min_lr=1e-4, max_lr=1e4, num_training=50
     )
     lrs = finder.results["lr"]
-    assert lrs[0] == pytest.approx(1e-4)
-    ratios = [b / a for a, b in zip(lrs, lrs[1:], strict=False)]
-    assert max(ratios) == pytest.approx(min(ratios))  # a constant factor per step
+    # Lightning's schedule: min_lr, then (step + 1) / num_training of the way, so the second
+    # rate skips one factor and the rest grow by a constant one
+    step = (1e4 / 1e-4) ** (1 / 50)
+    assert lrs[0] == pytest.approx(1e-4) and lrs[1] == pytest.approx(1e-4 * step**2)
+    ratios = [b / a for a, b in zip(lrs[1:], lrs[2:], strict=False)]
+    assert max(ratios) == pytest.approx(min(ratios)) == pytest.approx(step)
     assert len(lrs) < 50  # an lr of 1e4 on a linear model diverges before the end
+
+
+def test_lr_find_linear_mode_spaces_the_rates_evenly(tmp_path):
+    finder = Tuner(quiet_trainer(tmp_path)).lr_find(
+        BoringModel(), boring_loader(samples=256), min_lr=0.01, max_lr=0.1, num_training=10,
+        mode="linear", early_stop_threshold=None, update_attr=False,
+    )  # fmt: skip
+    expected = [0.01] + [0.01 + (k + 1) / 10 * 0.09 for k in range(1, 10)]
+    assert finder.results["lr"] == pytest.approx(expected)
+    with pytest.raises(
+        MisconfigurationException, match="mode='cosine': expected 'exponential' or 'linear'"
+    ):
+        Tuner(quiet_trainer(tmp_path)).lr_find(BoringModel(), boring_loader(), mode="cosine")
 
 
 def test_lr_find_files_and_plot(tmp_path):

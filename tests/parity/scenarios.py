@@ -1732,3 +1732,17 @@ def strict_loading_false_loads_a_partial_checkpoint(pl, root):
     trainer(pl, root, logger=False).validate(restored, loader(regression()), ckpt_path=path)
     seen["restored_weight"] = restored.layer.weight
     return seen
+
+
+# ---- issue 15: learning-rate finder
+@scenario
+def lr_find_in_both_modes(pl, root):
+    seen = {}
+    for mode in ("exponential", "linear"):
+        model = kit(pl).Regressor()
+        run = trainer(pl, root, logger=False, enable_checkpointing=False)
+        finder = pl.tuner.Tuner(run).lr_find(
+            model, loader(regression(160)), min_lr=1e-4, max_lr=0.5, num_training=18, mode=mode
+        )
+        seen[mode] = {"results": finder.results, "suggestion": finder.suggestion(), "lr": model.lr}
+    return seen
