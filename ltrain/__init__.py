@@ -22,7 +22,7 @@ _EXPORTS = {
     "seed_everything": "ltrain.seed",
     "MisconfigurationException": "ltrain.errors",
 }
-_SUBPACKAGES = ("callbacks", "loggers", "data", "zoo", "tuner", "strategies")
+_SUBPACKAGES = ("callbacks", "loggers", "data", "zoo", "tuner", "strategies", "accelerators")
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES, "__version__"]
 

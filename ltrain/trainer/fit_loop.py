@@ -41,6 +41,7 @@ from ltrain.trainer.loaders import (
 )
 from ltrain.trainer.log_rows import check_losses, log_row, row_due
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
+from ltrain.trainer.states import RunningStage
 
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
@@ -130,10 +131,12 @@ def _run_sanity_check(trainer: Trainer) -> None:
         dict(trainer.logged_metrics),
     )
     trainer.sanity_checking = True
+    trainer.state.stage = RunningStage.SANITY_CHECKING
     call_hook(trainer, "on_sanity_check_start")
     evaluation_epoch(trainer, "validation", as_loader_list(trainer.val_dataloaders), limits)
     call_hook(trainer, "on_sanity_check_end")
     trainer.sanity_checking = False
+    trainer.state.stage = RunningStage.TRAINING
     # what the sanity check logged must not reach callbacks, loggers or the progress bar: they
     # keep what they had before (nothing, or what a resume restored)
     shown = (trainer.callback_metrics, trainer.progress_bar_metrics, trainer.logged_metrics)
@@ -348,9 +351,11 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
 def _validate_during_fit(trainer: Trainer) -> None:
     trainer.lightning_module.on_validation_model_zero_grad()
     train_results = trainer.results
+    trainer.state.stage = RunningStage.VALIDATING
     evaluation_epoch(
         trainer, "validation", as_loader_list(trainer.val_dataloaders), trainer.num_val_batches
     )
+    trainer.state.stage = RunningStage.TRAINING
     trainer.results = train_results
 
 

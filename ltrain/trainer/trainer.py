@@ -58,13 +58,11 @@ from __future__ import annotations
 import math
 import os
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from ltrain.callbacks.base import Callback
-from ltrain.callbacks.checkpoint import Checkpoint
-from ltrain.callbacks.progress import ProgressBar
 from ltrain.callbacks.timer import parse_duration
 from ltrain.checkpoint import save_checkpoint
 from ltrain.console import info
@@ -110,7 +108,6 @@ from ltrain.trainer.loaders import (
     FitSources,
     batch_transfer_hooks,
     load_loaders,
-    load_train_loader,
 )
 from ltrain.trainer.log_rows import check_losses, log_hyperparameters
 from ltrain.trainer.optimizers import (
@@ -119,9 +116,18 @@ from ltrain.trainer.optimizers import (
     configure_optimizers,
     step_optimizer,
 )
+from ltrain.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ltrain.trainer.views import TrainerViews
+
+_STAGES = {
+    "fit": RunningStage.TRAINING,
+    "validate": RunningStage.VALIDATING,
+    "test": RunningStage.TESTING,
+    "predict": RunningStage.PREDICTING,
+}
 
 
-class Trainer:
+class Trainer(TrainerViews):
     """Trains and evaluates a `Module`; arguments and defaults are Lightning's."""
 
     def __init__(
@@ -223,6 +229,7 @@ class Trainer:
         )
 
         # run state, public so callbacks can read it
+        self.state = TrainerState()
         self.current_epoch = 0
         self.global_step = 0
         self.should_stop = False
@@ -275,93 +282,6 @@ class Trainer:
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         if self.is_global_zero:
             announce_device(self.strategy.root_device, self.precision_plugin.name)
-
-    # ------------------------------------------------------------------ public views
-    @property
-    def logger(self) -> Logger | None:
-        return self.loggers[0] if self.loggers else None
-
-    @property
-    def _writing_loggers(self) -> list[Logger]:
-        """The loggers that write files: all of them on rank 0, none on the other ranks."""
-        return self.loggers if self.is_global_zero else []
-
-    @property
-    def log_dir(self) -> str:
-        if not self.loggers:
-            return self.default_root_dir
-        return self.loggers[0].log_dir or self.default_root_dir
-
-    @property
-    def ckpt_path(self) -> str | None:
-        """The checkpoint the latest fit/validate/test/predict loaded (Lightning's name)."""
-        return self._ckpt_path
-
-    @property
-    def lightning_module(self) -> Module:
-        """The module of the current or latest run; None before any (typed as Lightning types it:
-        the loops and hooks that read it run only once a module is attached)."""
-        return cast(Module, self._lightning_module)
-
-    @property
-    def model(self) -> Module | None:
-        return self._lightning_module
-
-    @property
-    def checkpoint_callbacks(self) -> list[Checkpoint]:
-        return [c for c in self.callbacks if isinstance(c, Checkpoint)]
-
-    @property
-    def checkpoint_callback(self) -> Checkpoint | None:
-        found = self.checkpoint_callbacks
-        return found[0] if found else None
-
-    @property
-    def early_stopping_callback(self) -> Callback | None:
-        from ltrain.callbacks.early_stopping import EarlyStopping
-
-        return next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
-
-    @property
-    def progress_bar_callback(self) -> ProgressBar | None:
-        return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.strategy.is_global_zero
-
-    @property
-    def global_rank(self) -> int:
-        return self.strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.strategy.local_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.strategy.world_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.strategy.root_device
-
-    @property
-    def precision(self) -> str:
-        """Lightning's name: '32-true', 'bf16-mixed', ...; the object is `precision_plugin`."""
-        return self.precision_plugin.name
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Optimizer steps the whole fit will take (for schedulers such as OneCycleLR)."""
-        load_train_loader(self)  # asked for in configure_optimizers: before the loop asks
-        if self.max_epochs == -1:
-            return math.inf if self.max_steps == -1 else self.max_steps
-        if self.num_training_batches == math.inf:
-            return self.max_steps
-        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
-        steps = per_epoch * max(self.max_epochs, 1)
-        return steps if self.max_steps == -1 else min(steps, self.max_steps)
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -456,6 +376,7 @@ class Trainer:
             continue_in_checkpoint_version(self, path)
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
+        self.state = TrainerState(TrainerStatus.RUNNING, TrainerFn(stage), _STAGES[stage])
         # as in Lightning, each run starts with no metrics from the previous one
         self.callback_metrics.clear()
         self.logged_metrics.clear()
@@ -486,14 +407,17 @@ class Trainer:
             else:
                 result = evaluate(self, stage, verbose)
             status = "success"
+            self.state.status, self.state.stage = TrainerStatus.FINISHED, None
         except KeyboardInterrupt as interrupt:
             status, ended_by = "interrupted", interrupt
+            self.state.status = TrainerStatus.INTERRUPTED  # the stage it stopped in is kept
             if not isinstance(interrupt, RunInterrupted):  # that one already said what it did
                 info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
             self._on_exception(model, datamodule, interrupt)
             raise
         except BaseException as error:
             ended_by = error
+            self.state.status, self.state.stage = TrainerStatus.INTERRUPTED, None
             self._on_exception(model, datamodule, error)
             raise
         finally:

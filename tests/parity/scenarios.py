@@ -1550,3 +1550,77 @@ def timer_state_resumes_the_budget(pl, root):
         "global_step_after": run.global_step,
         "epoch_after": run.current_epoch,
     }
+
+
+# ---- issue 15: trainer
+def _state(run: Any) -> tuple:
+    state = run.state
+    return (state.status.value, state.fn and state.fn.value, state.stage and state.stage.value)
+
+
+@scenario
+def trainer_state_in_hooks_and_after_runs(pl, root):
+    seen: list[tuple] = []
+
+    class Recorder(pl.Callback):
+        def on_sanity_check_start(self, trainer, module):
+            seen.append(("sanity", *_state(trainer), trainer.interrupted))
+
+        def on_train_start(self, trainer, module):
+            seen.append(("train", *_state(trainer), trainer.state.fn == "fit"))
+
+        def on_validation_start(self, trainer, module):
+            seen.append(("validation", *_state(trainer)))
+
+        def on_test_start(self, trainer, module):
+            seen.append(("test", *_state(trainer)))
+
+    run = trainer(pl, root, max_epochs=1, limit_train_batches=2, callbacks=[Recorder()])
+    seen.append(("built", *_state(run), run.interrupted))
+    model = kit(pl).Regressor()
+    run.fit(model, loader(regression()), loader(regression(16)))
+    seen.append(("after fit", *_state(run), run.interrupted))
+    run.test(model, loader(regression(16)), verbose=False)
+    seen.append(("after test", *_state(run), run.interrupted))
+    return {"seen": seen}
+
+
+@scenario
+def trainer_state_after_a_failed_fit(pl, root):
+    class Failing(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            raise ValueError("boom")
+
+    run = trainer(pl, root, max_epochs=1)
+    try:
+        run.fit(Failing(), loader(regression()))
+    except ValueError as error:
+        return {"error": str(error), "state": _state(run), "interrupted": run.interrupted}
+    return {"error": None}
+
+
+@scenario
+def trainer_device_attributes_print_and_init_module(pl, root):
+    import contextlib
+    import io
+
+    run = trainer(pl, root)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run.print("rank", 0, sep="-")
+    dtypes = {}
+    for precision in ("32-true", "64-true", "bf16-true", "bf16-mixed"):
+        with trainer(pl, root, precision=precision).init_module():
+            dtypes[precision] = str(torch.nn.Linear(2, 2).weight.dtype)
+    with run.init_module(empty_init=True):
+        layer = torch.nn.Linear(2, 2)
+    return {
+        "num_devices": run.num_devices,
+        "device_ids": run.device_ids,
+        "node_rank": run.node_rank,
+        "accelerator": type(run.accelerator).__name__,
+        "printed": out.getvalue(),
+        "dtypes": dtypes,
+        "empty_init": (str(layer.weight.dtype), str(layer.weight.device)),
+        "default_dtype_after": str(torch.get_default_dtype()),
+    }
