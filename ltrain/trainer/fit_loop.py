@@ -35,8 +35,10 @@ from ltrain.trainer.loaders import (
     iterate_from,
     load_train_loader,
     load_val_loaders,
+    may_validate,
     set_loader_epoch,
     to_device,
+    validation_epoch,
     with_last_flag,
 )
 from ltrain.trainer.log_rows import check_losses, log_row, row_due
@@ -64,7 +66,8 @@ def fit_loop(trainer: Trainer) -> None:
     if trainer.limit_train_batches == 0:
         return
     load_train_loader(trainer)  # Lightning asks for it here, after the sanity check
-    load_val_loaders(trainer)
+    if validation_epoch(trainer):  # else the first validation asks for them
+        load_val_loaders(trainer)
     trainer._val_check_batch = val_check_batch(trainer)
     stop_reason = "No training batches" if not trainer.num_training_batches else None
     stop_reason = stop_reason or _fit_stop_reason(trainer)
@@ -157,6 +160,8 @@ def train_epoch(trainer: Trainer) -> None:
         _finish_train_epoch(trainer, results)
         trainer._replay_skips = []
         return
+    if load_train_loader(trainer):  # reload_dataloaders_every_n_epochs: before the epoch's hooks
+        trainer._val_check_batch = val_check_batch(trainer)
     loader = trainer.train_dataloader
     set_loader_epoch(loader, trainer.current_epoch)
     start = resume.position.batch if resume is not None else 0
@@ -331,11 +336,9 @@ def val_check_batch(trainer: Trainer) -> float:
 
 
 def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
-    if not trainer.num_val_batches or not sum(trainer.num_val_batches):
+    if not may_validate(trainer) or not validation_epoch(trainer):
         return False
     every = trainer.check_val_every_n_epoch
-    if every is not None and (trainer.current_epoch + 1) % every:
-        return False
     if trainer.should_stop and _minimum_reached(trainer):
         return True  # as in Lightning, a granted stop request validates first (max_steps not)
     check = trainer._val_check_batch
@@ -349,6 +352,9 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
 
 
 def _validate_during_fit(trainer: Trainer) -> None:
+    load_val_loaders(trainer, reload=True)  # the first time, or again when a reload is due
+    if not sum(trainer.num_val_batches):
+        return
     trainer.lightning_module.on_validation_model_zero_grad()
     train_results = trainer.results
     trainer.state.stage = RunningStage.VALIDATING

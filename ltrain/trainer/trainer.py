@@ -71,15 +71,18 @@ from ltrain.errors import MisconfigurationException, RunInterrupted
 from ltrain.loggers.base import Logger, use_rank_zero_versions
 from ltrain.module import Module
 from ltrain.precision import make_precision
-from ltrain.results import Results
+from ltrain.results import BarebonesResults, Results
 from ltrain.run_record import RunRecord, command_line
 from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, make_strategy
 from ltrain.strategies.devices import announce_device
 from ltrain.trainer.arguments import (
+    check_barebones,
     check_choice,
     check_fast_dev_run,
     check_int,
     check_limit,
+    check_plugins,
+    check_profiler,
     check_val_check_interval,
     make_loggers,
     restore_determinism,
@@ -165,7 +168,26 @@ class Trainer(TrainerViews):
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike | None = None,
         max_time: str | timedelta | dict[str, int] | None = None,
+        reload_dataloaders_every_n_epochs: int = 0,
+        use_distributed_sampler: bool = True,
+        sync_batchnorm: bool = False,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        plugins: Any = None,
+        profiler: str | None = None,
     ) -> None:
+        check_plugins(plugins)
+        check_profiler(profiler)
+        self.barebones = barebones
+        if barebones:
+            check_barebones(
+                logger=logger, enable_checkpointing=enable_checkpointing,
+                enable_progress_bar=enable_progress_bar, enable_model_summary=enable_model_summary,
+                log_every_n_steps=log_every_n_steps, num_sanity_val_steps=num_sanity_val_steps,
+                fast_dev_run=fast_dev_run, detect_anomaly=detect_anomaly, profiler=profiler,
+            )  # fmt: skip
+            logger = enable_checkpointing = enable_progress_bar = enable_model_summary = False
+            log_every_n_steps = num_sanity_val_steps = 0
         self.strategy = make_strategy(strategy, accelerator, devices, num_nodes)
         self.precision_plugin = make_precision(precision, self.strategy.root_device)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir else os.getcwd()
@@ -205,6 +227,16 @@ class Trainer(TrainerViews):
         self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
         check_int("log_every_n_steps", self.log_every_n_steps, minimum=0)
         self.accumulate_grad_batches = accumulate_grad_batches
+        check_int("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, minimum=0)
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.use_distributed_sampler = use_distributed_sampler
+        if sync_batchnorm and self.strategy.distributed and self.device.type != "cuda":
+            raise MisconfigurationException(
+                f"sync_batchnorm=True needs CUDA devices (torch's SyncBatchNorm runs on GPUs "
+                f"only); this data-parallel run is on {self.device.type}. Leave it False there."
+            )
+        self.sync_batchnorm = sync_batchnorm
+        self.detect_anomaly = detect_anomaly
         self.gradient_clip_val = gradient_clip_val
         check_choice(
             "gradient_clip_algorithm", gradient_clip_algorithm, (None, "norm", "value"),
@@ -399,7 +431,8 @@ class Trainer(TrainerViews):
                 call_hook(self, "on_fit_start")
                 if checkpoint is not None:  # after on_fit_start, as in Lightning
                     restore_training_state(self, checkpoint)
-                fit_loop(self)
+                with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                    fit_loop(self)
                 call_hook(self, "on_fit_end")
                 result = None
             elif stage == "predict":
@@ -485,6 +518,8 @@ class Trainer(TrainerViews):
             datamodule.setup(stage)
         call_hook(self, "setup", stage)
         model.configure_model()
+        if self.sync_batchnorm and self.strategy.distributed:  # one process: nothing to sync
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.precision_plugin.convert_module(model)
         model.to(self.strategy.root_device)
         checkpoint = restore_module(self, ckpt_path, stage) if ckpt_path is not None else None
@@ -518,6 +553,5 @@ class Trainer(TrainerViews):
 
     def _new_results(self) -> Results:
         reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
-        return Results(
-            self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce
-        )
+        kind = BarebonesResults if self.barebones else Results
+        return kind(self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce)

@@ -1624,3 +1624,76 @@ def trainer_device_attributes_print_and_init_module(pl, root):
         "empty_init": (str(layer.weight.dtype), str(layer.weight.device)),
         "default_dtype_after": str(torch.get_default_dtype()),
     }
+
+
+def _loader_calls(pl: Any, root: Path, sizes: list[int] | None = None, **kwargs: Any) -> dict:
+    """Which loader the module is asked for when, and the batches each epoch trains on."""
+    calls: list[str] = []
+    sizes = sizes or [16, 24, 32, 40, 48, 56, 64]
+
+    class Reloading(kit(pl).Regressor):
+        def train_dataloader(self):
+            calls.append(f"train@{self.trainer.current_epoch}")
+            return loader(regression(sizes[len(calls) % len(sizes)]))
+
+        def val_dataloader(self):
+            calls.append(f"val@{self.trainer.current_epoch}")
+            return loader(regression(8 * (1 + len(calls) % 3), seed=2))
+
+        def on_train_epoch_start(self):
+            calls.append(f"epoch {self.current_epoch}: {self.trainer.num_training_batches}")
+
+        def on_validation_epoch_start(self):
+            calls.append(f"validate: {self.trainer.num_val_batches}")
+
+    model = Reloading()
+    run = trainer(pl, root, max_epochs=5, **kwargs)
+    run.fit(model)
+    return observe(run, model, root, calls=calls)
+
+
+@scenario
+def reload_dataloaders_every_epoch(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=1)
+
+
+@scenario
+def reload_dataloaders_every_two_epochs(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=2)
+
+
+@scenario
+def reload_dataloaders_every_three_epochs_validating_every_two(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=3, check_val_every_n_epoch=2)
+
+
+@scenario
+def reload_dataloaders_without_sanity_check_validating_every_two(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=1, check_val_every_n_epoch=2,
+                         num_sanity_val_steps=0)  # fmt: skip
+
+
+@scenario
+def barebones_fit_validate_and_test(pl, root):
+    calls: list[str] = []
+
+    class Recorder(kit(pl).Regressor):
+        def on_validation_start(self):
+            calls.append(f"validation at step {self.global_step}")
+
+    model = Recorder()
+    run = trainer(pl, root, barebones=True, logger=None, max_epochs=2)
+    run.fit(model, loader(regression()), loader(regression(16)))
+    tested = run.test(model, loader(regression(16)), verbose=False)
+    return observe(run, model, root, calls=calls, tested=tested,
+                   summary=(run.num_sanity_val_steps, run.log_every_n_steps, len(run.callbacks),
+                            len(run.loggers)))  # fmt: skip
+
+
+@scenario
+def barebones_refuses_a_logger(pl, root):
+    try:  # Lightning raises a ValueError; ltrain's MisconfigurationException is one
+        trainer(pl, root, barebones=True, logger=True)
+    except ValueError as error:
+        return {"refused": str(error)}
+    return {"refused": None}
