@@ -22,7 +22,16 @@ _EXPORTS = {
     "seed_everything": "ltrain.seed",
     "MisconfigurationException": "ltrain.errors",
 }
-_SUBPACKAGES = ("callbacks", "loggers", "data", "zoo", "tuner", "strategies", "accelerators")
+_SUBPACKAGES = (
+    "callbacks",
+    "loggers",
+    "data",
+    "zoo",
+    "tuner",
+    "strategies",
+    "accelerators",
+    "profilers",
+)
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES, "__version__"]
 

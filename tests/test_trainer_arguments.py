@@ -54,6 +54,7 @@ def test_reload_dataloaders_every_n_epochs_must_be_an_int(tmp_path):
         {"num_sanity_val_steps": 2},
         {"fast_dev_run": True},
         {"detect_anomaly": True},
+        {"profiler": "simple"},
     ],
 )
 def test_barebones_refuses_what_it_turns_off(tmp_path, given):
@@ -148,3 +149,49 @@ def test_sync_batchnorm_on_one_process_changes_nothing(tmp_path):
         model, DataLoader(list(zip(torch.randn(8, 4), torch.randn(8, 1), strict=True)))
     )
     assert type(model.norm) is torch.nn.BatchNorm1d
+
+
+class TimedStep(BoringModel):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        with self.trainer.profiler.profile("my_action"):  # user code times its own actions
+            return super().training_step(batch, batch_idx)
+
+
+def _report_rows(report: str) -> dict[str, list[str]]:
+    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("|  ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+def test_simple_profiler_prints_and_writes_the_time_per_action(tmp_path, capsys):
+    trainer = quiet_trainer(tmp_path, max_epochs=2, profiler="simple")
+    trainer.fit(TimedStep(), boring_loader(32, 8))
+    printed = capsys.readouterr().out
+    written = (Path(trainer.log_dir) / "fit-profiler.txt").read_text()
+    assert "FIT Profiler Report" in printed and written.strip() in printed
+    rows = _report_rows(written)
+    assert list(rows)[0] == "Action"
+    assert rows["Action"] == ["Mean duration (s)", "Num calls", "Total time (s)", "Percentage %"]
+    assert rows["my_action"][1] == "8" and rows["run_training_epoch"][1] == "2"
+    assert rows["[Callback]ModelCheckpoint.on_train_epoch_end"][1] == "2"
+
+
+def test_a_profiler_with_a_filename_writes_lightnings_file_per_stage(tmp_path, capsys):
+    profiler = pl.profilers.SimpleProfiler(dirpath=tmp_path / "perf", filename="logs")
+    trainer = quiet_trainer(tmp_path, max_epochs=1, profiler=profiler, logger=False)
+    trainer.fit(TimedStep(), boring_loader(16, 8), boring_loader(16, 8))
+    trainer.validate(TimedStep(), boring_loader(16, 8), verbose=False)
+    assert sorted(p.name for p in (tmp_path / "perf").iterdir()) == [
+        "fit-logs.txt",
+        "validate-logs.txt",
+    ]
+    validate = _report_rows((tmp_path / "perf" / "validate-logs.txt").read_text())
+    assert "my_action" not in validate  # each run reports its own actions
+    assert "Profiler Report" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["advanced", "pytorch", "fancy"])
+def test_unsupported_profilers_are_named(tmp_path, name):
+    with pytest.raises(
+        MisconfigurationException, match=rf"profiler='{name}': supported are None, 'simple'"
+    ):
+        quiet_trainer(tmp_path, profiler=name)

@@ -149,13 +149,6 @@ def check_barebones(**given: Any) -> None:
     )
 
 
-def check_profiler(profiler: Any) -> None:
-    if profiler is not None:
-        raise MisconfigurationException(
-            f"profiler={profiler!r}: ltrain has no profiler yet; leave profiler at None"
-        )
-
-
 def check_plugins(plugins: Any) -> None:
     if plugins is None or (isinstance(plugins, (list, tuple)) and not plugins):
         return

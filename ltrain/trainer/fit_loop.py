@@ -81,7 +81,8 @@ def fit_loop(trainer: Trainer) -> None:
                 stop_reason = _fit_stop_reason(trainer)
                 if stop_reason is not None:
                     break
-                train_epoch(trainer)
+                with trainer.profiler.profile("run_training_epoch"):
+                    train_epoch(trainer)
                 _stop_if_signaled(trainer, agree=True)
         _say_stopped(trainer, stop_reason)
         call_hook(trainer, "on_train_end")

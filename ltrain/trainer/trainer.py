@@ -71,6 +71,7 @@ from ltrain.errors import MisconfigurationException, RunInterrupted
 from ltrain.loggers.base import Logger, use_rank_zero_versions
 from ltrain.module import Module
 from ltrain.precision import make_precision
+from ltrain.profilers import Profiler, make_profiler
 from ltrain.results import BarebonesResults, Results
 from ltrain.run_record import RunRecord, command_line
 from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, make_strategy
@@ -82,7 +83,6 @@ from ltrain.trainer.arguments import (
     check_int,
     check_limit,
     check_plugins,
-    check_profiler,
     check_val_check_interval,
     make_loggers,
     restore_determinism,
@@ -174,10 +174,9 @@ class Trainer(TrainerViews):
         detect_anomaly: bool = False,
         barebones: bool = False,
         plugins: Any = None,
-        profiler: str | None = None,
+        profiler: str | Profiler | None = None,
     ) -> None:
         check_plugins(plugins)
-        check_profiler(profiler)
         self.barebones = barebones
         if barebones:
             check_barebones(
@@ -188,6 +187,7 @@ class Trainer(TrainerViews):
             )  # fmt: skip
             logger = enable_checkpointing = enable_progress_bar = enable_model_summary = False
             log_every_n_steps = num_sanity_val_steps = 0
+        self.profiler = make_profiler(profiler)
         self.strategy = make_strategy(strategy, accelerator, devices, num_nodes)
         self.precision_plugin = make_precision(precision, self.strategy.root_device)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir else os.getcwd()
@@ -415,6 +415,7 @@ class Trainer(TrainerViews):
         self.progress_bar_metrics.clear()
         self.should_stop = False
         self._said_minimum_not_met = False
+        self.profiler.reset()  # each run reports its own
         previous_determinism = set_determinism(self.deterministic, self.benchmark)
         status = "failed"
         # run.json of the version folder: the CLI hands in its record (any command); a Python
@@ -546,6 +547,8 @@ class Trainer(TrainerViews):
                 datamodule.teardown(stage)
             call_hook(self, "teardown", stage)
         self.results.hook = None
+        if self.is_global_zero:
+            self.profiler.describe(stage, self.log_dir)
         self._training_step_runner = None  # DDP's buckets are as large as the gradients
         for logger in self._writing_loggers:
             logger.finalize(status)
