@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from boring import BoringModel, boring_loader, quiet_trainer
+from boring import BoringModel, boring_loader, needs_cuda, quiet_trainer
 
 import ltrain as pl
 
@@ -108,3 +108,12 @@ def test_state_and_accelerator_names_are_lightnings(tmp_path):
     assert trainer.state.finished and trainer.state.status is TrainerStatus.FINISHED
     assert RunningStage.SANITY_CHECKING.value == "sanity_check"
     assert isinstance(trainer.accelerator, pl.accelerators.CPUAccelerator)
+
+
+@needs_cuda
+def test_init_module_creates_parameters_on_the_gpu_in_a_true_precision(tmp_path):
+    trainer = quiet_trainer(tmp_path, accelerator="cuda", devices=1, precision="bf16-true")
+    with trainer.init_module():
+        layer = torch.nn.Linear(2, 2)
+    assert (layer.weight.device.type, layer.weight.dtype) == ("cuda", torch.bfloat16)
+    assert type(trainer.accelerator).__name__ == "CUDAAccelerator"

@@ -2,7 +2,8 @@
 
 The loops live beside this file, as plain functions that take the trainer: `fit_loop.py`,
 `evaluation_loop.py`, with `hooks.py` (the one dispatcher), `optimizers.py`, `loaders.py`,
-`log_rows.py` and `checkpointing.py`. The trainer owns every counter and every piece of run
+`log_rows.py` and `checkpointing.py`; its read-only attributes are in `views.py`, `trainer.state`'s
+enums in `states.py`. The trainer owns every counter and every piece of run
 state; nothing is kept at module level, so a second Trainer in one process starts clean. The
 path from `fit()` to `loss.backward()`, every frame of it under automatic optimization with the
 module's own `optimizer_step` and `backward` and 32-bit precision (`tests/test_fit_loop.py`
