@@ -1697,3 +1697,14 @@ def barebones_refuses_a_logger(pl, root):
     except ValueError as error:
         return {"refused": str(error)}
     return {"refused": None}
+
+
+@scenario
+def simple_profiler_files_per_stage(pl, root):
+    profiler = pl.profilers.SimpleProfiler(dirpath=str(root / "perf"), filename="perf_logs")
+    model = kit(pl).Regressor()
+    run = trainer(pl, root, max_epochs=1, profiler=profiler)
+    run.fit(model, loader(regression()), loader(regression(16)))
+    run.validate(model, loader(regression(16)), verbose=False)
+    reports = {p.name: p.read_text().splitlines()[0] for p in sorted((root / "perf").iterdir())}
+    return {"reports": reports, "profiler": type(run.profiler).__name__}
