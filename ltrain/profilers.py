@@ -1,9 +1,9 @@
-"""`Trainer(profiler=...)`: time spent per action (each hook of each callback and of the module,
-each training epoch and batch), reported when a run ends.
+"""`Trainer(profiler=...)`: time spent per action (each implemented hook of each callback and of
+the module, each training epoch and batch), reported when a run ends.
 
 `trainer.profiler` is always there, so user code may time its own actions with
-`with self.trainer.profiler.profile("name"):`; without a profiler that costs nothing (a
-`PassThroughProfiler`). `SimpleProfiler` keeps every duration and writes a table: printed and
+`with self.trainer.profiler.profile("name"):`; without a profiler that costs next to nothing
+(a `PassThroughProfiler`). `SimpleProfiler` keeps every duration and writes a table: printed and
 written to the run folder as `fit-profiler.txt` (`validate-profiler.txt`, ...), or, with
 Lightning's `filename`, written to `{dirpath}/{stage}-{filename}.txt` only, as Lightning does.
 """
@@ -33,8 +33,12 @@ class Profiler:
         self.dirpath = dirpath
         self.filename = filename
 
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager[None]:
+        """`with profiler.profile("name"):` times the block as action "name"."""
+        return self._timed(action_name)
+
     @contextlib.contextmanager
-    def profile(self, action_name: str) -> Iterator[None]:
+    def _timed(self, action_name: str) -> Iterator[None]:
         self.start(action_name)
         try:
             yield
@@ -68,10 +72,17 @@ class Profiler:
         path.write_text(report + "\n")
 
 
+_NOTHING = contextlib.nullcontext()
+
+
 class PassThroughProfiler(Profiler):
-    """No profiling: `trainer.profiler` when `profiler=None`."""
+    """No profiling: `trainer.profiler` when `profiler=None` (its `profile` costs next to nothing,
+    so the loop may call it every batch)."""
 
     timing = False
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager[None]:
+        return _NOTHING
 
 
 class SimpleProfiler(Profiler):

@@ -172,6 +172,7 @@ def test_simple_profiler_prints_and_writes_the_time_per_action(tmp_path, capsys)
     assert list(rows)[0] == "Action"
     assert rows["Action"] == ["Mean duration (s)", "Num calls", "Total time (s)", "Percentage %"]
     assert rows["my_action"][1] == "8" and rows["run_training_epoch"][1] == "2"
+    assert rows["run_training_batch"][1] == "8"
     assert rows["[Callback]ModelCheckpoint.on_train_epoch_end"][1] == "2"
 
 

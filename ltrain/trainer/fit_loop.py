@@ -192,7 +192,8 @@ def train_epoch(trainer: Trainer) -> None:
             results.start_batch(batch)
             if call_hook(trainer, "on_train_batch_start", batch, batch_idx) == -1:
                 break
-            stepped = train_batch(trainer, batch, batch_idx, is_last)
+            with trainer.profiler.profile("run_training_batch"):
+                stepped = train_batch(trainer, batch, batch_idx, is_last)
             # counted before any hook can save a checkpoint, so a checkpoint's position is exact
             trainer._batches_that_stepped += stepped
             position.phase = BATCH_END
