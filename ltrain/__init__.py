@@ -22,7 +22,17 @@ _EXPORTS = {
     "seed_everything": "ltrain.seed",
     "MisconfigurationException": "ltrain.errors",
 }
-_SUBPACKAGES = ("callbacks", "loggers", "data", "zoo", "tuner", "strategies", "utilities")
+_SUBPACKAGES = (
+    "callbacks",
+    "loggers",
+    "data",
+    "zoo",
+    "tuner",
+    "strategies",
+    "accelerators",
+    "profilers",
+    "utilities",
+)
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES, "__version__"]
 

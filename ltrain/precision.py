@@ -70,6 +70,11 @@ class Precision:
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         """What the steps run inside: the run's dtype as torch's default dtype."""
+        return self.module_init_context()
+
+    def module_init_context(self) -> contextlib.AbstractContextManager:
+        """What `Trainer.init_module` creates parameters under: the run's dtype as torch's
+        default dtype (a '-true' precision; mixed precisions keep float32 weights)."""
         if self.dtype == torch.float32:
             return _NO_CONTEXT
         return _default_dtype(self.dtype)

@@ -10,6 +10,7 @@ dispatcher sets `Results.hook` before it calls user code, so the hook is always 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -514,3 +515,16 @@ def to_floats(values: Mapping[str, torch.Tensor]) -> dict[str, float]:
         stacked = torch.stack([values[k].detach().reshape(()).to(torch.float64) for k in keys])
         floats.update(zip(keys, stacked.tolist(), strict=True))
     return {key: floats[key] for key in values}
+
+
+class BarebonesResults(Results):
+    """What `self.log` feeds under `Trainer(barebones=True)`: nothing is recorded, as in Lightning,
+    which warns that logging is off."""
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            f"self.log({name!r}): `Trainer(barebones=True)` is configured, so logging is off "
+            "(it can impact raw speed); the value is not recorded.",
+            UserWarning,
+            stacklevel=3,  # the user's self.log call
+        )

@@ -485,8 +485,12 @@ BROKEN = [
         ],
     ),
     (
-        ["--config", "base.yaml", "--trainer.detect_anomaly=true"],
-        ["trainer.detect_anomaly", "Lightning's Trainer", "(--trainer.detect_anomaly=true)"],
+        ["--config", "base.yaml", "--trainer.enable_autolog_hparams=false"],
+        [
+            "trainer.enable_autolog_hparams",
+            "Lightning's Trainer",
+            "(--trainer.enable_autolog_hparams=false)",
+        ],
     ),
     (
         ["--config", "base.yaml", "--trainer.callbacks+=StochasticWeightAveraging"],

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from boring import BoringModel, boring_loader, quiet_trainer
+from boring import BoringModel, boring_loader, needs_cuda, quiet_trainer
 
 import ltrain as pl
 
@@ -86,3 +86,34 @@ def test_deterministic_is_switched_off_again_after_a_failed_run(tmp_path):
     with pytest.raises(RuntimeError):
         trainer.fit(Failing(), boring_loader(16, 8))
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_init_module_empty_init_skips_torch_nn_init_only_inside(tmp_path):
+    trainer = quiet_trainer(tmp_path, logger=False)
+    with trainer.init_module(empty_init=True):
+        layer = torch.nn.Linear(3, 3)
+        torch.nn.init.zeros_(layer.bias)  # skipped: the values stay what was allocated
+        assert torch.ones(2).sum().item() == 2.0  # other torch functions run as usual
+    torch.nn.init.zeros_(layer.bias)
+    assert layer.bias.abs().sum().item() == 0.0
+
+
+def test_state_and_accelerator_names_are_lightnings(tmp_path):
+    from ltrain.trainer.states import RunningStage, TrainerFn, TrainerStatus
+
+    trainer = quiet_trainer(tmp_path, logger=False, max_epochs=1)
+    assert trainer.state.status == "initializing" and not trainer.interrupted
+    trainer.fit(BoringModel(), boring_loader(16, 8))
+    assert (trainer.state.fn, trainer.state.stage) == (TrainerFn.FITTING, None)
+    assert trainer.state.finished and trainer.state.status is TrainerStatus.FINISHED
+    assert RunningStage.SANITY_CHECKING.value == "sanity_check"
+    assert isinstance(trainer.accelerator, pl.accelerators.CPUAccelerator)
+
+
+@needs_cuda
+def test_init_module_creates_parameters_on_the_gpu_in_a_true_precision(tmp_path):
+    trainer = quiet_trainer(tmp_path, accelerator="cuda", devices=1, precision="bf16-true")
+    with trainer.init_module():
+        layer = torch.nn.Linear(2, 2)
+    assert (layer.weight.device.type, layer.weight.dtype) == ("cuda", torch.bfloat16)
+    assert type(trainer.accelerator).__name__ == "CUDAAccelerator"

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.loggers.base import Logger, package_installed, share_version_folder
 from ltrain.loggers.csv_logs import CSVLogger
@@ -116,3 +117,46 @@ def restore_determinism(previous: tuple[bool, bool, bool]) -> None:
     enabled, warn_only, benchmark = previous
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
     torch.backends.cudnn.benchmark = benchmark
+
+
+# what `barebones=True` turns off: the argument, its value off, and Lightning's words for it
+_BAREBONES_OFF = (
+    ("logger", (None, False), "Logging can impact raw speed"),
+    ("enable_checkpointing", (None, False), "Checkpointing can impact raw speed"),
+    ("enable_progress_bar", (None, False), "The progress bar can impact raw speed"),
+    ("enable_model_summary", (None, False), "Model summary can impact raw speed"),
+    ("log_every_n_steps", (None, 0), "Logging can impact raw speed"),
+    ("num_sanity_val_steps", (None, 0), "Sanity checking can impact raw speed"),
+    ("fast_dev_run", (False, 0), "Development run is not meant for raw speed evaluation"),
+    ("detect_anomaly", (False,), "Anomaly detection can impact raw speed"),
+    ("profiler", (None,), "Profiling can impact raw speed"),
+)
+
+
+def check_barebones(**given: Any) -> None:
+    """Refuse what `barebones=True` turns off, in Lightning's words; say what it turns off."""
+    for name, off, reason in _BAREBONES_OFF:
+        value = given[name]
+        if not any(type(value) is type(v) and value == v for v in off):
+            raise MisconfigurationException(
+                f"`Trainer(barebones=True, {name}={value!r})` was passed. {reason} so it is "
+                "disabled in barebones mode."
+            )
+    info(
+        "You are running in `Trainer(barebones=True)` mode: checkpointing, the progress bar, the "
+        "model summary, logging (`self.log` records nothing), the sanity check, `fast_dev_run`, "
+        "anomaly detection and profiling are off."
+    )
+
+
+def check_plugins(plugins: Any) -> None:
+    if plugins is None or (isinstance(plugins, (list, tuple)) and not plugins):
+        return
+    given = ", ".join(
+        type(p).__name__ if not isinstance(p, str) else repr(p)
+        for p in (plugins if isinstance(plugins, (list, tuple)) else [plugins])
+    )
+    raise MisconfigurationException(
+        f"plugins=[{given}]: ltrain supports no Lightning plugin; set precision=..., "
+        "strategy=... or sync_batchnorm=True instead, or leave plugins at None"
+    )

@@ -35,12 +35,15 @@ from ltrain.trainer.loaders import (
     iterate_from,
     load_train_loader,
     load_val_loaders,
+    may_validate,
     set_loader_epoch,
     to_device,
+    validation_epoch,
     with_last_flag,
 )
 from ltrain.trainer.log_rows import check_losses, log_row, row_due
 from ltrain.trainer.optimizers import step_optimizer, step_schedulers
+from ltrain.trainer.states import RunningStage
 
 if TYPE_CHECKING:
     from ltrain.trainer.trainer import Trainer
@@ -63,7 +66,8 @@ def fit_loop(trainer: Trainer) -> None:
     if trainer.limit_train_batches == 0:
         return
     load_train_loader(trainer)  # Lightning asks for it here, after the sanity check
-    load_val_loaders(trainer)
+    if validation_epoch(trainer):  # else the first validation asks for them
+        load_val_loaders(trainer)
     trainer._val_check_batch = val_check_batch(trainer)
     stop_reason = "No training batches" if not trainer.num_training_batches else None
     stop_reason = stop_reason or _fit_stop_reason(trainer)
@@ -77,7 +81,8 @@ def fit_loop(trainer: Trainer) -> None:
                 stop_reason = _fit_stop_reason(trainer)
                 if stop_reason is not None:
                     break
-                train_epoch(trainer)
+                with trainer.profiler.profile("run_training_epoch"):
+                    train_epoch(trainer)
                 _stop_if_signaled(trainer, agree=True)
         _say_stopped(trainer, stop_reason)
         call_hook(trainer, "on_train_end")
@@ -130,10 +135,12 @@ def _run_sanity_check(trainer: Trainer) -> None:
         dict(trainer.logged_metrics),
     )
     trainer.sanity_checking = True
+    trainer.state.stage = RunningStage.SANITY_CHECKING
     call_hook(trainer, "on_sanity_check_start")
     evaluation_epoch(trainer, "validation", as_loader_list(trainer.val_dataloaders), limits)
     call_hook(trainer, "on_sanity_check_end")
     trainer.sanity_checking = False
+    trainer.state.stage = RunningStage.TRAINING
     # what the sanity check logged must not reach callbacks, loggers or the progress bar: they
     # keep what they had before (nothing, or what a resume restored)
     shown = (trainer.callback_metrics, trainer.progress_bar_metrics, trainer.logged_metrics)
@@ -154,6 +161,8 @@ def train_epoch(trainer: Trainer) -> None:
         _finish_train_epoch(trainer, results)
         trainer._replay_skips = []
         return
+    if load_train_loader(trainer):  # reload_dataloaders_every_n_epochs: before the epoch's hooks
+        trainer._val_check_batch = val_check_batch(trainer)
     loader = trainer.train_dataloader
     set_loader_epoch(loader, trainer.current_epoch)
     start = resume.position.batch if resume is not None else 0
@@ -183,7 +192,8 @@ def train_epoch(trainer: Trainer) -> None:
             results.start_batch(batch)
             if call_hook(trainer, "on_train_batch_start", batch, batch_idx) == -1:
                 break
-            stepped = train_batch(trainer, batch, batch_idx, is_last)
+            with trainer.profiler.profile("run_training_batch"):
+                stepped = train_batch(trainer, batch, batch_idx, is_last)
             # counted before any hook can save a checkpoint, so a checkpoint's position is exact
             trainer._batches_that_stepped += stepped
             position.phase = BATCH_END
@@ -328,11 +338,9 @@ def val_check_batch(trainer: Trainer) -> float:
 
 
 def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
-    if not trainer.num_val_batches or not sum(trainer.num_val_batches):
+    if not may_validate(trainer) or not validation_epoch(trainer):
         return False
     every = trainer.check_val_every_n_epoch
-    if every is not None and (trainer.current_epoch + 1) % every:
-        return False
     if trainer.should_stop and _minimum_reached(trainer):
         return True  # as in Lightning, a granted stop request validates first (max_steps not)
     check = trainer._val_check_batch
@@ -346,11 +354,16 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
 
 
 def _validate_during_fit(trainer: Trainer) -> None:
+    load_val_loaders(trainer, reload=True)  # the first time, or again when a reload is due
+    if not sum(trainer.num_val_batches):
+        return
     trainer.lightning_module.on_validation_model_zero_grad()
     train_results = trainer.results
+    trainer.state.stage = RunningStage.VALIDATING
     evaluation_epoch(
         trainer, "validation", as_loader_list(trainer.val_dataloaders), trainer.num_val_batches
     )
+    trainer.state.stage = RunningStage.TRAINING
     trainer.results = train_results
 
 

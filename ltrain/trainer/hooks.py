@@ -79,7 +79,29 @@ def plan_hook(trainer: Trainer, name: str) -> HookPlan:
         method = None
     if method is None and not before and not after:
         return NOBODY
-    return HookPlan(before, method, after)
+    plan = HookPlan(before, method, after)
+    return _profiled(trainer, name, plan) if trainer.profiler.timing else plan
+
+
+def _profiled(trainer: Trainer, name: str, plan: HookPlan) -> HookPlan:
+    """The same calls, each timed by the trainer's profiler under Lightning's action names."""
+    profiler, module = trainer.profiler, trainer.lightning_module
+
+    def timed(callbacks: list[Callback], *args: Any) -> None:
+        for callback in callbacks:
+            with profiler.profile(f"[Callback]{type(callback).__name__}.{name}"):
+                getattr(callback, name)(trainer, module, *args)
+
+    def run(*args: Any) -> Any:
+        timed(plan.before, *args)
+        output = None
+        if plan.method is not None:
+            with profiler.profile(f"[LightningModule]{type(module).__name__}.{name}"):
+                output = plan.method(*args)
+        timed(plan.after, *args)
+        return output
+
+    return HookPlan([], run, [])
 
 
 def step_args(trainer: Trainer, hook: str, batch: Any, batch_idx: int) -> tuple[Any, ...]:

@@ -67,7 +67,7 @@ def load_loaders(
             f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
             f"`{kind}_dataloader()` in the module."
         )
-    found = [trainer.strategy.shard_loader(loader, kind) for loader in as_loader_list(source)]
+    found = [_shard(trainer, loader, kind) for loader in as_loader_list(source)]
     limit = getattr(trainer, f"limit_{kind}_batches")
     counts = [num_batches(loader, limit, kind) for loader in found]
     setattr(trainer, f"{kind}_dataloaders", _as_given(source, found))
@@ -78,23 +78,39 @@ def load_loaders(
 class FitSources:
     """Where a fit's loaders come from until the loop asks for them, in Lightning's order: the
     validation loaders for the sanity check (else before on_train_start), the training loader
-    after the check; `trainer.estimated_stepping_batches` asks for it earlier when called."""
+    after the check; `trainer.estimated_stepping_batches` asks for it earlier when called.
+
+    With `reload_dataloaders_every_n_epochs=N`, Lightning asks again for the training loader at
+    the start of an epoch N or more epochs after the epoch it was last asked for in, and for the
+    validation loaders when a validation starts N or more epochs after the last validation epoch
+    they were asked for in (a sanity check in an epoch that does not validate does not count).
+    """
 
     model: Module
     datamodule: DataModule | None
     train: Any  # the train_dataloaders given to fit(), or None
     val: Any  # the val_dataloaders given to fit(), or None
     validates: bool  # the module has a validation_step (else no val loader is asked for)
-    train_loaded: bool = False
+    train_loaded_in: float = -math.inf  # the epoch the training loader was last asked for in
     val_loaded: bool = False
+    val_loaded_in: float = -math.inf  # the last validation epoch the val loaders were asked for in
 
 
-def load_train_loader(trainer: Trainer) -> None:
-    """Ask for the fit's training loader (once), shard it and count its batches."""
+def _reload_due(trainer: Trainer, loaded_in: float) -> bool:
+    every = trainer.reload_dataloaders_every_n_epochs
+    return bool(every and trainer.current_epoch - loaded_in >= every)
+
+
+def load_train_loader(trainer: Trainer) -> bool:
+    """Ask for the fit's training loader (once, or again when a reload is due), shard it and
+    count its batches; whether it was asked for."""
     sources = trainer._fit_sources
-    if sources is None or sources.train_loaded:
-        return
-    sources.train_loaded = True
+    if sources is None:
+        return False
+    reload = sources.train_loaded_in > -math.inf
+    if reload and not _reload_due(trainer, sources.train_loaded_in):
+        return False
+    sources.train_loaded_in = trainer.current_epoch
     train = _loader_source("train", sources.model, sources.datamodule, sources.train)
     if train is None:
         raise MisconfigurationException(
@@ -105,10 +121,15 @@ def load_train_loader(trainer: Trainer) -> None:
     else:
         if trainer.overfit_batches:
             train = _without_shuffle(train)
-        trainer.train_dataloader = trainer.strategy.shard_loader(train, "train")
+        trainer.train_dataloader = _shard(trainer, train, "train")
     trainer.num_training_batches = num_batches(
         trainer.train_dataloader, trainer.limit_train_batches, "train"
     )
+    if reload:
+        # Lightning makes an iterator of a reloaded loader when it gets it, and the epoch makes
+        # another: that first one draws its seed from torch's generator, so it is made here too
+        iter(trainer.train_dataloader)
+    return True
 
 
 class CombinedBatches:
@@ -142,22 +163,48 @@ def _combined_training_batches(trainer: Trainer, train: Any) -> CombinedBatches:
     loaders = combined.flattened
     if trainer.overfit_batches:
         loaders = [_without_shuffle(loader) for loader in loaders]
-    combined.flattened = [trainer.strategy.shard_loader(loader, "train") for loader in loaders]
+    combined.flattened = [_shard(trainer, loader, "train") for loader in loaders]
     return CombinedBatches(combined)
 
 
-def load_val_loaders(trainer: Trainer) -> None:
-    """Ask for the fit's validation loaders (once), shard them and count their batches."""
+def load_val_loaders(trainer: Trainer, reload: bool = False) -> None:
+    """Ask for the fit's validation loaders (once; with `reload`, again when a reload is due),
+    shard them and count their batches."""
     sources = trainer._fit_sources
-    if sources is None or sources.val_loaded:
+    if sources is None or not sources.validates:
+        return
+    if sources.val_loaded and not (reload and _reload_due(trainer, sources.val_loaded_in)):
         return
     sources.val_loaded = True
-    if not sources.validates:
-        return
+    if validation_epoch(trainer):
+        sources.val_loaded_in = trainer.current_epoch
     val = _loader_source("val", sources.model, sources.datamodule, sources.val)
-    vals = [trainer.strategy.shard_loader(v, "val") for v in as_loader_list(val)]
+    vals = [_shard(trainer, v, "val") for v in as_loader_list(val)]
     trainer.val_dataloaders = _as_given(val, vals)
     trainer.num_val_batches = [num_batches(v, trainer.limit_val_batches, "val") for v in vals]
+
+
+def validation_epoch(trainer: Trainer) -> bool:
+    """Whether the current epoch validates (check_val_every_n_epoch)."""
+    every = trainer.check_val_every_n_epoch
+    return every is None or (trainer.current_epoch + 1) % every == 0
+
+
+def may_validate(trainer: Trainer) -> bool:
+    """Whether the fit has validation batches, or validation loaders not asked for yet (the
+    first validation asks for them, as in Lightning)."""
+    sources = trainer._fit_sources
+    if sources is not None and sources.validates and not sources.val_loaded:
+        return True
+    return bool(sum(trainer.num_val_batches))
+
+
+def _shard(trainer: Trainer, loader: Any, kind: str) -> Any:
+    """This process's share of `loader`; with `use_distributed_sampler=False`, the loader as given
+    (its own sampler decides what each process reads, as in Lightning)."""
+    return (
+        trainer.strategy.shard_loader(loader, kind) if trainer.use_distributed_sampler else loader
+    )
 
 
 def _has_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> bool:

@@ -2,7 +2,8 @@
 
 The loops live beside this file, as plain functions that take the trainer: `fit_loop.py`,
 `evaluation_loop.py`, with `hooks.py` (the one dispatcher), `optimizers.py`, `loaders.py`,
-`log_rows.py` and `checkpointing.py`. The trainer owns every counter and every piece of run
+`log_rows.py` and `checkpointing.py`; its read-only attributes are in `views.py`, `trainer.state`'s
+enums in `states.py`. The trainer owns every counter and every piece of run
 state; nothing is kept at module level, so a second Trainer in one process starts clean. The
 path from `fit()` to `loss.backward()`, every frame of it under automatic optimization with the
 module's own `optimizer_step` and `backward` and 32-bit precision (`tests/test_fit_loop.py`
@@ -58,13 +59,11 @@ from __future__ import annotations
 import math
 import os
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from ltrain.callbacks.base import Callback
-from ltrain.callbacks.checkpoint import Checkpoint
-from ltrain.callbacks.progress import ProgressBar
 from ltrain.callbacks.timer import parse_duration
 from ltrain.checkpoint import save_checkpoint
 from ltrain.console import info
@@ -73,15 +72,18 @@ from ltrain.errors import MisconfigurationException, RunInterrupted
 from ltrain.loggers.base import Logger, use_rank_zero_versions
 from ltrain.module import Module
 from ltrain.precision import make_precision
-from ltrain.results import Results
+from ltrain.profilers import Profiler, make_profiler
+from ltrain.results import BarebonesResults, Results
 from ltrain.run_record import RunRecord, command_line
 from ltrain.strategies import DDPStrategy, SingleDeviceStrategy, make_strategy
 from ltrain.strategies.devices import announce_device
 from ltrain.trainer.arguments import (
+    check_barebones,
     check_choice,
     check_fast_dev_run,
     check_int,
     check_limit,
+    check_plugins,
     check_val_check_interval,
     make_loggers,
     restore_determinism,
@@ -110,7 +112,6 @@ from ltrain.trainer.loaders import (
     FitSources,
     batch_transfer_hooks,
     load_loaders,
-    load_train_loader,
 )
 from ltrain.trainer.log_rows import check_losses, log_hyperparameters
 from ltrain.trainer.optimizers import (
@@ -119,9 +120,18 @@ from ltrain.trainer.optimizers import (
     configure_optimizers,
     step_optimizer,
 )
+from ltrain.trainer.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
+from ltrain.trainer.views import TrainerViews
+
+_STAGES = {
+    "fit": RunningStage.TRAINING,
+    "validate": RunningStage.VALIDATING,
+    "test": RunningStage.TESTING,
+    "predict": RunningStage.PREDICTING,
+}
 
 
-class Trainer:
+class Trainer(TrainerViews):
     """Trains and evaluates a `Module`; arguments and defaults are Lightning's."""
 
     def __init__(
@@ -159,7 +169,26 @@ class Trainer:
         inference_mode: bool = True,
         default_root_dir: str | os.PathLike | None = None,
         max_time: str | timedelta | dict[str, int] | None = None,
+        reload_dataloaders_every_n_epochs: int = 0,
+        use_distributed_sampler: bool = True,
+        sync_batchnorm: bool = False,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        plugins: Any = None,
+        profiler: str | Profiler | None = None,
     ) -> None:
+        check_plugins(plugins)
+        self.barebones = barebones
+        if barebones:
+            check_barebones(
+                logger=logger, enable_checkpointing=enable_checkpointing,
+                enable_progress_bar=enable_progress_bar, enable_model_summary=enable_model_summary,
+                log_every_n_steps=log_every_n_steps, num_sanity_val_steps=num_sanity_val_steps,
+                fast_dev_run=fast_dev_run, detect_anomaly=detect_anomaly, profiler=profiler,
+            )  # fmt: skip
+            logger = enable_checkpointing = enable_progress_bar = enable_model_summary = False
+            log_every_n_steps = num_sanity_val_steps = 0
+        self.profiler = make_profiler(profiler)
         self.strategy = make_strategy(strategy, accelerator, devices, num_nodes)
         self.precision_plugin = make_precision(precision, self.strategy.root_device)
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir else os.getcwd()
@@ -199,6 +228,16 @@ class Trainer:
         self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
         check_int("log_every_n_steps", self.log_every_n_steps, minimum=0)
         self.accumulate_grad_batches = accumulate_grad_batches
+        check_int("reload_dataloaders_every_n_epochs", reload_dataloaders_every_n_epochs, minimum=0)
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.use_distributed_sampler = use_distributed_sampler
+        if sync_batchnorm and self.strategy.distributed and self.device.type != "cuda":
+            raise MisconfigurationException(
+                f"sync_batchnorm=True needs CUDA devices (torch's SyncBatchNorm runs on GPUs "
+                f"only); this data-parallel run is on {self.device.type}. Leave it False there."
+            )
+        self.sync_batchnorm = sync_batchnorm
+        self.detect_anomaly = detect_anomaly
         self.gradient_clip_val = gradient_clip_val
         check_choice(
             "gradient_clip_algorithm", gradient_clip_algorithm, (None, "norm", "value"),
@@ -223,6 +262,7 @@ class Trainer:
         )
 
         # run state, public so callbacks can read it
+        self.state = TrainerState()
         self.current_epoch = 0
         self.global_step = 0
         self.should_stop = False
@@ -275,93 +315,6 @@ class Trainer:
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         if self.is_global_zero:
             announce_device(self.strategy.root_device, self.precision_plugin.name)
-
-    # ------------------------------------------------------------------ public views
-    @property
-    def logger(self) -> Logger | None:
-        return self.loggers[0] if self.loggers else None
-
-    @property
-    def _writing_loggers(self) -> list[Logger]:
-        """The loggers that write files: all of them on rank 0, none on the other ranks."""
-        return self.loggers if self.is_global_zero else []
-
-    @property
-    def log_dir(self) -> str:
-        if not self.loggers:
-            return self.default_root_dir
-        return self.loggers[0].log_dir or self.default_root_dir
-
-    @property
-    def ckpt_path(self) -> str | None:
-        """The checkpoint the latest fit/validate/test/predict loaded (Lightning's name)."""
-        return self._ckpt_path
-
-    @property
-    def lightning_module(self) -> Module:
-        """The module of the current or latest run; None before any (typed as Lightning types it:
-        the loops and hooks that read it run only once a module is attached)."""
-        return cast(Module, self._lightning_module)
-
-    @property
-    def model(self) -> Module | None:
-        return self._lightning_module
-
-    @property
-    def checkpoint_callbacks(self) -> list[Checkpoint]:
-        return [c for c in self.callbacks if isinstance(c, Checkpoint)]
-
-    @property
-    def checkpoint_callback(self) -> Checkpoint | None:
-        found = self.checkpoint_callbacks
-        return found[0] if found else None
-
-    @property
-    def early_stopping_callback(self) -> Callback | None:
-        from ltrain.callbacks.early_stopping import EarlyStopping
-
-        return next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
-
-    @property
-    def progress_bar_callback(self) -> ProgressBar | None:
-        return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.strategy.is_global_zero
-
-    @property
-    def global_rank(self) -> int:
-        return self.strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.strategy.local_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.strategy.world_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.strategy.root_device
-
-    @property
-    def precision(self) -> str:
-        """Lightning's name: '32-true', 'bf16-mixed', ...; the object is `precision_plugin`."""
-        return self.precision_plugin.name
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Optimizer steps the whole fit will take (for schedulers such as OneCycleLR)."""
-        load_train_loader(self)  # asked for in configure_optimizers: before the loop asks
-        if self.max_epochs == -1:
-            return math.inf if self.max_steps == -1 else self.max_steps
-        if self.num_training_batches == math.inf:
-            return self.max_steps
-        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
-        steps = per_epoch * max(self.max_epochs, 1)
-        return steps if self.max_steps == -1 else min(steps, self.max_steps)
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -456,12 +409,14 @@ class Trainer:
             continue_in_checkpoint_version(self, path)
         model = self._attach(stage, model, datamodule)
         self._set_stage(stage)
+        self.state = TrainerState(TrainerStatus.RUNNING, TrainerFn(stage), _STAGES[stage])
         # as in Lightning, each run starts with no metrics from the previous one
         self.callback_metrics.clear()
         self.logged_metrics.clear()
         self.progress_bar_metrics.clear()
         self.should_stop = False
         self._said_minimum_not_met = False
+        self.profiler.reset()  # each run reports its own
         previous_determinism = set_determinism(self.deterministic, self.benchmark)
         status = "failed"
         # run.json of the version folder: the CLI hands in its record (any command); a Python
@@ -478,7 +433,8 @@ class Trainer:
                 call_hook(self, "on_fit_start")
                 if checkpoint is not None:  # after on_fit_start, as in Lightning
                     restore_training_state(self, checkpoint)
-                fit_loop(self)
+                with torch.autograd.set_detect_anomaly(self.detect_anomaly):
+                    fit_loop(self)
                 call_hook(self, "on_fit_end")
                 result = None
             elif stage == "predict":
@@ -486,14 +442,17 @@ class Trainer:
             else:
                 result = evaluate(self, stage, verbose)
             status = "success"
+            self.state.status, self.state.stage = TrainerStatus.FINISHED, None
         except KeyboardInterrupt as interrupt:
             status, ended_by = "interrupted", interrupt
+            self.state.status = TrainerStatus.INTERRUPTED  # the stage it stopped in is kept
             if not isinstance(interrupt, RunInterrupted):  # that one already said what it did
                 info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
             self._on_exception(model, datamodule, interrupt)
             raise
         except BaseException as error:
             ended_by = error
+            self.state.status, self.state.stage = TrainerStatus.INTERRUPTED, None
             self._on_exception(model, datamodule, error)
             raise
         finally:
@@ -561,6 +520,8 @@ class Trainer:
             datamodule.setup(stage)
         call_hook(self, "setup", stage)
         model.configure_model()
+        if self.sync_batchnorm and self.strategy.distributed:  # one process: nothing to sync
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.precision_plugin.convert_module(model)
         model.to(self.strategy.root_device)
         checkpoint = restore_module(self, ckpt_path, stage) if ckpt_path is not None else None
@@ -587,6 +548,8 @@ class Trainer:
                 datamodule.teardown(stage)
             call_hook(self, "teardown", stage)
         self.results.hook = None
+        if self.is_global_zero:
+            self.profiler.describe(stage, self.log_dir)
         self._training_step_runner = None  # DDP's buckets are as large as the gradients
         for logger in self._writing_loggers:
             logger.finalize(status)
@@ -594,6 +557,5 @@ class Trainer:
 
     def _new_results(self) -> Results:
         reduce = self.strategy.reduce if self.strategy.world_size > 1 else None
-        return Results(
-            self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce
-        )
+        kind = BarebonesResults if self.barebones else Results
+        return kind(self.callback_metrics, self.progress_bar_metrics, self.logged_metrics, reduce)

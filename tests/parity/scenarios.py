@@ -1746,3 +1746,161 @@ def lr_find_in_both_modes(pl, root):
         )
         seen[mode] = {"results": finder.results, "suggestion": finder.suggestion(), "lr": model.lr}
     return seen
+
+
+# ---- issue 15: trainer
+def _state(run: Any) -> tuple:
+    state = run.state
+    return (state.status.value, state.fn and state.fn.value, state.stage and state.stage.value)
+
+
+@scenario
+def trainer_state_in_hooks_and_after_runs(pl, root):
+    seen: list[tuple] = []
+
+    class Recorder(pl.Callback):
+        def on_sanity_check_start(self, trainer, module):
+            seen.append(("sanity", *_state(trainer), trainer.interrupted))
+
+        def on_train_start(self, trainer, module):
+            seen.append(("train", *_state(trainer), trainer.state.fn == "fit"))
+
+        def on_validation_start(self, trainer, module):
+            seen.append(("validation", *_state(trainer)))
+
+        def on_test_start(self, trainer, module):
+            seen.append(("test", *_state(trainer)))
+
+    run = trainer(pl, root, max_epochs=1, limit_train_batches=2, callbacks=[Recorder()])
+    seen.append(("built", *_state(run), run.interrupted))
+    model = kit(pl).Regressor()
+    run.fit(model, loader(regression()), loader(regression(16)))
+    seen.append(("after fit", *_state(run), run.interrupted))
+    run.test(model, loader(regression(16)), verbose=False)
+    seen.append(("after test", *_state(run), run.interrupted))
+    return {"seen": seen}
+
+
+@scenario
+def trainer_state_after_a_failed_fit(pl, root):
+    class Failing(kit(pl).Regressor):
+        def training_step(self, batch, batch_idx):
+            raise ValueError("boom")
+
+    run = trainer(pl, root, max_epochs=1)
+    try:
+        run.fit(Failing(), loader(regression()))
+    except ValueError as error:
+        return {"error": str(error), "state": _state(run), "interrupted": run.interrupted}
+    return {"error": None}
+
+
+@scenario
+def trainer_device_attributes_print_and_init_module(pl, root):
+    import contextlib
+    import io
+
+    run = trainer(pl, root)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run.print("rank", 0, sep="-")
+    dtypes = {}
+    for precision in ("32-true", "64-true", "bf16-true", "bf16-mixed"):
+        with trainer(pl, root, precision=precision).init_module():
+            dtypes[precision] = str(torch.nn.Linear(2, 2).weight.dtype)
+    with run.init_module(empty_init=True):
+        layer = torch.nn.Linear(2, 2)
+    return {
+        "num_devices": run.num_devices,
+        "device_ids": run.device_ids,
+        "node_rank": run.node_rank,
+        "accelerator": type(run.accelerator).__name__,
+        "printed": out.getvalue(),
+        "dtypes": dtypes,
+        "empty_init": (str(layer.weight.dtype), str(layer.weight.device)),
+        "default_dtype_after": str(torch.get_default_dtype()),
+    }
+
+
+def _loader_calls(pl: Any, root: Path, sizes: list[int] | None = None, **kwargs: Any) -> dict:
+    """Which loader the module is asked for when, and the batches each epoch trains on."""
+    calls: list[str] = []
+    sizes = sizes or [16, 24, 32, 40, 48, 56, 64]
+
+    class Reloading(kit(pl).Regressor):
+        def train_dataloader(self):
+            calls.append(f"train@{self.trainer.current_epoch}")
+            return loader(regression(sizes[len(calls) % len(sizes)]))
+
+        def val_dataloader(self):
+            calls.append(f"val@{self.trainer.current_epoch}")
+            return loader(regression(8 * (1 + len(calls) % 3), seed=2))
+
+        def on_train_epoch_start(self):
+            calls.append(f"epoch {self.current_epoch}: {self.trainer.num_training_batches}")
+
+        def on_validation_epoch_start(self):
+            calls.append(f"validate: {self.trainer.num_val_batches}")
+
+    model = Reloading()
+    run = trainer(pl, root, max_epochs=5, **kwargs)
+    run.fit(model)
+    return observe(run, model, root, calls=calls)
+
+
+@scenario
+def reload_dataloaders_every_epoch(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=1)
+
+
+@scenario
+def reload_dataloaders_every_two_epochs(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=2)
+
+
+@scenario
+def reload_dataloaders_every_three_epochs_validating_every_two(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=3, check_val_every_n_epoch=2)
+
+
+@scenario
+def reload_dataloaders_without_sanity_check_validating_every_two(pl, root):
+    return _loader_calls(pl, root, reload_dataloaders_every_n_epochs=1, check_val_every_n_epoch=2,
+                         num_sanity_val_steps=0)  # fmt: skip
+
+
+@scenario
+def barebones_fit_validate_and_test(pl, root):
+    calls: list[str] = []
+
+    class Recorder(kit(pl).Regressor):
+        def on_validation_start(self):
+            calls.append(f"validation at step {self.global_step}")
+
+    model = Recorder()
+    run = trainer(pl, root, barebones=True, logger=None, max_epochs=2)
+    run.fit(model, loader(regression()), loader(regression(16)))
+    tested = run.test(model, loader(regression(16)), verbose=False)
+    return observe(run, model, root, calls=calls, tested=tested,
+                   summary=(run.num_sanity_val_steps, run.log_every_n_steps, len(run.callbacks),
+                            len(run.loggers)))  # fmt: skip
+
+
+@scenario
+def barebones_refuses_a_logger(pl, root):
+    try:  # Lightning raises a ValueError; ltrain's MisconfigurationException is one
+        trainer(pl, root, barebones=True, logger=True)
+    except ValueError as error:
+        return {"refused": str(error)}
+    return {"refused": None}
+
+
+@scenario
+def simple_profiler_files_per_stage(pl, root):
+    profiler = pl.profilers.SimpleProfiler(dirpath=str(root / "perf"), filename="perf_logs")
+    model = kit(pl).Regressor()
+    run = trainer(pl, root, max_epochs=1, profiler=profiler)
+    run.fit(model, loader(regression()), loader(regression(16)))
+    run.validate(model, loader(regression(16)), verbose=False)
+    reports = {p.name: p.read_text().splitlines()[0] for p in sorted((root / "perf").iterdir())}
+    return {"reports": reports, "profiler": type(run.profiler).__name__}
