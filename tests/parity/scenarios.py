@@ -1550,3 +1550,36 @@ def timer_state_resumes_the_budget(pl, root):
         "global_step_after": run.global_step,
         "epoch_after": run.current_epoch,
     }
+
+
+# ---- issue 15: callbacks
+def _prediction_writer(pl: Any, interval: str, seen: list) -> Any:
+    def shapes(predictions: Any) -> Any:
+        if isinstance(predictions, torch.Tensor):
+            return list(predictions.shape)
+        return [shapes(p) for p in predictions]
+
+    class Writer(pl.callbacks.BasePredictionWriter):
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
+                               batch_idx, dataloader_idx):  # fmt: skip
+            seen.append(("batch", prediction.tolist(), batch_indices, batch_idx, dataloader_idx))
+
+        def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+            seen.append(("epoch", shapes(predictions), batch_indices))
+
+    return Writer(interval)
+
+
+@scenario
+def prediction_writer_calls_and_batch_indices(pl, root):
+    seen: list = []
+    model = kit(pl).Classifier()
+    shuffled = loader(classification(12), 5, shuffle=True)
+    two = [loader(classification(12), 5), loader(classification(7, seed=3), 4)]
+    for interval in ("batch", "epoch", "batch_and_epoch"):
+        for loaders in (shuffled, two):
+            for keep in (True, False):
+                run = trainer(pl, root, callbacks=[_prediction_writer(pl, interval, seen)])
+                returned = run.predict(model, loaders, return_predictions=keep)
+                seen.append(("returned", returned is None or len(returned)))
+    return {"seen": seen}
