@@ -489,7 +489,7 @@ BROKEN = [
         ["trainer.detect_anomaly", "Lightning's Trainer", "(--trainer.detect_anomaly=true)"],
     ),
     (
-        ["--config", "base.yaml", "--trainer.callbacks+=StochasticWeightAveraging"],
+        ["--config", "base.yaml", "--trainer.callbacks+=ModelPruning"],
         ["trainer.callbacks.1.class_path", "Lightning callback that ltrain does not have"],
     ),
     (

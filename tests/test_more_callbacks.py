@@ -9,8 +9,13 @@ import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from ltrain.callbacks import BasePredictionWriter
+from ltrain.callbacks import BasePredictionWriter, ModelCheckpoint, StochasticWeightAveraging
 from ltrain.errors import MisconfigurationException
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning"),
+    pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning"),
+]
 
 
 class Predicts(BoringModel):
@@ -59,3 +64,56 @@ def test_epoch_writer_gets_every_loader_predictions_and_indices(tmp_path) -> Non
 def test_write_interval_is_checked() -> None:
     with pytest.raises(MisconfigurationException, match="should be one of"):
         Recorder("step")
+
+
+class Normed(BoringModel):
+    """BatchNorm before the layer, momentum SGD and a halving schedule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(self.norm(x))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)]
+
+
+def _swa_fit(
+    tmp_path, name: str, ckpt_path: Any = None
+) -> tuple[Normed, StochasticWeightAveraging]:
+    model = Normed()
+    averaging = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2, annealing_epochs=2)
+    every = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1)
+    run = quiet_trainer(tmp_path, logger=False, max_epochs=4, callbacks=[averaging, every])
+    run.fit(model, boring_loader(32, batch_size=8), ckpt_path=ckpt_path)
+    return model, averaging
+
+
+def test_swa_leaves_the_average_and_resumes_to_the_same_weights(tmp_path) -> None:
+    torch.manual_seed(0)
+    whole, averaging = _swa_fit(tmp_path, "whole")
+    assert int(averaging.n_averaged) == 3  # the weights as epochs 1, 2 and 3 start
+    assert whole.norm.momentum == 0.1  # put back after the BatchNorm epoch
+    torch.manual_seed(0)
+    again, _ = _swa_fit(tmp_path, "again")
+    middle = next((tmp_path / "again").glob("epoch=2-*.ckpt"))
+    resumed, resumed_averaging = _swa_fit(tmp_path, "resumed", ckpt_path=str(middle))
+    assert int(resumed_averaging.n_averaged) == 3
+    for key, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"swa_lrs": 0.1, "swa_epoch_start": 0}, "swa_epoch_start"),
+        ({"swa_lrs": -1.0}, "swa_lrs"),
+        ({"swa_lrs": 0.1, "annealing_strategy": "exp"}, "annealing_strategy"),
+    ],
+)
+def test_swa_arguments_are_checked(options: dict, message: str) -> None:
+    with pytest.raises(MisconfigurationException, match=message):
+        StochasticWeightAveraging(**options)

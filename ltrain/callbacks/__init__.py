@@ -11,6 +11,7 @@ from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.prediction_writer import BasePredictionWriter
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
+from ltrain.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from ltrain.callbacks.timer import Timer
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ModelSummary",
     "OnExceptionCheckpoint",
     "ProgressBar",
+    "StochasticWeightAveraging",
     "TQDMProgressBar",
     "Timer",
 ]

@@ -1583,3 +1583,73 @@ def prediction_writer_calls_and_batch_indices(pl, root):
                 returned = run.predict(model, loaders, return_predictions=keep)
                 seen.append(("returned", returned is None or len(returned)))
     return {"seen": seen}
+
+
+def _swa_model(pl: Any, batch_norm: bool, scheduler: bool, rates: list) -> Any:
+    class Averaged(kit(pl).Regressor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(4) if batch_norm else torch.nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(self.norm(x))
+
+        def on_train_epoch_start(self) -> None:
+            rates.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+            if not scheduler:
+                return optimizer
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)]
+
+    return Averaged()
+
+
+def _swa_run(pl: Any, root: Path, batch_norm: bool, scheduler: bool, **swa: Any) -> dict:
+    rates: list = []
+    model = _swa_model(pl, batch_norm, scheduler, rates)
+    averaging = pl.callbacks.StochasticWeightAveraging(**swa)
+    run, model = _fit(pl, root, model=model, max_epochs=5, callbacks=[averaging])
+    seen = observe(run, model, root)
+    seen.update(rates=rates, n_averaged=int(averaging.n_averaged), max_epochs=run.max_epochs)
+    return seen
+
+
+@scenario
+def swa_from_a_fraction_with_a_scheduler(pl, root):
+    return _swa_run(pl, root, False, True, swa_lrs=0.05, swa_epoch_start=0.6, annealing_epochs=2)
+
+
+@scenario
+def swa_linear_from_an_epoch_without_a_scheduler(pl, root):
+    return _swa_run(pl, root, False, False, swa_lrs=[0.02], swa_epoch_start=2,
+                    annealing_epochs=1, annealing_strategy="linear")  # fmt: skip
+
+
+@scenario
+def swa_with_batch_norm_recomputes_its_statistics(pl, root):
+    seen = _swa_run(pl, root, True, True, swa_lrs=0.05, swa_epoch_start=3, annealing_epochs=3)
+    return seen
+
+
+@scenario
+def swa_resumes_mid_averaging_exactly(pl, root):
+    def fit(ckpt_path: Any, name: str) -> tuple:
+        model = _swa_model(pl, True, True, [])
+        averaging = pl.callbacks.StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2)
+        every = pl.callbacks.ModelCheckpoint(dirpath=str(root / name), save_top_k=-1)
+        run = trainer(pl, root, max_epochs=4, callbacks=[averaging, every],
+                      logger=pl.loggers.CSVLogger(str(root), name=name))  # fmt: skip
+        run.fit(model, loader(regression()), ckpt_path=ckpt_path)
+        return model, run
+
+    whole, _ = fit(None, "whole")
+    middle = sorted((root / "whole").glob("epoch=2-*.ckpt"))[0]
+    resumed, run = fit(str(middle), "resumed")
+    return {
+        "whole": dict(whole.state_dict()),
+        "resumed": dict(resumed.state_dict()),
+        "same": all(torch.equal(whole.state_dict()[k], v) for k, v in resumed.state_dict().items()),
+        "global_step": run.global_step,
+    }
