@@ -9,7 +9,14 @@ import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from ltrain.callbacks import BasePredictionWriter, ModelCheckpoint, StochasticWeightAveraging
+from ltrain.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
+    WeightAveraging,
+)
 from ltrain.errors import MisconfigurationException
 
 pytestmark = [
@@ -117,3 +124,33 @@ def test_swa_leaves_the_average_and_resumes_to_the_same_weights(tmp_path) -> Non
 def test_swa_arguments_are_checked(options: dict, message: str) -> None:
     with pytest.raises(MisconfigurationException, match=message):
         StochasticWeightAveraging(**options)
+
+
+class StepWeights(Callback):
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.append(pl_module.layer.weight.detach().clone())
+
+
+def test_weight_averaging_ends_on_the_mean_of_every_step(tmp_path) -> None:
+    steps = StepWeights()
+    model = BoringModel()
+    run = quiet_trainer(tmp_path, logger=False, max_epochs=2, callbacks=[WeightAveraging(), steps])
+    run.fit(model, boring_loader(32, batch_size=8))
+    assert len(steps.seen) == 8
+    torch.testing.assert_close(model.layer.weight, torch.stack(steps.seen).mean(0))
+
+
+def test_ema_updates_from_its_starting_step_every_n_steps(tmp_path) -> None:
+    steps = StepWeights()
+    ema = EMAWeightAveraging(decay=0.5, update_every_n_steps=2, update_starting_at_step=2)
+    model = BoringModel()
+    run = quiet_trainer(tmp_path, logger=False, max_epochs=2, callbacks=[ema, steps])
+    run.fit(model, boring_loader(32, batch_size=8))
+    updates = [steps.seen[i] for i in (2, 4, 6)]  # after steps with index 2, 4, 6
+    expected = updates[0]
+    for weights in updates[1:]:
+        expected = 0.5 * expected + 0.5 * weights
+    torch.testing.assert_close(model.layer.weight, expected)

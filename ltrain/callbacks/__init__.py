@@ -13,6 +13,7 @@ from ltrain.callbacks.prediction_writer import BasePredictionWriter
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
 from ltrain.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from ltrain.callbacks.timer import Timer
+from ltrain.callbacks.weight_averaging import EMAWeightAveraging, WeightAveraging
 
 __all__ = [
     "BackboneFinetuning",
@@ -20,6 +21,7 @@ __all__ = [
     "BasePredictionWriter",
     "Callback",
     "Checkpoint",
+    "EMAWeightAveraging",
     "EarlyStopping",
     "GradientAccumulationScheduler",
     "LambdaCallback",
@@ -31,4 +33,5 @@ __all__ = [
     "StochasticWeightAveraging",
     "TQDMProgressBar",
     "Timer",
+    "WeightAveraging",
 ]

@@ -1653,3 +1653,33 @@ def swa_resumes_mid_averaging_exactly(pl, root):
         "same": all(torch.equal(whole.state_dict()[k], v) for k, v in resumed.state_dict().items()),
         "global_step": run.global_step,
     }
+
+
+def _averaging_fit(pl: Any, root: Path, averaging: Any, name: str, ckpt_path: Any = None) -> Any:
+    model = _swa_model(pl, True, True, [])
+    every = pl.callbacks.ModelCheckpoint(dirpath=str(root / name), save_top_k=-1)
+    run = trainer(pl, root, max_epochs=3, callbacks=[averaging, every],
+                  logger=pl.loggers.CSVLogger(str(root), name=name))  # fmt: skip
+    run.fit(model, loader(regression()), loader(regression(32, seed=2)), ckpt_path=ckpt_path)
+    return run, model
+
+
+@scenario
+def ema_weight_averaging_validates_and_ends_on_the_average(pl, root):
+    ema = pl.callbacks.EMAWeightAveraging(decay=0.9, update_every_n_steps=2,
+                                          update_starting_at_step=3)  # fmt: skip
+    run, model = _averaging_fit(pl, root, ema, "run")
+    stored = torch.load(run.checkpoint_callback.best_model_path, weights_only=False)
+    seen = observe(run, model, root)
+    seen.update(
+        stored={k: stored[k] for k in ("state_dict", "current_model_state", "averaging_state")}
+    )
+    return seen
+
+
+@scenario
+def weight_averaging_resumes_from_its_checkpoint(pl, root):
+    _averaging_fit(pl, root, pl.callbacks.WeightAveraging(), "whole")
+    middle = sorted((root / "whole").glob("epoch=1-*.ckpt"))[0]
+    run, model = _averaging_fit(pl, root, pl.callbacks.WeightAveraging(), "resumed", str(middle))
+    return observe(run, model, root)
