@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from typing import Any
 
 import pytest
@@ -9,12 +10,14 @@ import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
+import ltrain as pl
 from ltrain.callbacks import (
     BasePredictionWriter,
     Callback,
     EMAWeightAveraging,
     ModelCheckpoint,
     StochasticWeightAveraging,
+    ThroughputMonitor,
     WeightAveraging,
 )
 from ltrain.errors import MisconfigurationException
@@ -154,3 +157,19 @@ def test_ema_updates_from_its_starting_step_every_n_steps(tmp_path) -> None:
     for weights in updates[1:]:
         expected = 0.5 * expected + 0.5 * weights
     torch.testing.assert_close(model.layer.weight, expected)
+
+
+def test_throughput_monitor_logs_totals_then_windowed_rates(tmp_path) -> None:
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: len(batch[0]), window_size=3)
+    logger = pl.loggers.CSVLogger(tmp_path, name="t")
+    run = quiet_trainer(tmp_path, logger=logger, max_epochs=1, log_every_n_steps=1,
+                        callbacks=[monitor])  # fmt: skip
+    with pytest.warns(UserWarning, match="flops_per_batch"):
+        run.fit(BoringModel(), boring_loader(32, batch_size=8))
+    rows = [r for r in csv.DictReader((tmp_path / "t" / "version_0" / "metrics.csv").open())
+            if r["train/batches"]]  # fmt: skip
+    assert [(r["step"], r["train/batches"], r["train/samples"]) for r in rows] == [
+        ("0", "1", "8"), ("1", "2", "16"), ("2", "3", "24"), ("3", "4", "32")
+    ]  # fmt: skip
+    assert [bool(r["train/device/samples_per_sec"]) for r in rows] == [False, False, True, True]
+    assert float(rows[-1]["train/device/samples_per_sec"]) > 0

@@ -12,6 +12,7 @@ from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.prediction_writer import BasePredictionWriter
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
 from ltrain.callbacks.stochastic_weight_avg import StochasticWeightAveraging
+from ltrain.callbacks.throughput_monitor import ThroughputMonitor
 from ltrain.callbacks.timer import Timer
 from ltrain.callbacks.weight_averaging import EMAWeightAveraging, WeightAveraging
 
@@ -32,6 +33,7 @@ __all__ = [
     "ProgressBar",
     "StochasticWeightAveraging",
     "TQDMProgressBar",
+    "ThroughputMonitor",
     "Timer",
     "WeightAveraging",
 ]

@@ -1683,3 +1683,32 @@ def weight_averaging_resumes_from_its_checkpoint(pl, root):
     middle = sorted((root / "whole").glob("epoch=1-*.ckpt"))[0]
     run, model = _averaging_fit(pl, root, pl.callbacks.WeightAveraging(), "resumed", str(middle))
     return observe(run, model, root)
+
+
+def _throughput_columns(root: Path, name: str) -> dict:
+    import csv
+
+    rows = list(csv.DictReader((root / name / "version_0" / "metrics.csv").open()))
+    kept = ("step", "epoch", "batches", "samples", "lengths")
+    return {
+        "columns": sorted(rows[0]) if rows else [],
+        "rows": [{k: v for k, v in row.items() if v and k.split("/")[-1] in kept} for row in rows],
+    }
+
+
+@scenario
+def throughput_monitor_logs_lightnings_names(pl, root):
+    monitor = pl.callbacks.ThroughputMonitor(batch_size_fn=lambda batch: batch[0].size(0),
+                                             length_fn=lambda batch: batch[0].numel(),
+                                             window_size=2)  # fmt: skip
+    run = trainer(pl, root, max_epochs=2, callbacks=[monitor], log_every_n_steps=3,
+                  logger=pl.loggers.CSVLogger(str(root), name="fit"))  # fmt: skip
+    model = kit(pl).Regressor()
+    run.fit(model, loader(regression(40)), loader(regression(24, seed=2)))
+    run.test(model, loader(regression(16, seed=3)))
+    seen = _throughput_columns(root, "fit")
+    run = trainer(pl, root, callbacks=[monitor], log_every_n_steps=1,
+                  logger=pl.loggers.CSVLogger(str(root), name="p"))  # fmt: skip
+    run.predict(model, loader(regression(24, seed=4)))
+    seen["predict"] = _throughput_columns(root, "p")
+    return seen
