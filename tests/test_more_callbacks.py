@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import sys
+import types
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ import ltrain as pl
 from ltrain.callbacks import (
     BasePredictionWriter,
     Callback,
+    DeviceStatsMonitor,
     EMAWeightAveraging,
     ModelCheckpoint,
     StochasticWeightAveraging,
@@ -173,3 +177,42 @@ def test_throughput_monitor_logs_totals_then_windowed_rates(tmp_path) -> None:
     ]  # fmt: skip
     assert [bool(r["train/device/samples_per_sec"]) for r in rows] == [False, False, True, True]
     assert float(rows[-1]["train/device/samples_per_sec"]) > 0
+
+
+def _fake_psutil(monkeypatch) -> None:
+    percent = types.SimpleNamespace(percent=12.5)
+    fake = types.SimpleNamespace(
+        virtual_memory=lambda: percent, swap_memory=lambda: percent, cpu_percent=lambda: 50.0
+    )
+    monkeypatch.setitem(sys.modules, "psutil", fake)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "psutil" else real(name, *a),
+    )
+
+
+def test_device_stats_monitor_logs_cpu_stats_every_n_steps(tmp_path, monkeypatch) -> None:
+    _fake_psutil(monkeypatch)
+    logger = pl.loggers.CSVLogger(tmp_path, name="d")
+    run = quiet_trainer(tmp_path, logger=logger, max_epochs=1, log_every_n_steps=2,
+                        callbacks=[DeviceStatsMonitor()])  # fmt: skip
+    run.fit(BoringModel(), boring_loader(32, batch_size=8))
+    rows = list(csv.DictReader((tmp_path / "d" / "version_0" / "metrics.csv").open()))
+    start = "DeviceStatsMonitor.on_train_batch_start/cpu_percent"
+    assert [r["step"] for r in rows if r[start]] == ["1", "3"]
+    assert {r[start] for r in rows if r[start]} == {"50.0"}
+
+
+def test_device_stats_monitor_without_cpu_stats_or_logger(tmp_path, monkeypatch) -> None:
+    _fake_psutil(monkeypatch)
+    logger = pl.loggers.CSVLogger(tmp_path, name="d")
+    run = quiet_trainer(tmp_path, logger=logger, max_epochs=1, log_every_n_steps=1,
+                        callbacks=[DeviceStatsMonitor(cpu_stats=False)])  # fmt: skip
+    run.fit(BoringModel(), boring_loader(16, batch_size=8))
+    header = (tmp_path / "d" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "DeviceStatsMonitor" not in header
+    run = quiet_trainer(tmp_path, logger=False, callbacks=[DeviceStatsMonitor()])
+    with pytest.raises(MisconfigurationException, match="logger=False"):
+        run.fit(BoringModel(), boring_loader(16, batch_size=8))

@@ -2,6 +2,7 @@
 
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.checkpoint import Checkpoint, OnExceptionCheckpoint
+from ltrain.callbacks.device_stats_monitor import DeviceStatsMonitor
 from ltrain.callbacks.early_stopping import EarlyStopping
 from ltrain.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ltrain.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
@@ -22,6 +23,7 @@ __all__ = [
     "BasePredictionWriter",
     "Callback",
     "Checkpoint",
+    "DeviceStatsMonitor",
     "EMAWeightAveraging",
     "EarlyStopping",
     "GradientAccumulationScheduler",

@@ -1712,3 +1712,20 @@ def throughput_monitor_logs_lightnings_names(pl, root):
     run.predict(model, loader(regression(24, seed=4)))
     seen["predict"] = _throughput_columns(root, "p")
     return seen
+
+
+@scenario
+def device_stats_monitor_names_and_steps(pl, root):
+    import csv
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:  # both frameworks need it for CPU stats
+        return {"skipped": "psutil is not installed"}
+    run = trainer(pl, root, max_epochs=1, log_every_n_steps=2,
+                  callbacks=[pl.callbacks.DeviceStatsMonitor()])  # fmt: skip
+    run.fit(kit(pl).Regressor(), loader(regression(40)), loader(regression(24, seed=2)))
+    rows = list(csv.DictReader((root / "run" / "version_0" / "metrics.csv").open()))
+    return {
+        "columns": sorted(rows[0]),
+        "rows": [sorted((k, r["step"]) for k, v in r.items() if v and "Device" in k) for r in rows],
+    }
