@@ -346,6 +346,29 @@ def test_callbacks_append_and_a_flag_without_an_index_sets_the_last_one(workdir)
     assert callbacks[2]["init_args"]["save_last"] is True
 
 
+def test_issue_15_callbacks_resolve_by_their_lightning_names(workdir):
+    config = resolved(
+        "--config",
+        "base.yaml",
+        "--trainer.callbacks+=StochasticWeightAveraging",
+        "--trainer.callbacks.swa_lrs=0.05",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "--trainer.callbacks+=DeviceStatsMonitor",
+        "--trainer.callbacks+=WeightAveraging",
+    )
+    callbacks = config["trainer"]["callbacks"]
+    assert [c["class_path"].rpartition(".")[2] for c in callbacks[1:]] == [
+        name
+        for name in (
+            "StochasticWeightAveraging",
+            "EMAWeightAveraging",
+            "DeviceStatsMonitor",
+            "WeightAveraging",
+        )
+    ]
+    assert callbacks[1]["init_args"]["swa_lrs"] == 0.05
+
+
 @pytest.mark.parametrize(
     ("flags", "key", "class_path"),
     [
@@ -493,7 +516,7 @@ BROKEN = [
         ],
     ),
     (
-        ["--config", "base.yaml", "--trainer.callbacks+=StochasticWeightAveraging"],
+        ["--config", "base.yaml", "--trainer.callbacks+=ModelPruning"],
         ["trainer.callbacks.1.class_path", "Lightning callback that ltrain does not have"],
     ),
     (

@@ -99,6 +99,10 @@ def _lightning_twin(path: str) -> tuple[Any, str | None]:
     twin = read_class(f"ltrain.{package}.{name}")
     if twin is not None:
         return twin, None
+    # a twin outside the signature data (`callbacks.Timer`): its package's exports say (torch loads)
+    with contextlib.suppress(ImportError):
+        if name in importlib.import_module(f"ltrain.{package}").__all__:
+            return import_qualified(f"ltrain.{package}.{name}"), None
     return None, f"{path} is Lightning's; ltrain has no {name} to run in its place"
 
 

@@ -2,6 +2,7 @@
 
 from ltrain.callbacks.base import Callback
 from ltrain.callbacks.checkpoint import Checkpoint, OnExceptionCheckpoint
+from ltrain.callbacks.device_stats_monitor import DeviceStatsMonitor
 from ltrain.callbacks.early_stopping import EarlyStopping
 from ltrain.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ltrain.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
@@ -9,15 +10,22 @@ from ltrain.callbacks.lambda_function import LambdaCallback
 from ltrain.callbacks.lr_monitor import LearningRateMonitor
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
+from ltrain.callbacks.prediction_writer import BasePredictionWriter
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
+from ltrain.callbacks.stochastic_weight_avg import StochasticWeightAveraging
+from ltrain.callbacks.throughput_monitor import ThroughputMonitor
 from ltrain.callbacks.timer import Timer
+from ltrain.callbacks.weight_averaging import EMAWeightAveraging, WeightAveraging
 from ltrain.errors import lightning_names_not_here
 
 __all__ = [
     "BackboneFinetuning",
     "BaseFinetuning",
+    "BasePredictionWriter",
     "Callback",
     "Checkpoint",
+    "DeviceStatsMonitor",
+    "EMAWeightAveraging",
     "EarlyStopping",
     "GradientAccumulationScheduler",
     "LambdaCallback",
@@ -26,24 +34,21 @@ __all__ = [
     "ModelSummary",
     "OnExceptionCheckpoint",
     "ProgressBar",
+    "StochasticWeightAveraging",
     "TQDMProgressBar",
+    "ThroughputMonitor",
     "Timer",
+    "WeightAveraging",
 ]
 
 # Lightning 2.6's callbacks that ltrain does not have yet (tests/test_package_shape.py keeps the
 # list equal to what Lightning exports and ltrain lacks)
 NOT_YET = (
-    "BasePredictionWriter",
     "BatchSizeFinder",
-    "DeviceStatsMonitor",
-    "EMAWeightAveraging",
     "LearningRateFinder",
     "ModelPruning",
     "RichModelSummary",
     "RichProgressBar",
     "SpikeDetection",
-    "StochasticWeightAveraging",
-    "ThroughputMonitor",
-    "WeightAveraging",
 )
 __getattr__ = lightning_names_not_here("ltrain.callbacks", NOT_YET)

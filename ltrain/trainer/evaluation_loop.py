@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ltrain.batch import apply_to_tensors, split_samples, stack_samples
+from ltrain.callbacks.prediction_writer import (
+    BasePredictionWriter,
+    PredictionRecord,
+    indexed_loader,
+)
 from ltrain.console import info
 from ltrain.module import Module
 from ltrain.results import to_floats
@@ -77,35 +82,76 @@ def evaluation_epoch(
 
 
 def predict(trainer: Trainer) -> list[Any] | None:
-    """`predict()`: every batch through `predict_step`; what it returned, per loader."""
+    """`predict()`: every batch through `predict_step`; what it returned, per loader.
+
+    Prediction writers are told each batch's sample indices; an epoch writer gets every batch's
+    prediction at the epoch's end, so they are kept for it even with `return_predictions=False`.
+    """
     model = trainer.lightning_module
     trainer.results = trainer._new_results()
     loaders = as_loader_list(trainer.predict_dataloaders)
     if len(loaders) > 1:
         _require_dataloader_idx(model, "predict_step", "predict")
+    writers = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter)]
+    record = PredictionRecord(epoch_batch_indices=[[] for _ in loaders])
+    for writer in writers:
+        writer._record = record
+    any_epoch = any(writer.interval.on_epoch for writer in writers)
+    noted = _note_indices(record, any_epoch) if writers else None
+    indexed = [indexed_loader(loader) if writers else (loader, None) for loader in loaders]
     keep = trainer._return_predictions
     with torch.inference_mode() if trainer.inference_mode else torch.no_grad():
         modes = training_modes(model)
         call_hook(trainer, "on_predict_model_eval")
         call_hook(trainer, "on_predict_start")
         call_hook(trainer, "on_predict_epoch_start")
-        outputs = _run_batches(trainer, "predict", loaders, trainer.num_predict_batches, keep)
+        counts = trainer.num_predict_batches
+        outputs = _run_batches(trainer, "predict", indexed, counts, keep or any_epoch, noted)
+        record.predictions = outputs
         call_hook(trainer, "on_predict_epoch_end")
+        record.epoch_batch_indices = []
+        if not keep:
+            record.predictions = []
         call_hook(trainer, "on_predict_end")
         restore_training_modes(model, modes)
     if not keep:
         return None
+    if trainer.world_size > 1:
+        outputs = [
+            _gather_predictions(trainer, out, loader)
+            for out, loader in zip(outputs, loaders, strict=True)
+        ]
     return outputs if len(outputs) > 1 else outputs[0]
 
 
+def _note_indices(record: PredictionRecord, any_epoch: bool) -> Any:
+    """Before each predict step: the batch's sample indices, for the prediction writers."""
+
+    def note(indices_of: Any, loader_idx: int, batch_idx: int) -> None:
+        indices = indices_of(batch_idx)
+        if indices is None:  # a loader that does not say which samples it draws
+            return
+        record.current_batch_indices = indices
+        if any_epoch:
+            record.epoch_batch_indices[loader_idx].append(indices)
+
+    return note
+
+
 def _run_batches(
-    trainer: Trainer, kind: str, loaders: list[Any], counts: list[int | float], keep: bool
+    trainer: Trainer,
+    kind: str,
+    loaders: list[Any],
+    counts: list[int | float],
+    keep: bool,
+    note: Any = None,
 ) -> list[list[Any]]:
     """Every batch of every loader through `{kind}_step` and its batch hooks.
 
     Returns the step outputs per loader when `keep` (predictions); otherwise each batch's logged
     step values go to the loggers as a row (none during the sanity check). As in Lightning, such a
     row's step counts the loader's batches (over every validation of a fit) and it has no epoch.
+    Predict passes `(loader, indices_of)` pairs and `note`, which records each batch's indices.
     """
     model = trainer.lightning_module
     results = trainer.results
@@ -115,11 +161,16 @@ def _run_batches(
     forward_context = trainer.precision_plugin.forward_context
     kept: list[list[Any]] = []
     for loader_idx, (loader, count) in enumerate(zip(loaders, counts, strict=True)):
+        indices_of = None
+        if kind == "predict":
+            loader, indices_of = loader
         extra = (loader_idx,) if several else ()
         outputs: list[Any] = []
         for batch_idx, batch, _ in with_last_flag(iter(loader), count):
             batch = to_device(trainer, batch, loader_idx)
             results.start_batch(batch, loader_idx if several else None)
+            if note is not None:
+                note(indices_of, loader_idx, batch_idx)
             call_hook(trainer, f"on_{kind}_batch_start", batch, batch_idx, *extra)
             with forward_context():
                 output = getattr(model, step_name)(
@@ -133,8 +184,6 @@ def _run_batches(
                 row = rows[loader_idx] = rows.get(loader_idx, -1) + 1
                 if results.step_values:
                     log_row(trainer, results.step_values, row, with_epoch=False)
-        if keep and trainer.world_size > 1:
-            outputs = _gather_predictions(trainer, outputs, loader)
         kept.append(outputs)
     return kept
 

@@ -246,6 +246,8 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
     steps_now = is_last or (batch_idx + 1) % accumulate == 0
     zero_grad_first = batch_idx % accumulate == 0
     optimizer = trainer.optimizers[0]
+    # StochasticWeightAveraging's BatchNorm epoch: forward passes only, the gradients left as they are
+    skip_backward = getattr(trainer, "_skip_backward", False)
 
     def closure() -> torch.Tensor | None:
         with trainer.precision_plugin.forward_context():
@@ -255,7 +257,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
         trainer.results.hook = None
         loss = _training_loss(output)
         trainer._step_output = _batch_end_outputs(output)
-        if zero_grad_first:
+        if zero_grad_first and not skip_backward:
             call_hook(trainer, "on_before_zero_grad", optimizer)
             if trainer._default_zero_grad:
                 optimizer.zero_grad()
@@ -263,7 +265,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
                 call_hook(
                     trainer, "optimizer_zero_grad", trainer.current_epoch, batch_idx, optimizer
                 )
-        if loss is not None:
+        if loss is not None and not skip_backward:
             backward(trainer, loss / accumulate if accumulate > 1 else loss)
         return loss
 

@@ -1904,3 +1904,182 @@ def simple_profiler_files_per_stage(pl, root):
     run.validate(model, loader(regression(16)), verbose=False)
     reports = {p.name: p.read_text().splitlines()[0] for p in sorted((root / "perf").iterdir())}
     return {"reports": reports, "profiler": type(run.profiler).__name__}
+
+
+# ---- issue 15: callbacks
+def _prediction_writer(pl: Any, interval: str, seen: list) -> Any:
+    def shapes(predictions: Any) -> Any:
+        if isinstance(predictions, torch.Tensor):
+            return list(predictions.shape)
+        return [shapes(p) for p in predictions]
+
+    class Writer(pl.callbacks.BasePredictionWriter):
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
+                               batch_idx, dataloader_idx):  # fmt: skip
+            seen.append(("batch", prediction.tolist(), batch_indices, batch_idx, dataloader_idx))
+
+        def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+            seen.append(("epoch", shapes(predictions), batch_indices))
+
+    return Writer(interval)
+
+
+@scenario
+def prediction_writer_calls_and_batch_indices(pl, root):
+    seen: list = []
+    model = kit(pl).Classifier()
+    shuffled = loader(classification(12), 5, shuffle=True)
+    two = [loader(classification(12), 5), loader(classification(7, seed=3), 4)]
+    for interval in ("batch", "epoch", "batch_and_epoch"):
+        for loaders in (shuffled, two):
+            for keep in (True, False):
+                run = trainer(pl, root, callbacks=[_prediction_writer(pl, interval, seen)])
+                returned = run.predict(model, loaders, return_predictions=keep)
+                seen.append(("returned", returned is None or len(returned)))
+    return {"seen": seen}
+
+
+def _swa_model(pl: Any, batch_norm: bool, scheduler: bool, rates: list) -> Any:
+    class Averaged(kit(pl).Regressor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(4) if batch_norm else torch.nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(self.norm(x))
+
+        def on_train_epoch_start(self) -> None:
+            rates.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+            if not scheduler:
+                return optimizer
+            return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5)]
+
+    return Averaged()
+
+
+def _swa_run(pl: Any, root: Path, batch_norm: bool, scheduler: bool, **swa: Any) -> dict:
+    rates: list = []
+    model = _swa_model(pl, batch_norm, scheduler, rates)
+    averaging = pl.callbacks.StochasticWeightAveraging(**swa)
+    run, model = _fit(pl, root, model=model, max_epochs=5, callbacks=[averaging])
+    seen = observe(run, model, root)
+    seen.update(rates=rates, n_averaged=int(averaging.n_averaged), max_epochs=run.max_epochs)
+    return seen
+
+
+@scenario
+def swa_from_a_fraction_with_a_scheduler(pl, root):
+    return _swa_run(pl, root, False, True, swa_lrs=0.05, swa_epoch_start=0.6, annealing_epochs=2)
+
+
+@scenario
+def swa_linear_from_an_epoch_without_a_scheduler(pl, root):
+    return _swa_run(pl, root, False, False, swa_lrs=[0.02], swa_epoch_start=2,
+                    annealing_epochs=1, annealing_strategy="linear")  # fmt: skip
+
+
+@scenario
+def swa_with_batch_norm_recomputes_its_statistics(pl, root):
+    seen = _swa_run(pl, root, True, True, swa_lrs=0.05, swa_epoch_start=3, annealing_epochs=3)
+    return seen
+
+
+@scenario
+def swa_resumes_mid_averaging_exactly(pl, root):
+    def fit(ckpt_path: Any, name: str) -> tuple:
+        model = _swa_model(pl, True, True, [])
+        averaging = pl.callbacks.StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2)
+        every = pl.callbacks.ModelCheckpoint(dirpath=str(root / name), save_top_k=-1)
+        run = trainer(pl, root, max_epochs=4, callbacks=[averaging, every],
+                      logger=pl.loggers.CSVLogger(str(root), name=name))  # fmt: skip
+        run.fit(model, loader(regression()), ckpt_path=ckpt_path)
+        return model, run
+
+    whole, _ = fit(None, "whole")
+    middle = sorted((root / "whole").glob("epoch=2-*.ckpt"))[0]
+    resumed, run = fit(str(middle), "resumed")
+    return {
+        "whole": dict(whole.state_dict()),
+        "resumed": dict(resumed.state_dict()),
+        "same": all(torch.equal(whole.state_dict()[k], v) for k, v in resumed.state_dict().items()),
+        "global_step": run.global_step,
+    }
+
+
+def _averaging_fit(pl: Any, root: Path, averaging: Any, name: str, ckpt_path: Any = None) -> Any:
+    model = _swa_model(pl, True, True, [])
+    every = pl.callbacks.ModelCheckpoint(dirpath=str(root / name), save_top_k=-1)
+    run = trainer(pl, root, max_epochs=3, callbacks=[averaging, every],
+                  logger=pl.loggers.CSVLogger(str(root), name=name))  # fmt: skip
+    run.fit(model, loader(regression()), loader(regression(32, seed=2)), ckpt_path=ckpt_path)
+    return run, model
+
+
+@scenario
+def ema_weight_averaging_validates_and_ends_on_the_average(pl, root):
+    ema = pl.callbacks.EMAWeightAveraging(decay=0.9, update_every_n_steps=2,
+                                          update_starting_at_step=3)  # fmt: skip
+    run, model = _averaging_fit(pl, root, ema, "run")
+    stored = torch.load(run.checkpoint_callback.best_model_path, weights_only=False)
+    seen = observe(run, model, root)
+    seen.update(
+        stored={k: stored[k] for k in ("state_dict", "current_model_state", "averaging_state")}
+    )
+    return seen
+
+
+@scenario
+def weight_averaging_resumes_from_its_checkpoint(pl, root):
+    _averaging_fit(pl, root, pl.callbacks.WeightAveraging(), "whole")
+    middle = sorted((root / "whole").glob("epoch=1-*.ckpt"))[0]
+    run, model = _averaging_fit(pl, root, pl.callbacks.WeightAveraging(), "resumed", str(middle))
+    return observe(run, model, root)
+
+
+def _throughput_columns(root: Path, name: str) -> dict:
+    import csv
+
+    rows = list(csv.DictReader((root / name / "version_0" / "metrics.csv").open()))
+    kept = ("step", "epoch", "batches", "samples", "lengths")
+    return {
+        "columns": sorted(rows[0]) if rows else [],
+        "rows": [{k: v for k, v in row.items() if v and k.split("/")[-1] in kept} for row in rows],
+    }
+
+
+@scenario
+def throughput_monitor_logs_lightnings_names(pl, root):
+    monitor = pl.callbacks.ThroughputMonitor(batch_size_fn=lambda batch: batch[0].size(0),
+                                             length_fn=lambda batch: batch[0].numel(),
+                                             window_size=2)  # fmt: skip
+    run = trainer(pl, root, max_epochs=2, callbacks=[monitor], log_every_n_steps=3,
+                  logger=pl.loggers.CSVLogger(str(root), name="fit"))  # fmt: skip
+    model = kit(pl).Regressor()
+    run.fit(model, loader(regression(40)), loader(regression(24, seed=2)))
+    run.test(model, loader(regression(16, seed=3)))
+    seen = _throughput_columns(root, "fit")
+    run = trainer(pl, root, callbacks=[monitor], log_every_n_steps=1,
+                  logger=pl.loggers.CSVLogger(str(root), name="p"))  # fmt: skip
+    run.predict(model, loader(regression(24, seed=4)))
+    seen["predict"] = _throughput_columns(root, "p")
+    return seen
+
+
+@scenario
+def device_stats_monitor_names_and_steps(pl, root):
+    import csv
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:  # both frameworks need it for CPU stats
+        return {"skipped": "psutil is not installed"}
+    run = trainer(pl, root, max_epochs=1, log_every_n_steps=2,
+                  callbacks=[pl.callbacks.DeviceStatsMonitor()])  # fmt: skip
+    run.fit(kit(pl).Regressor(), loader(regression(40)), loader(regression(24, seed=2)))
+    rows = list(csv.DictReader((root / "run" / "version_0" / "metrics.csv").open()))
+    return {
+        "columns": sorted(rows[0]),
+        "rows": [sorted((k, r["step"]) for k, v in r.items() if v and "Device" in k) for r in rows],
+    }
