@@ -2083,3 +2083,78 @@ def device_stats_monitor_names_and_steps(pl, root):
         "columns": sorted(rows[0]),
         "rows": [sorted((k, r["step"]) for k, v in r.items() if v and "Device" in k) for r in rows],
     }
+
+
+# ---- issue 15: rich and checkpoint options
+def _checkpoint_files(root: Path, checkpoint: Any) -> dict:
+    """Every .ckpt file: a link's target, or the global step a file holds; and the paths kept."""
+    files = {}
+    for path in sorted(root.rglob("*.ckpt")):
+        name = str(path.relative_to(root))
+        if path.is_symlink():
+            files[name] = "-> " + str(Path(path.readlink()))
+        else:
+            files[name] = torch.load(path, weights_only=False)["global_step"]
+    kept = {k: Path(getattr(checkpoint, k)).name for k in ("best_model_path", "last_model_path")}
+    return {"files": files, **kept}
+
+
+def _checkpointed_fit(pl: Any, root: Path, epochs: int, **options: Any) -> dict:
+    checkpoint = pl.callbacks.ModelCheckpoint(**options)
+    _fit(pl, root, val=loader(regression(16)), max_epochs=epochs, callbacks=[checkpoint])
+    return _checkpoint_files(root, checkpoint)
+
+
+@scenario
+def checkpoint_train_time_interval_zero_saves_every_batch(pl, root):
+    from datetime import timedelta
+
+    return _checkpointed_fit(pl, root, 2, train_time_interval=timedelta(0), save_top_k=-1,
+                             save_last=True)  # fmt: skip
+
+
+@scenario
+def checkpoint_train_time_interval_monitored_waits_for_validation(pl, root):
+    from datetime import timedelta
+
+    return _checkpointed_fit(pl, root, 3, train_time_interval=timedelta(0), save_top_k=2,
+                             monitor="valid_loss", save_last=True)  # fmt: skip
+
+
+@scenario
+def checkpoint_train_time_interval_not_reached_writes_only_last(pl, root):
+    from datetime import timedelta
+
+    return _checkpointed_fit(pl, root, 2, train_time_interval=timedelta(hours=1),
+                             save_last=True)  # fmt: skip
+
+
+@scenario
+def checkpoint_train_time_interval_with_steps_is_refused(pl, root):
+    from datetime import timedelta
+
+    try:
+        pl.callbacks.ModelCheckpoint(every_n_train_steps=2, train_time_interval=timedelta(0))
+    except Exception as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {"error": None}
+
+
+@scenario
+def checkpoint_save_last_link_follows_the_latest_file(pl, root):
+    return _checkpointed_fit(pl, root, 4, monitor="valid_loss", save_top_k=2, save_last="link")
+
+
+@scenario
+def checkpoint_save_last_link_every_second_epoch(pl, root):
+    return _checkpointed_fit(pl, root, 3, every_n_epochs=2, save_top_k=-1, save_last="link")
+
+
+@scenario
+def checkpoint_save_last_link_without_top_k_is_a_file(pl, root):
+    return _checkpointed_fit(pl, root, 2, save_top_k=0, save_last="link")
+
+
+@scenario
+def checkpoint_save_last_link_every_n_train_steps(pl, root):
+    return _checkpointed_fit(pl, root, 2, every_n_train_steps=3, save_last="link")
