@@ -2158,3 +2158,24 @@ def checkpoint_save_last_link_without_top_k_is_a_file(pl, root):
 @scenario
 def checkpoint_save_last_link_every_n_train_steps(pl, root):
     return _checkpointed_fit(pl, root, 2, every_n_train_steps=3, save_last="link")
+
+
+@scenario
+def rich_progress_bar_and_summary_are_the_trainers(pl, root):
+    import importlib.util
+
+    if importlib.util.find_spec("rich") is None:  # both frameworks need it
+        return {"skipped": "rich is not installed"}
+    bar = pl.callbacks.RichProgressBar(refresh_rate=2, leave=True)
+    summary = pl.callbacks.RichModelSummary(max_depth=2)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2,
+                      callbacks=[bar, summary], enable_progress_bar=True,
+                      enable_model_summary=True)  # fmt: skip
+    return {
+        "bar": type(run.progress_bar_callback).__name__,
+        "same": run.progress_bar_callback is bar,
+        "shown": sorted(bar.get_metrics(run, model)),
+        "refresh_rate": bar.refresh_rate,
+        "enabled": (bar.is_enabled, pl.callbacks.RichProgressBar(refresh_rate=0).is_disabled),
+        "summaries": [type(c).__name__ for c in run.callbacks if "Summary" in type(c).__name__],
+    }
