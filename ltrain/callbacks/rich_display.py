@@ -58,7 +58,7 @@ class RichProgressBar(ProgressBar):
 
     def __init__(
         self,
-        refresh_rate: int = 1,
+        refresh_rate: int = 100,
         leave: bool = False,
         theme: RichProgressBarTheme | None = None,
         console_kwargs: dict[str, Any] | None = None,

@@ -2130,6 +2130,29 @@ def checkpoint_train_time_interval_not_reached_writes_only_last(pl, root):
 
 
 @scenario
+def checkpoint_train_time_interval_with_a_slow_step(pl, root):
+    """Each training step takes a second of a fake clock: a 2.5 s interval saves every third."""
+    from datetime import timedelta
+
+    clock = [0.0]
+
+    class SlowStep(kit(pl).Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            clock[0] += 1.0
+            return super().training_step(batch, batch_idx)
+
+    monotonic, time.monotonic = time.monotonic, lambda: clock[0]
+    try:
+        checkpoint = pl.callbacks.ModelCheckpoint(train_time_interval=timedelta(seconds=2.5),
+                                                  save_top_k=-1)  # fmt: skip
+        _fit(pl, root, SlowStep(), val=loader(regression(16)), max_epochs=2,
+             callbacks=[checkpoint])  # fmt: skip
+    finally:
+        time.monotonic = monotonic
+    return _checkpoint_files(root, checkpoint)
+
+
+@scenario
 def checkpoint_train_time_interval_with_steps_is_refused(pl, root):
     from datetime import timedelta
 
@@ -2175,7 +2198,7 @@ def rich_progress_bar_and_summary_are_the_trainers(pl, root):
         "bar": type(run.progress_bar_callback).__name__,
         "same": run.progress_bar_callback is bar,
         "shown": sorted(bar.get_metrics(run, model)),
-        "refresh_rate": bar.refresh_rate,
+        "refresh_rate": (bar.refresh_rate, pl.callbacks.RichProgressBar().refresh_rate),
         "enabled": (bar.is_enabled, pl.callbacks.RichProgressBar(refresh_rate=0).is_disabled),
         "summaries": [type(c).__name__ for c in run.callbacks if "Summary" in type(c).__name__],
     }
