@@ -69,6 +69,7 @@ def test_lightnings_arguments(tmp_path):
     text = out.getvalue()
     assert "Epoch 0" in text and "Epoch 1" in text  # leave: each epoch's bar stays
     assert "v_num: 0 | loss: " in text and "e-0" in text
+    assert "it/s" in text  # the processing speed
 
 
 def test_refresh_rate_zero_shows_nothing(tmp_path):

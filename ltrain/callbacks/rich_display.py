@@ -48,6 +48,39 @@ def _of(total: int | None) -> str:
     return "?" if total is None else str(total)
 
 
+def _columns(theme: RichProgressBarTheme) -> list[Any]:
+    """The bar's columns: title, bar, batches, elapsed and remaining time, speed, metrics."""
+    from rich import progress
+    from rich.text import Text
+
+    class Styled(progress.ProgressColumn):
+        def __init__(self, column: progress.ProgressColumn, style: str | Style) -> None:
+            super().__init__()
+            self.column, self.style = column, style
+
+        def render(self, task: progress.Task) -> Text:
+            return Text(str(self.column.render(task)), style=self.style)
+
+    class Speed(progress.ProgressColumn):
+        def render(self, task: progress.Task) -> Text:
+            shown = f"{task.speed:.2f}it/s" if task.speed else ""
+            return Text(shown, style=theme.processing_speed)
+
+    return [
+        progress.TextColumn("{task.description}", style=theme.description),
+        progress.BarColumn(
+            complete_style=theme.progress_bar,
+            finished_style=theme.progress_bar_finished,
+            pulse_style=theme.progress_bar_pulse,
+        ),
+        progress.TextColumn("{task.completed:.0f}/{task.fields[of]}", style=theme.batch_progress),
+        Styled(progress.TimeElapsedColumn(), theme.time),
+        Styled(progress.TimeRemainingColumn(), theme.time),
+        Speed(),
+        progress.TextColumn("{task.fields[metrics]}", style=theme.metrics, markup=False),
+    ]
+
+
 class RichProgressBar(ProgressBar):
     """A rich progress display with Lightning's arguments.
 
@@ -97,20 +130,8 @@ class RichProgressBar(ProgressBar):
             from rich import progress
             from rich.console import Console
 
-            theme = self.theme
             self.progress = progress.Progress(
-                progress.TextColumn("{task.description}", style=theme.description),
-                progress.BarColumn(
-                    complete_style=theme.progress_bar,
-                    finished_style=theme.progress_bar_finished,
-                    pulse_style=theme.progress_bar_pulse,
-                ),
-                progress.TextColumn(
-                    "{task.completed:.0f}/{task.fields[of]}", style=theme.batch_progress
-                ),
-                progress.TimeElapsedColumn(),
-                progress.TimeRemainingColumn(),
-                progress.TextColumn("{task.fields[metrics]}", style=theme.metrics, markup=False),
+                *_columns(self.theme),
                 console=Console(**self._console_kwargs),
             )
             self.progress.start()
