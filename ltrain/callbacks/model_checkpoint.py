@@ -83,7 +83,9 @@ class ModelCheckpoint(Checkpoint):
             raise MisconfigurationException("ModelCheckpoint every_n_train_steps must be >= 0")
         if every_n_epochs is not None and every_n_epochs < 0:
             raise MisconfigurationException("ModelCheckpoint every_n_epochs must be >= 0")
-        untriggered = every_n_train_steps is every_n_epochs is train_time_interval is None
+        untriggered = all(
+            t is None for t in (every_n_train_steps, every_n_epochs, train_time_interval)
+        )
         if bool(every_n_train_steps) + bool(every_n_epochs) + (train_time_interval is not None) > 1:
             raise MisconfigurationException(
                 f"Combination of parameters every_n_train_steps={every_n_train_steps or 0}, "

@@ -2202,3 +2202,18 @@ def rich_progress_bar_and_summary_are_the_trainers(pl, root):
         "enabled": (bar.is_enabled, pl.callbacks.RichProgressBar(refresh_rate=0).is_disabled),
         "summaries": [type(c).__name__ for c in run.callbacks if "Summary" in type(c).__name__],
     }
+
+
+@scenario
+def checkpoint_every_n_train_steps_zero_saves_no_epochs(pl, root):
+    return _checkpointed_fit(pl, root, 2, every_n_train_steps=0, save_last=True)
+
+
+@scenario
+def checkpoint_save_last_link_resumes_from_last(pl, root):
+    folder = str(root / "ckpts")
+    for epochs, resume in ((2, None), (3, "last")):
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=folder, save_last="link")
+        run = trainer(pl, root, max_epochs=epochs, callbacks=[checkpoint])
+        run.fit(kit(pl).Regressor(), loader(regression()), ckpt_path=resume)
+    return {**_checkpoint_files(root, checkpoint), "step": run.global_step}
