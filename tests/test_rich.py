@@ -3,6 +3,7 @@ summary's rows as a rich table, and an ImportError naming the extra without rich
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ from ltrain.callbacks import RichModelSummary, RichProgressBar, TQDMProgressBar
 from ltrain.callbacks.model_summary import format_totals, summarize
 from ltrain.callbacks.rich_display import RichProgressBarTheme
 
-pytest.importorskip("rich")
+needs_rich = pytest.mark.skipif(importlib.util.find_spec("rich") is None, reason="needs rich")
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 
 
@@ -49,6 +50,7 @@ def test_without_rich_the_error_names_the_extra(monkeypatch, name):
         getattr(pl.callbacks, name)()
 
 
+@needs_rich
 def test_the_bar_is_the_trainers_and_shows_what_tqdm_shows(tmp_path):
     bar, out = drawn()
     trainer = fit_with(tmp_path, bar)
@@ -61,6 +63,7 @@ def test_the_bar_is_the_trainers_and_shows_what_tqdm_shows(tmp_path):
     assert "Validation" not in text  # an evaluation bar disappears when it ends within a fit
 
 
+@needs_rich
 def test_lightnings_arguments(tmp_path):
     theme = RichProgressBarTheme(metrics_format=".1e", metrics_text_delimiter=" | ")
     bar, out = drawn({"refresh_rate": 2, "leave": True, "theme": theme})
@@ -72,6 +75,7 @@ def test_lightnings_arguments(tmp_path):
     assert "it/s" in text  # the processing speed
 
 
+@needs_rich
 def test_refresh_rate_zero_shows_nothing(tmp_path):
     bar, out = drawn({"refresh_rate": 0})
     assert bar.is_disabled
@@ -79,6 +83,7 @@ def test_refresh_rate_zero_shows_nothing(tmp_path):
     assert out.getvalue() == ""
 
 
+@needs_rich
 def test_test_and_predict_bars(tmp_path):
     bar, out = drawn()
     trainer = quiet_trainer(tmp_path, callbacks=[bar], enable_progress_bar=True)
@@ -88,6 +93,7 @@ def test_test_and_predict_bars(tmp_path):
     assert "Predicting" in out.getvalue() and "2/2" in out.getvalue()
 
 
+@needs_rich
 def test_the_summary_has_model_summarys_rows_and_totals(tmp_path, capsys):
     fit_with(tmp_path, RichModelSummary(max_depth=2, header_style="bold"), epochs=1)
     trainer = quiet_trainer(tmp_path)
@@ -98,6 +104,7 @@ def test_the_summary_has_model_summarys_rows_and_totals(tmp_path, capsys):
     assert all(line in text for line in format_totals(summary))
 
 
+@needs_rich
 def test_the_rich_summary_replaces_the_default_one(tmp_path):
     summary = RichModelSummary()
     trainer = quiet_trainer(tmp_path, callbacks=[summary], enable_model_summary=True)
