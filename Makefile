@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,examples]'
 	touch $(STAMP)
 
-# the optional loggers' and exports' extras (~40 s on first use), so their tests run instead of skipping
+# the optional loggers', exports' and rich displays' extras (~40 s on first use), so their tests run instead of skipping
 $(LOGGERS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[tensorboard,wandb,mlflow,onnx]'
+	$(PY) -m pip install --quiet -e '.[tensorboard,wandb,mlflow,onnx,rich]'
 	touch $(LOGGERS_STAMP)
 
 run: $(STAMP)

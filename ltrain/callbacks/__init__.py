@@ -12,6 +12,7 @@ from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
 from ltrain.callbacks.prediction_writer import BasePredictionWriter
 from ltrain.callbacks.progress import ProgressBar, TQDMProgressBar
+from ltrain.callbacks.rich_display import RichModelSummary, RichProgressBar
 from ltrain.callbacks.stochastic_weight_avg import StochasticWeightAveraging
 from ltrain.callbacks.throughput_monitor import ThroughputMonitor
 from ltrain.callbacks.timer import Timer
@@ -34,6 +35,8 @@ __all__ = [
     "ModelSummary",
     "OnExceptionCheckpoint",
     "ProgressBar",
+    "RichModelSummary",
+    "RichProgressBar",
     "StochasticWeightAveraging",
     "TQDMProgressBar",
     "ThroughputMonitor",
@@ -47,8 +50,6 @@ NOT_YET = (
     "BatchSizeFinder",
     "LearningRateFinder",
     "ModelPruning",
-    "RichModelSummary",
-    "RichProgressBar",
     "SpikeDetection",
 )
 __getattr__ = lightning_names_not_here("ltrain.callbacks", NOT_YET)

@@ -9,6 +9,11 @@ fit that wrote no checkpoint (save_top_k=0, every_n_epochs beyond the run). A na
 in the folder gets Lightning's `-v1`, `-v2`, ... (`enable_version_counter`), so a second run into
 the same folder never overwrites the first run's files.
 
+`train_time_interval` saves at the first training batch end after that much training time
+(timed from the start of training, then from each such save). `save_last="link"` makes
+`last.ckpt` a symbolic link to the latest file this callback saved instead of a copy; before
+any such file (and with save_top_k=0) it is written as a file, as in Lightning.
+
 A new file is written (atomically) before an old one is deleted, so a kill between the two never
 leaves the run without its best checkpoint.
 """
@@ -18,9 +23,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -48,12 +55,13 @@ class ModelCheckpoint(Checkpoint):
         filename: str | None = None,
         monitor: str | None = None,
         verbose: bool = False,
-        save_last: bool | None = None,
+        save_last: bool | Literal["link"] | None = None,
         save_top_k: int = 1,
         save_weights_only: bool = False,
         mode: str = "min",
         auto_insert_metric_name: bool = True,
         every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
@@ -75,6 +83,15 @@ class ModelCheckpoint(Checkpoint):
             raise MisconfigurationException("ModelCheckpoint every_n_train_steps must be >= 0")
         if every_n_epochs is not None and every_n_epochs < 0:
             raise MisconfigurationException("ModelCheckpoint every_n_epochs must be >= 0")
+        untriggered = all(
+            t is None for t in (every_n_train_steps, every_n_epochs, train_time_interval)
+        )
+        if bool(every_n_train_steps) + bool(every_n_epochs) + (train_time_interval is not None) > 1:
+            raise MisconfigurationException(
+                f"Combination of parameters every_n_train_steps={every_n_train_steps or 0}, "
+                f"every_n_epochs={every_n_epochs or 0} and train_time_interval="
+                f"{train_time_interval} should be mutually exclusive."
+            )
         self.dirpath = os.fspath(dirpath) if dirpath is not None else None
         self.filename = filename
         self.monitor = monitor
@@ -85,9 +102,9 @@ class ModelCheckpoint(Checkpoint):
         self.mode = mode
         self.auto_insert_metric_name = auto_insert_metric_name
         self.every_n_train_steps = every_n_train_steps or 0
-        self.every_n_epochs = (
-            1 if every_n_epochs is None and not every_n_train_steps else (every_n_epochs or 0)
-        )
+        self.every_n_epochs = 1 if untriggered else (every_n_epochs or 0)
+        self._train_time_interval = train_time_interval
+        self._last_time_checked: float | None = None  # from the start of training
         self.enable_version_counter = enable_version_counter
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self.best_k_models: dict[str, float] = {}  # only a monitored metric's scores
@@ -173,11 +190,15 @@ class ModelCheckpoint(Checkpoint):
             or self._last_global_step_saved == trainer.global_step
         )
 
+    def on_train_start(self, trainer: Trainer, pl_module: Module) -> None:
+        self._last_time_checked = time.monotonic()
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         n = self.every_n_train_steps
-        if not n or trainer.global_step % n:
+        step_due = bool(n) and trainer.global_step % n == 0
+        if not self._time_due(trainer) and not step_due:
             return
         metrics = self._metrics(trainer)
         if self.monitor is not None and (
@@ -191,6 +212,18 @@ class ModelCheckpoint(Checkpoint):
             return
         self._save_top_k(trainer, metrics)
         self._save_last(trainer)
+
+    def _time_due(self, trainer: Trainer) -> bool:
+        """`train_time_interval` has passed since training started or since it was last due
+        (rank 0's clock decides for all ranks)."""
+        if self._train_time_interval is None or self._last_time_checked is None:
+            return False
+        now = time.monotonic()
+        elapsed = now - self._last_time_checked
+        due = trainer.strategy.broadcast(elapsed >= self._train_time_interval.total_seconds())
+        if due:
+            self._last_time_checked = now
+        return due
 
     def _validation_follows(self, trainer: Trainer) -> bool:
         """Validation runs right after this (the epoch's last) batch and this callback saves
@@ -239,7 +272,10 @@ class ModelCheckpoint(Checkpoint):
         """
         path = self._free_path(trainer, self.CHECKPOINT_NAME_LAST, self.last_model_path)
         previous, self.last_model_path = self.last_model_path, path  # part of the file's state
-        self._write(trainer, path)
+        if self.save_last == "link" and self._last_checkpoint_saved and self.save_top_k != 0:
+            self._link(trainer, self._last_checkpoint_saved, path)
+        else:
+            self._write(trainer, path)
         if previous and previous != path:
             self._remove(trainer, previous)
         return path
@@ -249,9 +285,20 @@ class ModelCheckpoint(Checkpoint):
             self.save_last_checkpoint(trainer)
 
     def _save_last_if_saved_now(self, trainer: Trainer) -> None:
-        """At an epoch's or a validation's end, last.ckpt follows a file saved just now."""
-        if self._last_global_step_saved == trainer.global_step:
+        """At an epoch's or a validation's end, last.ckpt follows a file saved just now (a link
+        follows the latest file whenever there is one)."""
+        linked = self.save_last == "link" and self._last_checkpoint_saved
+        if self._last_global_step_saved == trainer.global_step or linked:
             self._save_last(trainer)
+
+    @staticmethod
+    def _link(trainer: Trainer, target: str, path: str) -> None:
+        """Point `path` at `target` with a relative symbolic link (rank 0 writes it)."""
+        if not trainer.is_global_zero or os.path.abspath(target) == os.path.abspath(path):
+            return
+        if os.path.lexists(path):
+            os.remove(path)
+        os.symlink(os.path.relpath(target, os.path.dirname(path)), path)
 
     def _save_top_k(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self.save_top_k == 0:

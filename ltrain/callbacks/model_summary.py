@@ -199,6 +199,11 @@ def format_summary(summary: Summary) -> str:
     for row in zip(*(cells for _, cells in columns), strict=True):
         lines.append(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     lines.append(rule)
+    return "\n".join(lines + format_totals(summary))
+
+
+def format_totals(summary: Summary) -> list[str]:
+    """The lines of totals under the table, each value in a field of 10."""
     totals = [
         (human_count(summary.trainable_params), "Trainable params"),
         (human_count(summary.total_params - summary.trainable_params), "Non-trainable params"),
@@ -208,8 +213,7 @@ def format_summary(summary: Summary) -> str:
         (str(summary.eval_modules), "Modules in eval mode"),
         (human_count(summary.total_flops), "Total Flops"),
     ]
-    lines.extend(f"{value:<10}{label}" for value, label in totals)
-    return "\n".join(lines)
+    return [f"{value:<10}{label}" for value, label in totals]
 
 
 def summary_table(module: Module, max_depth: int = 1, precision: str = "32-true") -> str:

@@ -2083,3 +2083,137 @@ def device_stats_monitor_names_and_steps(pl, root):
         "columns": sorted(rows[0]),
         "rows": [sorted((k, r["step"]) for k, v in r.items() if v and "Device" in k) for r in rows],
     }
+
+
+# ---- issue 15: rich and checkpoint options
+def _checkpoint_files(root: Path, checkpoint: Any) -> dict:
+    """Every .ckpt file: a link's target, or the global step a file holds; and the paths kept."""
+    files = {}
+    for path in sorted(root.rglob("*.ckpt")):
+        name = str(path.relative_to(root))
+        if path.is_symlink():
+            files[name] = "-> " + str(Path(path.readlink()))
+        else:
+            files[name] = torch.load(path, weights_only=False)["global_step"]
+    kept = {k: Path(getattr(checkpoint, k)).name for k in ("best_model_path", "last_model_path")}
+    return {"files": files, **kept}
+
+
+def _checkpointed_fit(pl: Any, root: Path, epochs: int, **options: Any) -> dict:
+    checkpoint = pl.callbacks.ModelCheckpoint(**options)
+    _fit(pl, root, val=loader(regression(16)), max_epochs=epochs, callbacks=[checkpoint])
+    return _checkpoint_files(root, checkpoint)
+
+
+@scenario
+def checkpoint_train_time_interval_zero_saves_every_batch(pl, root):
+    from datetime import timedelta
+
+    return _checkpointed_fit(pl, root, 2, train_time_interval=timedelta(0), save_top_k=-1,
+                             save_last=True)  # fmt: skip
+
+
+@scenario
+def checkpoint_train_time_interval_monitored_waits_for_validation(pl, root):
+    from datetime import timedelta
+
+    return _checkpointed_fit(pl, root, 3, train_time_interval=timedelta(0), save_top_k=2,
+                             monitor="valid_loss", save_last=True)  # fmt: skip
+
+
+@scenario
+def checkpoint_train_time_interval_not_reached_writes_only_last(pl, root):
+    from datetime import timedelta
+
+    return _checkpointed_fit(pl, root, 2, train_time_interval=timedelta(hours=1),
+                             save_last=True)  # fmt: skip
+
+
+@scenario
+def checkpoint_train_time_interval_with_a_slow_step(pl, root):
+    """Each training step takes a second of a fake clock: a 2.5 s interval saves every third."""
+    from datetime import timedelta
+
+    clock = [0.0]
+
+    class SlowStep(kit(pl).Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            clock[0] += 1.0
+            return super().training_step(batch, batch_idx)
+
+    monotonic, time.monotonic = time.monotonic, lambda: clock[0]
+    try:
+        checkpoint = pl.callbacks.ModelCheckpoint(train_time_interval=timedelta(seconds=2.5),
+                                                  save_top_k=-1)  # fmt: skip
+        _fit(pl, root, SlowStep(), val=loader(regression(16)), max_epochs=2,
+             callbacks=[checkpoint])  # fmt: skip
+    finally:
+        time.monotonic = monotonic
+    return _checkpoint_files(root, checkpoint)
+
+
+@scenario
+def checkpoint_train_time_interval_with_steps_is_refused(pl, root):
+    from datetime import timedelta
+
+    try:
+        pl.callbacks.ModelCheckpoint(every_n_train_steps=2, train_time_interval=timedelta(0))
+    except Exception as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {"error": None}
+
+
+@scenario
+def checkpoint_save_last_link_follows_the_latest_file(pl, root):
+    return _checkpointed_fit(pl, root, 4, monitor="valid_loss", save_top_k=2, save_last="link")
+
+
+@scenario
+def checkpoint_save_last_link_every_second_epoch(pl, root):
+    return _checkpointed_fit(pl, root, 3, every_n_epochs=2, save_top_k=-1, save_last="link")
+
+
+@scenario
+def checkpoint_save_last_link_without_top_k_is_a_file(pl, root):
+    return _checkpointed_fit(pl, root, 2, save_top_k=0, save_last="link")
+
+
+@scenario
+def checkpoint_save_last_link_every_n_train_steps(pl, root):
+    return _checkpointed_fit(pl, root, 2, every_n_train_steps=3, save_last="link")
+
+
+@scenario
+def rich_progress_bar_and_summary_are_the_trainers(pl, root):
+    import importlib.util
+
+    if importlib.util.find_spec("rich") is None:  # both frameworks need it
+        return {"skipped": "rich is not installed"}
+    bar = pl.callbacks.RichProgressBar(refresh_rate=2, leave=True)
+    summary = pl.callbacks.RichModelSummary(max_depth=2)
+    run, model = _fit(pl, root, val=loader(regression(16)), max_epochs=2,
+                      callbacks=[bar, summary], enable_progress_bar=True,
+                      enable_model_summary=True)  # fmt: skip
+    return {
+        "bar": type(run.progress_bar_callback).__name__,
+        "same": run.progress_bar_callback is bar,
+        "shown": sorted(bar.get_metrics(run, model)),
+        "refresh_rate": (bar.refresh_rate, pl.callbacks.RichProgressBar().refresh_rate),
+        "enabled": (bar.is_enabled, pl.callbacks.RichProgressBar(refresh_rate=0).is_disabled),
+        "summaries": [type(c).__name__ for c in run.callbacks if "Summary" in type(c).__name__],
+    }
+
+
+@scenario
+def checkpoint_every_n_train_steps_zero_saves_no_epochs(pl, root):
+    return _checkpointed_fit(pl, root, 2, every_n_train_steps=0, save_last=True)
+
+
+@scenario
+def checkpoint_save_last_link_resumes_from_last(pl, root):
+    folder = str(root / "ckpts")
+    for epochs, resume in ((2, None), (3, "last")):
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=folder, save_last="link")
+        run = trainer(pl, root, max_epochs=epochs, callbacks=[checkpoint])
+        run.fit(kit(pl).Regressor(), loader(regression()), ckpt_path=resume)
+    return {**_checkpoint_files(root, checkpoint), "step": run.global_step}
