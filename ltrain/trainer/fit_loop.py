@@ -12,6 +12,7 @@ import contextlib
 import math
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from ltrain.trainer.checkpointing import (
     EPOCH_START,
     save_resume_checkpoint,
 )
+from ltrain.trainer.compiling import say_compile_time
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
 from ltrain.trainer.loaders import (
@@ -192,8 +194,11 @@ def train_epoch(trainer: Trainer) -> None:
             results.start_batch(batch)
             if call_hook(trainer, "on_train_batch_start", batch, batch_idx) == -1:
                 break
+            began = time.perf_counter() if trainer._first_compiled_step else 0.0
             with trainer.profiler.profile("run_training_batch"):
                 stepped = train_batch(trainer, batch, batch_idx, is_last)
+            if trainer._first_compiled_step:
+                say_compile_time(trainer, began)
             # counted before any hook can save a checkpoint, so a checkpoint's position is exact
             trainer._batches_that_stepped += stepped
             position.phase = BATCH_END

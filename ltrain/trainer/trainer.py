@@ -98,6 +98,7 @@ from ltrain.trainer.checkpointing import (
     restore_module,
     restore_training_state,
 )
+from ltrain.trainer.compiling import is_compiled, unwrap_compiled
 from ltrain.trainer.evaluation_loop import evaluate, predict
 from ltrain.trainer.fit_loop import backward, fit_loop
 from ltrain.trainer.hooks import (
@@ -312,6 +313,7 @@ class Trainer(TrainerViews):
         self._clipping_overridden = False
         self._default_optimizer_step = self._default_zero_grad = self._default_backward = True
         self._return_predictions = True
+        self._first_compiled_step = False  # the next training step compiles: time it
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         if self.is_global_zero:
             announce_device(self.strategy.root_device, self.precision_plugin.name)
@@ -465,6 +467,7 @@ class Trainer(TrainerViews):
         return result
 
     def _attach(self, stage: str, model: Module | None, datamodule: DataModule | None) -> Module:
+        model = unwrap_compiled(model, stage)  # torch.compile(module): the module, compiled
         if model is None:
             model = self._lightning_module
             if model is None:
@@ -520,6 +523,7 @@ class Trainer(TrainerViews):
             datamodule.setup(stage)
         call_hook(self, "setup", stage)
         model.configure_model()
+        self._first_compiled_step = stage == "fit" and is_compiled(model)  # its time is said
         if self.sync_batchnorm and self.strategy.distributed:  # one process: nothing to sync
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.precision_plugin.convert_module(model)

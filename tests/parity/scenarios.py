@@ -2083,3 +2083,31 @@ def device_stats_monitor_names_and_steps(pl, root):
         "columns": sorted(rows[0]),
         "rows": [sorted((k, r["step"]) for k, v in r.items() if v and "Device" in k) for r in rows],
     }
+
+
+# ---- issue 15: compile and time
+def _compiled_fit(pl: Any, root: Path, model: Any, fitted: Any) -> dict:
+    run = trainer(pl, root, max_epochs=2)
+    run.fit(fitted, loader(regression()), loader(regression(16, seed=2)))
+    seen = observe(run, model, root)
+    checkpoint = torch.load(run.checkpoint_callback.best_model_path, weights_only=False)
+    seen["checkpoint_weights"] = dict(checkpoint["state_dict"])
+    return seen
+
+
+@scenario
+def compiled_module_trains_and_saves_plain_keys(pl, root):
+    model = kit(pl).Regressor()
+    # the eager backend: inductor's fused kernels may round a loss differently where the two
+    # frameworks' graphs break at different places (self.log); the weights agree either way
+    return _compiled_fit(pl, root, model, torch.compile(model, backend="eager"))
+
+
+@scenario
+def submodule_compiled_in_configure_model(pl, root):
+    class Compiles(kit(pl).Regressor):
+        def configure_model(self) -> None:
+            self.layer = torch.compile(self.layer)
+
+    model = Compiles()
+    return _compiled_fit(pl, root, model, model)
