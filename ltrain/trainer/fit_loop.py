@@ -330,7 +330,14 @@ def _train_epoch_done(trainer: Trainer) -> bool:
 
 
 def val_check_batch(trainer: Trainer) -> float:
-    """Validation runs after every this many training batches (inf: at the epoch's end only)."""
+    """Validation runs after every this many training batches (inf: at the epoch's end only).
+
+    With a time interval batches do not count (inf): the clock starts now, when the training
+    loader is (re)loaded, as in Lightning, and validation is due once it has run that long.
+    """
+    if trainer._val_check_seconds is not None:
+        trainer._last_val_time = time.monotonic()
+        return math.inf
     interval, n = trainer.val_check_interval, trainer.num_training_batches
     if isinstance(interval, int) and not isinstance(interval, bool):
         if trainer.check_val_every_n_epoch is not None and interval > n:
@@ -350,6 +357,8 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
     every = trainer.check_val_every_n_epoch
     if trainer.should_stop and _minimum_reached(trainer):
         return True  # as in Lightning, a granted stop request validates first (max_steps not)
+    if trainer._val_check_seconds is not None:  # by the clock alone, even at the epoch's end
+        return time.monotonic() - trainer._last_val_time >= trainer._val_check_seconds
     check = trainer._val_check_batch
     if check == math.inf or check == trainer.num_training_batches:
         return is_last
@@ -372,6 +381,7 @@ def _validate_during_fit(trainer: Trainer) -> None:
     )
     trainer.state.stage = RunningStage.TRAINING
     trainer.results = train_results
+    trainer._last_val_time = time.monotonic()  # a time interval counts from here
 
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:

@@ -155,7 +155,7 @@ class Trainer(TrainerViews):
         limit_test_batches: int | float | None = None,
         limit_predict_batches: int | float | None = None,
         overfit_batches: int | float = 0.0,
-        val_check_interval: int | float | None = None,
+        val_check_interval: int | float | str | timedelta | dict[str, int] | None = None,
         check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int | None = None,
         log_every_n_steps: int | None = None,
@@ -220,7 +220,11 @@ class Trainer(TrainerViews):
         self.limit_val_batches = check_limit("limit_val_batches", limit_val_batches)
         self.limit_test_batches = check_limit("limit_test_batches", limit_test_batches)
         self.limit_predict_batches = check_limit("limit_predict_batches", limit_predict_batches)
-        self.val_check_interval = check_val_check_interval(val_check_interval)
+        # a time interval: validation when that many seconds passed since the last (or the start)
+        self.val_check_interval, self._val_check_seconds = check_val_check_interval(
+            val_check_interval
+        )
+        self._last_val_time = 0.0  # time.monotonic() then
         if check_val_every_n_epoch is not None:
             check_int("check_val_every_n_epoch", check_val_every_n_epoch, minimum=1)
         self.check_val_every_n_epoch = check_val_every_n_epoch

@@ -2111,3 +2111,30 @@ def submodule_compiled_in_configure_model(pl, root):
 
     model = Compiles()
     return _compiled_fit(pl, root, model, model)
+
+
+def _validations_by_time(pl: Any, root: Path, interval: Any, sleep: float) -> dict:
+    class Sleeps(kit(pl).Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            time.sleep(sleep)
+            return super().training_step(batch, batch_idx)
+
+        def on_validation_start(self) -> None:
+            self.calls.append(f"validation at step {self.trainer.global_step}")
+
+    model = Sleeps()
+    run = trainer(pl, root, max_epochs=2, val_check_interval=interval)
+    run.fit(model, loader(regression(32)), loader(regression(16, seed=2)))
+    return observe(run, model, root)
+
+
+@scenario
+def val_check_interval_longer_than_the_fit(pl, root):
+    # no validation after the sanity check (not even at an epoch's end), so no checkpoint
+    return _validations_by_time(pl, root, "00:01:00:00", sleep=0.0)
+
+
+@scenario
+def val_check_interval_every_two_sleeping_steps(pl, root):
+    # steps of 0.3 s, 0.5 s between validations: due after every second step, whatever the load
+    return _validations_by_time(pl, root, {"seconds": 0.5}, sleep=0.3)
