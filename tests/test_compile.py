@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from boring import BoringModel, boring_loader
 
 import ltrain as pl
 from ltrain.errors import MisconfigurationException
-from tests.boring import BoringModel, boring_loader
 
 
 def _fit(tmp_path: Path, model: object, epochs: int = 2) -> pl.Trainer:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import torch
+from boring import BoringModel, boring_loader
 
 import ltrain as pl
 from ltrain.errors import MisconfigurationException
 from ltrain.trainer import fit_loop
-from tests.boring import BoringModel, boring_loader
 
 
 class _Clock:
