@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import io
+import os
 import pstats
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -246,10 +248,15 @@ class PyTorchProfiler(Profiler):
         self.profiler: torch.profiler.profile | None = None  # the current run's, once started
         self._ranges: dict[str, contextlib.ExitStack] = {}
         self._finished = False
+        self._traces: list[str] = []  # each recorded cycle's Chrome trace, as torch hands it over
 
     def start(self, action_name: str) -> None:
         if self.profiler is None:
-            self.profiler = torch.profiler.profile(**self.profiler_kwargs)
+            # a schedule's cycles are kept for the report (torch keeps only the last one)
+            kwargs = {"acc_events": "schedule" in self.profiler_kwargs, **self.profiler_kwargs}
+            if self.export_to_chrome:
+                kwargs.setdefault("on_trace_ready", self._keep_trace)
+            self.profiler = torch.profiler.profile(**kwargs)
             self.profiler.__enter__()
         if action_name in self._ranges:
             raise ValueError(f"profiler: {action_name!r} was started and not stopped yet")
@@ -264,6 +271,17 @@ class PyTorchProfiler(Profiler):
         if action_name == "run_training_batch" and self.profiler is not None:
             self.profiler.step()  # a `schedule` counts training batches
 
+    def _keep_trace(self, profiler: torch.profiler.profile) -> None:
+        """torch's `on_trace_ready`: at the end of each recorded cycle (a `schedule`'s active
+        steps, or the whole run), before it forgets the cycle's events."""
+        handle, name = tempfile.mkstemp(suffix=".json")
+        os.close(handle)
+        try:
+            profiler.export_chrome_trace(name)
+            self._traces.append(Path(name).read_text())
+        finally:
+            os.unlink(name)
+
     def _finish(self) -> None:
         if self.profiler is not None and not self._finished:
             for stack in self._ranges.values():
@@ -276,19 +294,22 @@ class PyTorchProfiler(Profiler):
         self._finish()
         self.profiler = None
         self._finished = False
+        self._traces = []
 
     def summary(self) -> str:
         self._finish()
-        if self.profiler is None:
-            return ""
+        if self.profiler is None or self.profiler.profiler is None:
+            return ""  # nothing ran, or a `schedule` never reached its active steps
         averages = self.profiler.key_averages(group_by_input_shape=self.group_by_input_shapes)
         return str(
             averages.table(sort_by=self.sort_by_key, row_limit=self.row_limit, **self.table_kwargs)
         )
 
     def save_files(self, folder: Path, name: str) -> None:
-        if self.export_to_chrome and self.profiler is not None:
-            self.profiler.export_chrome_trace(str(folder / f"{name}.pt.trace.json"))
+        """The trace as `{name}.pt.trace.json`; a schedule's cycles as `{name}-{i}.pt.trace.json`."""
+        for index, trace in enumerate(self._traces):
+            suffix = f"-{index}" if len(self._traces) > 1 else ""
+            Path(folder, f"{name}{suffix}.pt.trace.json").write_text(trace)
 
 
 _NAMES: dict[str, type[Profiler]] = {

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from boring import BoringModel, boring_loader, quiet_trainer
 
 import ltrain as pl
@@ -56,3 +57,13 @@ def test_pytorch_profiler_prints_a_table_and_writes_a_chrome_trace(
     }
     assert {"run_training_epoch", "run_training_batch"} <= ranges
     assert "[LightningModule]BoringModel.on_validation_model_eval" in ranges
+
+
+def test_pytorch_profiler_schedule_steps_with_training_batches(tmp_path: Path) -> None:
+    schedule = torch.profiler.schedule(wait=0, warmup=1, active=1)
+    trainer = _fit(tmp_path, pl.profilers.PyTorchProfiler(schedule=schedule))
+    trace = json.loads((tmp_path / "fit-profiler.pt.trace.json").read_text())
+    batches = [e for e in trace["traceEvents"] if e.get("name") == "run_training_batch"]
+    assert len(batches) == 1  # of the two batches, the second: one warmup, one active
+    trainer.validate(BoringModel(), boring_loader(samples=8))  # no training batch: nothing active
+    assert not (tmp_path / "validate-profiler.txt").exists()
