@@ -9,10 +9,12 @@ the previous ones back when it ends (a second Trainer in the process starts clea
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
 
+from ltrain.callbacks.timer import parse_duration
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException
 from ltrain.loggers.base import Logger, package_installed, share_version_folder
@@ -68,16 +70,23 @@ def check_limit(name: str, value: Any) -> int | float:
     )
 
 
-def check_val_check_interval(value: Any) -> int | float:
+def check_val_check_interval(value: Any) -> tuple[Any, float | None]:
+    """The interval as given (1.0 for None) and, for a time (Lightning's "DD:HH:MM:SS", dict or
+    timedelta), its seconds: validation then runs once that long has passed since the last one."""
     if value is None:
-        return 1.0
+        return 1.0, None
+    if isinstance(value, (str, dict, timedelta)):
+        duration = parse_duration(value, "val_check_interval")
+        assert duration is not None  # a value was given
+        return value, duration.total_seconds()
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
+        return value, None
     if isinstance(value, float) and 0.0 < value <= 1.0:
-        return value
+        return value, None
     raise MisconfigurationException(
-        f"val_check_interval={value!r}: expected a fraction in (0.0, 1.0] of an epoch or an int "
-        "number of batches >= 1"
+        f"val_check_interval={value!r}: expected a fraction in (0.0, 1.0] of an epoch, an int "
+        "number of batches >= 1, or a time ('DD:HH:MM:SS', a timedelta or a dict such as "
+        "{'minutes': 30})"
     )
 
 

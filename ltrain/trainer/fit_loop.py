@@ -12,6 +12,7 @@ import contextlib
 import math
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from ltrain.trainer.checkpointing import (
     EPOCH_START,
     save_resume_checkpoint,
 )
+from ltrain.trainer.compiling import say_compile_time
 from ltrain.trainer.evaluation_loop import evaluation_epoch
 from ltrain.trainer.hooks import call_hook, step_args
 from ltrain.trainer.loaders import (
@@ -192,8 +194,11 @@ def train_epoch(trainer: Trainer) -> None:
             results.start_batch(batch)
             if call_hook(trainer, "on_train_batch_start", batch, batch_idx) == -1:
                 break
+            began = time.perf_counter() if trainer._first_compiled_step else 0.0
             with trainer.profiler.profile("run_training_batch"):
                 stepped = train_batch(trainer, batch, batch_idx, is_last)
+            if trainer._first_compiled_step:
+                say_compile_time(trainer, began)
             # counted before any hook can save a checkpoint, so a checkpoint's position is exact
             trainer._batches_that_stepped += stepped
             position.phase = BATCH_END
@@ -325,7 +330,14 @@ def _train_epoch_done(trainer: Trainer) -> bool:
 
 
 def val_check_batch(trainer: Trainer) -> float:
-    """Validation runs after every this many training batches (inf: at the epoch's end only)."""
+    """Validation runs after every this many training batches (inf: at the epoch's end only).
+
+    With a time interval batches do not count (inf): the clock starts now, when the training
+    loader is (re)loaded, as in Lightning, and validation is due once it has run that long.
+    """
+    if trainer._val_check_seconds is not None:
+        trainer._last_val_time = time.monotonic()
+        return math.inf
     interval, n = trainer.val_check_interval, trainer.num_training_batches
     if isinstance(interval, int) and not isinstance(interval, bool):
         if trainer.check_val_every_n_epoch is not None and interval > n:
@@ -345,6 +357,8 @@ def _validation_due(trainer: Trainer, batch_idx: int, is_last: bool) -> bool:
     every = trainer.check_val_every_n_epoch
     if trainer.should_stop and _minimum_reached(trainer):
         return True  # as in Lightning, a granted stop request validates first (max_steps not)
+    if trainer._val_check_seconds is not None:  # by the clock alone, even at the epoch's end
+        return time.monotonic() - trainer._last_val_time >= trainer._val_check_seconds
     check = trainer._val_check_batch
     if check == math.inf or check == trainer.num_training_batches:
         return is_last
@@ -367,6 +381,7 @@ def _validate_during_fit(trainer: Trainer) -> None:
     )
     trainer.state.stage = RunningStage.TRAINING
     trainer.results = train_results
+    trainer._last_val_time = time.monotonic()  # a time interval counts from here
 
 
 def _end_train_epoch(trainer: Trainer, results: Results) -> None:

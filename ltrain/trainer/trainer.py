@@ -98,6 +98,7 @@ from ltrain.trainer.checkpointing import (
     restore_module,
     restore_training_state,
 )
+from ltrain.trainer.compiling import is_compiled, unwrap_compiled
 from ltrain.trainer.evaluation_loop import evaluate, predict
 from ltrain.trainer.fit_loop import backward, fit_loop
 from ltrain.trainer.hooks import (
@@ -154,7 +155,7 @@ class Trainer(TrainerViews):
         limit_test_batches: int | float | None = None,
         limit_predict_batches: int | float | None = None,
         overfit_batches: int | float = 0.0,
-        val_check_interval: int | float | None = None,
+        val_check_interval: int | float | str | timedelta | dict[str, int] | None = None,
         check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int | None = None,
         log_every_n_steps: int | None = None,
@@ -219,7 +220,11 @@ class Trainer(TrainerViews):
         self.limit_val_batches = check_limit("limit_val_batches", limit_val_batches)
         self.limit_test_batches = check_limit("limit_test_batches", limit_test_batches)
         self.limit_predict_batches = check_limit("limit_predict_batches", limit_predict_batches)
-        self.val_check_interval = check_val_check_interval(val_check_interval)
+        # a time interval: validation when that many seconds passed since the last (or the start)
+        self.val_check_interval, self._val_check_seconds = check_val_check_interval(
+            val_check_interval
+        )
+        self._last_val_time = 0.0  # time.monotonic() then
         if check_val_every_n_epoch is not None:
             check_int("check_val_every_n_epoch", check_val_every_n_epoch, minimum=1)
         self.check_val_every_n_epoch = check_val_every_n_epoch
@@ -312,6 +317,7 @@ class Trainer(TrainerViews):
         self._clipping_overridden = False
         self._default_optimizer_step = self._default_zero_grad = self._default_backward = True
         self._return_predictions = True
+        self._first_compiled_step = False  # the next training step compiles: time it
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
         if self.is_global_zero:
             announce_device(self.strategy.root_device, self.precision_plugin.name)
@@ -465,6 +471,7 @@ class Trainer(TrainerViews):
         return result
 
     def _attach(self, stage: str, model: Module | None, datamodule: DataModule | None) -> Module:
+        model = unwrap_compiled(model, stage)  # torch.compile(module): the module, compiled
         if model is None:
             model = self._lightning_module
             if model is None:
@@ -520,6 +527,7 @@ class Trainer(TrainerViews):
             datamodule.setup(stage)
         call_hook(self, "setup", stage)
         model.configure_model()
+        self._first_compiled_step = stage == "fit" and is_compiled(model)  # its time is said
         if self.sync_batchnorm and self.strategy.distributed:  # one process: nothing to sync
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.precision_plugin.convert_module(model)

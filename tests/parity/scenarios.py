@@ -2217,3 +2217,58 @@ def checkpoint_save_last_link_resumes_from_last(pl, root):
         run = trainer(pl, root, max_epochs=epochs, callbacks=[checkpoint])
         run.fit(kit(pl).Regressor(), loader(regression()), ckpt_path=resume)
     return {**_checkpoint_files(root, checkpoint), "step": run.global_step}
+
+
+# ---- issue 15: compile and time
+def _compiled_fit(pl: Any, root: Path, model: Any, fitted: Any) -> dict:
+    run = trainer(pl, root, max_epochs=2)
+    run.fit(fitted, loader(regression()), loader(regression(16, seed=2)))
+    seen = observe(run, model, root)
+    checkpoint = torch.load(run.checkpoint_callback.best_model_path, weights_only=False)
+    seen["checkpoint_weights"] = dict(checkpoint["state_dict"])
+    return seen
+
+
+@scenario
+def compiled_module_trains_and_saves_plain_keys(pl, root):
+    model = kit(pl).Regressor()
+    # the eager backend: inductor's fused kernels may round a loss differently where the two
+    # frameworks' graphs break at different places (self.log); the weights agree either way
+    return _compiled_fit(pl, root, model, torch.compile(model, backend="eager"))
+
+
+@scenario
+def submodule_compiled_in_configure_model(pl, root):
+    class Compiles(kit(pl).Regressor):
+        def configure_model(self) -> None:
+            self.layer = torch.compile(self.layer)
+
+    model = Compiles()
+    return _compiled_fit(pl, root, model, model)
+
+
+def _validations_by_time(pl: Any, root: Path, interval: Any, sleep: float) -> dict:
+    class Sleeps(kit(pl).Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            time.sleep(sleep)
+            return super().training_step(batch, batch_idx)
+
+        def on_validation_start(self) -> None:
+            self.calls.append(f"validation at step {self.trainer.global_step}")
+
+    model = Sleeps()
+    run = trainer(pl, root, max_epochs=2, val_check_interval=interval)
+    run.fit(model, loader(regression(32)), loader(regression(16, seed=2)))
+    return observe(run, model, root)
+
+
+@scenario
+def val_check_interval_longer_than_the_fit(pl, root):
+    # no validation after the sanity check (not even at an epoch's end), so no checkpoint
+    return _validations_by_time(pl, root, "00:01:00:00", sleep=0.0)
+
+
+@scenario
+def val_check_interval_every_two_sleeping_steps(pl, root):
+    # steps of 0.3 s, 0.5 s between validations: due after every second step, whatever the load
+    return _validations_by_time(pl, root, {"seconds": 0.5}, sleep=0.3)
