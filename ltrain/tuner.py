@@ -144,18 +144,143 @@ class _Sweep(Callback):
         self.best = min(self.best, smoothed)
 
 
+def lr_find(
+    user: Any,
+    model: Any,
+    data: tuple[Any, Any, Any],
+    min_lr: float = 1e-8,
+    max_lr: float = 1.0,
+    num_training: int = 100,
+    mode: str = "exponential",
+    early_stop_threshold: float | None = 4.0,
+    update_attr: bool = True,
+    attr_name: str = "",
+) -> LRFinder:
+    """Sweep the learning rate on a private Trainer with `user`'s device and precision, the data
+    being `(train_dataloaders, val_dataloaders, datamodule)`; with `update_attr`, set the model's
+    `lr` (or `attr_name`) to the suggestion."""
+    import torch
+
+    from ltrain.seed import rng_state, set_rng_state
+    from ltrain.strategies import SingleDeviceStrategy
+    from ltrain.trainer import Trainer
+
+    if mode not in ("exponential", "linear"):
+        raise MisconfigurationException(
+            f"lr_find mode={mode!r}: expected 'exponential' or 'linear'"
+        )
+    if not 0 < min_lr < max_lr:
+        raise MisconfigurationException(
+            f"lr_find: need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}"
+        )
+    if num_training < 2:
+        raise MisconfigurationException(f"lr_find num_training={num_training}: expected >= 2")
+    attribute = attr_name or next((a for a in ("lr", "learning_rate") if hasattr(model, a)), None)
+    if update_attr and attribute is None:
+        raise MisconfigurationException(
+            f"lr_find: {type(model).__name__} has no `lr` or `learning_rate` attribute to "
+            "update; set one (used by configure_optimizers) or pass update_attr=False."
+        )
+    if user.strategy.distributed:
+        raise MisconfigurationException(
+            "lr_find runs in one process: find the learning rate with devices=1, then train "
+            "with several"
+        )
+    finder = LRFinder(min_lr, max_lr, num_training)
+    weights = copy.deepcopy(model.state_dict())
+    generators = rng_state()
+    sweep = Trainer(
+        strategy=SingleDeviceStrategy(user.device),
+        precision=user.precision,
+        max_steps=num_training,
+        max_epochs=user.max_epochs,  # as in Lightning, the user's epochs can end it first
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=user.accumulate_grad_batches,
+        gradient_clip_val=user.gradient_clip_val,
+        gradient_clip_algorithm=user.gradient_clip_algorithm,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_Sweep(finder, mode, early_stop_threshold)],
+        default_root_dir=user.default_root_dir,
+    )
+    try:
+        sweep.fit(model, data[0], data[1], datamodule=data[2])
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(weights)
+        set_rng_state(generators)
+        model.trainer = user
+        if data[2] is not None:
+            data[2].trainer = user
+    suggestion = finder.suggestion()
+    if update_attr and attribute is not None and suggestion is not None:
+        setattr(model, attribute, suggestion)
+        if attribute in model.hparams:
+            model.hparams[attribute] = suggestion
+    return finder
+
+
 class Tuner:
-    """Lightning's tuner entry point: `Tuner(trainer).lr_find(model, datamodule=...)`."""
+    """Lightning's tuner entry point: `Tuner(trainer).lr_find(model, ...)` and
+    `Tuner(trainer).scale_batch_size(model, ...)`."""
 
     def __init__(self, trainer: Any) -> None:
         self._trainer = trainer
+
+    def scale_batch_size(
+        self,
+        model: Any,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        dataloaders: Any = None,
+        datamodule: Any = None,
+        method: str = "fit",
+        mode: str = "power",
+        steps_per_trial: int = 3,
+        init_val: int = 2,
+        max_trials: int = 25,
+        batch_arg_name: str = "batch_size",
+        margin: float = 0.05,
+        max_val: int = 8192,
+    ) -> int | None:
+        """The largest batch size that runs `method` without running out of memory; the model's
+        (or datamodule's) `batch_arg_name` is set to it. The trainer's run ends after the search."""
+        from ltrain.callbacks.batch_size_finder import BatchSizeFinder, check_margin
+
+        _check_data(train_dataloaders, val_dataloaders, dataloaders, method)
+        trainer = self._trainer
+        if trainer.strategy.distributed:
+            raise ValueError(
+                "scale_batch_size runs in one process: find the batch size with devices=1, then "
+                "train with several"
+            )
+        _check_not_configured(trainer, BatchSizeFinder)
+        check_margin(margin)
+        finder = BatchSizeFinder(
+            mode, steps_per_trial, init_val, max_trials, batch_arg_name, margin, max_val
+        )
+        finder._early_exit = True
+        trainer.callbacks = [finder, *trainer.callbacks]
+        try:
+            if method == "fit":
+                trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
+            else:
+                getattr(trainer, method)(model, dataloaders, datamodule=datamodule)
+        finally:
+            trainer.callbacks = [c for c in trainer.callbacks if c is not finder]
+        return finder.optimal_batch_size
 
     def lr_find(
         self,
         model: Any,
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
+        dataloaders: Any = None,
         datamodule: Any = None,
+        method: str = "fit",
         min_lr: float = 1e-8,
         max_lr: float = 1.0,
         num_training: int = 100,
@@ -165,66 +290,49 @@ class Tuner:
         attr_name: str = "",
     ) -> LRFinder:
         """Sweep the learning rate; with `update_attr`, set the model's `lr` to the suggestion."""
-        import torch
+        from ltrain.callbacks.lr_finder import LearningRateFinder
 
-        from ltrain.seed import rng_state, set_rng_state
-        from ltrain.strategies import SingleDeviceStrategy
-        from ltrain.trainer import Trainer
+        if method != "fit":
+            raise MisconfigurationException(
+                f"lr_find method={method!r}: 'fit' is the only valid one"
+            )
+        _check_data(train_dataloaders, val_dataloaders, dataloaders, method)
+        _check_not_configured(self._trainer, LearningRateFinder)
+        data = (train_dataloaders, val_dataloaders, datamodule)
+        return lr_find(
+            self._trainer,
+            model,
+            data,
+            min_lr,
+            max_lr,
+            num_training,
+            mode,
+            early_stop_threshold,
+            update_attr,
+            attr_name,
+        )
 
-        if mode not in ("exponential", "linear"):
-            raise MisconfigurationException(
-                f"lr_find mode={mode!r}: expected 'exponential' or 'linear'"
-            )
-        if not 0 < min_lr < max_lr:
-            raise MisconfigurationException(
-                f"lr_find: need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}"
-            )
-        if num_training < 2:
-            raise MisconfigurationException(f"lr_find num_training={num_training}: expected >= 2")
-        attribute = attr_name or next(
-            (a for a in ("lr", "learning_rate") if hasattr(model, a)), None
+
+METHODS = ("fit", "validate", "test", "predict")
+
+
+def _check_data(train: Any, val: Any, dataloaders: Any, method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"Tuner method={method!r}: expected one of {METHODS}")
+    if method == "fit" and dataloaders is not None:
+        raise MisconfigurationException(
+            "Tuner with method='fit' takes train_dataloaders and val_dataloaders, not dataloaders"
         )
-        if update_attr and attribute is None:
-            raise MisconfigurationException(
-                f"lr_find: {type(model).__name__} has no `lr` or `learning_rate` attribute to "
-                "update; set one (used by configure_optimizers) or pass update_attr=False."
-            )
-        user = self._trainer
-        if user.strategy.distributed:
-            raise MisconfigurationException(
-                "lr_find runs in one process: find the learning rate with devices=1, then train "
-                "with several"
-            )
-        finder = LRFinder(min_lr, max_lr, num_training)
-        weights = copy.deepcopy(model.state_dict())
-        generators = rng_state()
-        sweep = Trainer(
-            strategy=SingleDeviceStrategy(user.device),
-            precision=user.precision,
-            max_steps=num_training,
-            max_epochs=-1,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            accumulate_grad_batches=user.accumulate_grad_batches,
-            gradient_clip_val=user.gradient_clip_val,
-            gradient_clip_algorithm=user.gradient_clip_algorithm,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[_Sweep(finder, mode, early_stop_threshold)],
-            default_root_dir=user.default_root_dir,
+    if method != "fit" and (train is not None or val is not None):
+        raise MisconfigurationException(
+            f"Tuner with method={method!r} takes dataloaders, not train_dataloaders or "
+            "val_dataloaders"
         )
-        try:
-            sweep.fit(model, train_dataloaders, val_dataloaders, datamodule=datamodule)
-        finally:
-            with torch.no_grad():
-                model.load_state_dict(weights)
-            set_rng_state(generators)
-            model.trainer = user
-        suggestion = finder.suggestion()
-        if update_attr and attribute is not None and suggestion is not None:
-            setattr(model, attribute, suggestion)
-            if attribute in model.hparams:
-                model.hparams[attribute] = suggestion
-        return finder
+
+
+def _check_not_configured(trainer: Any, kind: type) -> None:
+    if any(isinstance(callback, kind) for callback in trainer.callbacks):
+        raise ValueError(
+            f"Trainer is already configured with a `{kind.__name__}` callback: remove it to use "
+            "the Tuner."
+        )
