@@ -185,3 +185,23 @@ def test_learning_rate_finder_callback_sets_the_rate_and_fits_on(tmp_path):
         LearningRateFinder(mode="cosine")
     with pytest.raises(ValueError, match="already configured with a `LearningRateFinder`"):
         Tuner(trainer).lr_find(BoringModel())
+
+
+def test_evaluation_stages_search_too_and_refuse_several_loaders(tmp_path):
+    class Eval(Sized):
+        def val_dataloader(self):
+            return DataLoader(_dataset(100), batch_size=self.batch_size)
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.seen.append(len(batch[0]))
+            if len(batch[0]) > 20:
+                raise RuntimeError("CUDA error: out of memory")
+
+    model = Eval()
+    trainer = quiet_trainer(tmp_path, logger=False)
+    # Lightning 2.6: three batches per size, one at 32, then 16
+    assert Tuner(trainer).scale_batch_size(model, method="validate", max_trials=10) == 16
+    assert model.tried() == [2, 4, 8, 16, 32] and len(model.seen) == 13
+    loaders = [DataLoader(_dataset(8), batch_size=2)] * 2
+    with pytest.raises(MisconfigurationException, match="multiple val dataloaders"):
+        Tuner(trainer).scale_batch_size(Eval(), method="validate", dataloaders=loaders)

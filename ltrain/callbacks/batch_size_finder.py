@@ -22,6 +22,7 @@ from typing import Any
 from ltrain.callbacks.base import Callback
 from ltrain.console import info
 from ltrain.errors import MisconfigurationException, TunerExit
+from ltrain.trainer.loaders import _loader_source, as_loader_list
 
 MODES = ("power", "binsearch")
 
@@ -97,8 +98,6 @@ class _Search:
     def dataset_length(self) -> int | None:
         """The length of the stage's dataset (the largest of several training loaders), None when
         one is not sized; read afresh, as the loaders depend on the batch size."""
-        from ltrain.trainer.loaders import _loader_source, as_loader_list
-
         kind = {"fit": "train", "validate": "val"}.get(self.stage, self.stage)
         trainer = self.trainer
         source = _loader_source(kind, self.model, trainer.datamodule, None)
@@ -334,15 +333,18 @@ class BatchSizeFinder(Callback):
 
     def scale_batch_size(self, trainer: Any, pl_module: Any) -> None:
         """Search now (fit's data is known from on_fit_start on); `optimal_batch_size` is set."""
+        stage = trainer.state.fn.value
         sources = trainer._fit_sources
-        if (
-            trainer.state.fn.value == "fit"
-            and sources is not None
-            and (sources.train, sources.val) != (None, None)
-        ):
+        if stage == "fit" and sources is not None and sources.train is not None:
             raise MisconfigurationException(
                 "The batch size finder cannot be used with dataloaders passed directly to "
                 "`.fit()`: build them in the module's or a datamodule's `*_dataloader()` hooks."
+            )
+        kind = {"fit": "train", "validate": "val"}.get(stage, stage)
+        if stage != "fit" and len(as_loader_list(getattr(trainer, f"{kind}_dataloaders"))) > 1:
+            raise MisconfigurationException(
+                f"The batch size finder cannot be used with multiple {kind} dataloaders: give "
+                f"{stage}() one."
             )
         self.optimal_batch_size = scale_batch_size(
             trainer,
