@@ -205,3 +205,11 @@ def test_evaluation_stages_search_too_and_refuse_several_loaders(tmp_path):
     loaders = [DataLoader(_dataset(8), batch_size=2)] * 2
     with pytest.raises(MisconfigurationException, match="multiple val dataloaders"):
         Tuner(trainer).scale_batch_size(Eval(), method="validate", dataloaders=loaders)
+
+
+def test_fast_dev_run_skips_the_search(tmp_path):
+    model = Sized()
+    trainer = quiet_trainer(tmp_path, fast_dev_run=True)
+    with pytest.warns(UserWarning, match="Skipping batch size scaler since `fast_dev_run`"):
+        assert Tuner(trainer).scale_batch_size(model) is None
+    assert model.seen == [] and model.batch_size == 2
