@@ -213,3 +213,21 @@ def test_fast_dev_run_skips_the_search(tmp_path):
     with pytest.warns(UserWarning, match="Skipping batch size scaler since `fast_dev_run`"):
         assert Tuner(trainer).scale_batch_size(model) is None
     assert model.seen == [] and model.batch_size == 2
+
+
+def test_a_predict_trial_runs_the_whole_epoch_as_lightnings_does(tmp_path):
+    class Predict(Sized):
+        def predict_dataloader(self):
+            return DataLoader(_dataset(100), batch_size=self.batch_size)
+
+        def predict_step(self, batch, batch_idx):
+            self.seen.append(len(batch[0]))
+            if len(batch[0]) > 20:
+                raise RuntimeError("CUDA error: out of memory")
+            return batch[0]
+
+    model = Predict()
+    trainer = quiet_trainer(tmp_path, logger=False)
+    assert Tuner(trainer).scale_batch_size(model, method="predict", max_trials=10) == 16
+    # Lightning 2.6: every batch of 100 samples at 2, 4, 8 and 16, then one at 32
+    assert model.seen == [2] * 50 + [4] * 25 + [8] * 12 + [4] + [16] * 6 + [4] + [32]

@@ -139,7 +139,9 @@ class _Search:
 
         user = self.trainer
         kind = {"fit": "val", "validate": "val"}.get(self.stage, self.stage)
-        options: dict[str, Any] = {f"limit_{kind}_batches": steps}
+        # as in Lightning 2.6, a predict trial runs the user's whole predict epoch, not `steps`
+        limit = user.limit_predict_batches if self.stage == "predict" else steps
+        options: dict[str, Any] = {f"limit_{kind}_batches": limit}
         if self.stage == "fit":
             options.update(
                 max_steps=steps,
