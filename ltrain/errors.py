@@ -38,6 +38,10 @@ class RunInterrupted(KeyboardInterrupt, SystemExit):
         self.checkpoint = checkpoint
 
 
+class TunerExit(Exception):
+    """A Tuner's finder is done: the trainer's run ends there, as a finished one."""
+
+
 class WorkersFailed(RuntimeError):
     """A data-parallel rank started by ltrain's launcher failed; exit with its `code`.
 

@@ -1,12 +1,14 @@
 """Callbacks: hooks into the loop, with Lightning's names."""
 
 from ltrain.callbacks.base import Callback
+from ltrain.callbacks.batch_size_finder import BatchSizeFinder
 from ltrain.callbacks.checkpoint import Checkpoint, OnExceptionCheckpoint
 from ltrain.callbacks.device_stats_monitor import DeviceStatsMonitor
 from ltrain.callbacks.early_stopping import EarlyStopping
 from ltrain.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ltrain.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
 from ltrain.callbacks.lambda_function import LambdaCallback
+from ltrain.callbacks.lr_finder import LearningRateFinder
 from ltrain.callbacks.lr_monitor import LearningRateMonitor
 from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 from ltrain.callbacks.model_summary import ModelSummary
@@ -23,6 +25,7 @@ __all__ = [
     "BackboneFinetuning",
     "BaseFinetuning",
     "BasePredictionWriter",
+    "BatchSizeFinder",
     "Callback",
     "Checkpoint",
     "DeviceStatsMonitor",
@@ -30,6 +33,7 @@ __all__ = [
     "EarlyStopping",
     "GradientAccumulationScheduler",
     "LambdaCallback",
+    "LearningRateFinder",
     "LearningRateMonitor",
     "ModelCheckpoint",
     "ModelSummary",
@@ -47,8 +51,6 @@ __all__ = [
 # Lightning 2.6's callbacks that ltrain does not have yet (tests/test_package_shape.py keeps the
 # list equal to what Lightning exports and ltrain lacks)
 NOT_YET = (
-    "BatchSizeFinder",
-    "LearningRateFinder",
     "ModelPruning",
     "SpikeDetection",
 )

@@ -61,7 +61,7 @@ def load_loaders(
         raise MisconfigurationException(
             f"Trainer.{stage}() needs `{step_name}` to be defined in {type(model).__name__}."
         )
-    source = _loader_source(kind, model, datamodule, given[0])
+    source = loader_source(kind, model, datamodule, given[0])
     if source is None:
         raise MisconfigurationException(
             f"Trainer.{stage}() needs data: pass dataloaders, a datamodule, or define "
@@ -111,7 +111,7 @@ def load_train_loader(trainer: Trainer) -> bool:
     if reload and not _reload_due(trainer, sources.train_loaded_in):
         return False
     sources.train_loaded_in = trainer.current_epoch
-    train = _loader_source("train", sources.model, sources.datamodule, sources.train)
+    train = loader_source("train", sources.model, sources.datamodule, sources.train)
     if train is None:
         raise MisconfigurationException(
             "fit() needs training data: train_dataloader() returned None; return a loader."
@@ -178,7 +178,7 @@ def load_val_loaders(trainer: Trainer, reload: bool = False) -> None:
     sources.val_loaded = True
     if validation_epoch(trainer):
         sources.val_loaded_in = trainer.current_epoch
-    val = _loader_source("val", sources.model, sources.datamodule, sources.val)
+    val = loader_source("val", sources.model, sources.datamodule, sources.val)
     vals = [_shard(trainer, v, "val") for v in as_loader_list(val)]
     trainer.val_dataloaders = _as_given(val, vals)
     trainer.num_val_batches = [num_batches(v, trainer.limit_val_batches, "val") for v in vals]
@@ -208,7 +208,7 @@ def _shard(trainer: Trainer, loader: Any, kind: str) -> Any:
 
 
 def _has_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> bool:
-    """Whether `_loader_source` would find a loader, without asking for it."""
+    """Whether `loader_source` would find a loader, without asking for it."""
     method = f"{kind}_dataloader"
     return (
         given is not None
@@ -217,7 +217,7 @@ def _has_source(kind: str, model: Module, datamodule: DataModule | None, given: 
     )
 
 
-def _loader_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> Any:
+def loader_source(kind: str, model: Module, datamodule: DataModule | None, given: Any) -> Any:
     if given is not None:
         return given
     method = f"{kind}_dataloader"

@@ -68,7 +68,7 @@ from ltrain.callbacks.timer import parse_duration
 from ltrain.checkpoint import save_checkpoint
 from ltrain.console import info
 from ltrain.data.datamodule import DataModule
-from ltrain.errors import MisconfigurationException, RunInterrupted
+from ltrain.errors import MisconfigurationException, RunInterrupted, TunerExit
 from ltrain.loggers.base import Logger, use_rank_zero_versions
 from ltrain.module import Module
 from ltrain.precision import make_precision
@@ -448,6 +448,9 @@ class Trainer(TrainerViews):
             else:
                 result = evaluate(self, stage, verbose)
             status = "success"
+            self.state.status, self.state.stage = TrainerStatus.FINISHED, None
+        except TunerExit:  # a Tuner's finder ended the run: a finished one, as in Lightning
+            status, result = "success", None
             self.state.status, self.state.stage = TrainerStatus.FINISHED, None
         except KeyboardInterrupt as interrupt:
             status, ended_by = "interrupted", interrupt

@@ -2226,6 +2226,52 @@ def _compiled_fit(pl: Any, root: Path, model: Any, fitted: Any) -> dict:
     seen = observe(run, model, root)
     checkpoint = torch.load(run.checkpoint_callback.best_model_path, weights_only=False)
     seen["checkpoint_weights"] = dict(checkpoint["state_dict"])
+
+
+# ---- issue 15: finders
+def _sized_model(pl: Any, limit: int) -> Any:
+    """Batch size in `batch_size`; a fake CUDA out-of-memory error above `limit` (Lightning's
+    own tests fake it so); records the size of every training batch."""
+
+    class SizedRegressor(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.batch_size = 2
+            self.seen: list[int] = []
+
+        def train_dataloader(self) -> Any:
+            return loader(regression(200), batch_size=self.batch_size)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            self.seen.append(len(batch[0]))
+            if len(batch[0]) > limit:
+                raise RuntimeError("CUDA error: out of memory")
+            return F.mse_loss(self.layer(batch[0]), batch[1])
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    return SizedRegressor()
+
+
+@scenario
+def scale_batch_size_power_and_binsearch(pl, root):
+    seen = {}
+    for mode, options in (("power", {}), ("binsearch", {}), ("power", {"max_trials": 3})):
+        model = _sized_model(pl, limit=40)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        run = trainer(pl, root, logger=False, enable_checkpointing=False, max_epochs=1)
+        found = pl.tuner.Tuner(run).scale_batch_size(model, mode=mode, **options)
+        seen[f"{mode}{options}"] = {
+            "found": found,
+            "attribute": model.batch_size,
+            "tried": model.seen,
+            "weights_unchanged": all(
+                torch.equal(before[k], v) for k, v in model.state_dict().items()
+            ),
+            "status": run.state.status.value,
+        }
     return seen
 
 
@@ -2272,3 +2318,40 @@ def val_check_interval_longer_than_the_fit(pl, root):
 def val_check_interval_every_two_sleeping_steps(pl, root):
     # steps of 0.3 s, 0.5 s between validations: due after every second step, whatever the load
     return _validations_by_time(pl, root, {"seconds": 0.5}, sleep=0.3)
+
+
+def batch_size_finder_callback_then_fit(pl, root):
+    seen = {}
+    for mode in ("power", "binsearch"):
+        pl.seed_everything(0)  # Lightning's search leaves the generators moved, ltrain's does not
+        model = _sized_model(pl, limit=40)
+        finder = pl.callbacks.BatchSizeFinder(mode=mode, max_trials=10)
+        run = trainer(
+            pl, root, logger=False, enable_checkpointing=False, max_epochs=2, callbacks=[finder]
+        )
+        run.fit(model)
+        seen[mode] = {
+            "optimal": finder.optimal_batch_size,
+            "tried_then_fit": model.seen,
+            "weights": model.state_dict(),
+            "global_step": run.global_step,
+        }
+    return seen
+
+
+@scenario
+def learning_rate_finder_callback_then_fit(pl, root):
+    model = kit(pl).Regressor(lr=0.001)
+    finder = pl.callbacks.LearningRateFinder(min_lr=1e-4, max_lr=0.5, num_training_steps=18)
+    run = trainer(
+        pl, root, logger=False, enable_checkpointing=False, max_epochs=2, callbacks=[finder]
+    )
+    run.fit(model, loader(regression(160)))
+    return {
+        "results": finder.optimal_lr.results,
+        "suggestion": finder.optimal_lr.suggestion(),
+        "lr": model.lr,
+        "optimizer_lr": run.optimizers[0].param_groups[0]["lr"],
+        "weights": model.state_dict(),
+        "global_step": run.global_step,
+    }
