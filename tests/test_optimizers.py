@@ -265,3 +265,21 @@ def test_a_scheduler_without_state_dict_is_refused_in_either_mode(tmp_path):
     for model in (OptimizerModel(returns), ManualWithScheduler(returns)):
         with pytest.raises(MisconfigurationException, match="Stateless has no state_dict"):
             fit_briefly(tmp_path, model)
+
+
+def test_a_lightning_optimizer_deep_copies_and_a_second_fit_with_swa_runs(tmp_path):
+    import copy
+
+    from boring import BoringModel, boring_loader, quiet_trainer
+
+    from ltrain.callbacks import StochasticWeightAveraging
+
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=2, callbacks=[StochasticWeightAveraging(swa_lrs=0.01)]
+    )
+    model = BoringModel()
+    trainer.fit(model, boring_loader())
+    copied = copy.deepcopy(trainer.lightning_optimizers[0])  # AveragedModel copies the module
+    assert copied.param_groups[0]["lr"] == trainer.optimizers[0].param_groups[0]["lr"]
+    trainer.fit(model, boring_loader())  # it used to recurse forever in __getattr__
+    assert trainer.current_epoch == 2

@@ -60,6 +60,10 @@ class LightningOptimizer:
         return self._trainer.step_optimizer(self._optimizer, closure, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        # only reached for names the wrapper lacks; before __init__ ran (copy.deepcopy builds the
+        # copy first) even `_optimizer` is missing, and forwarding it would recurse forever
+        if name in ("_optimizer", "_trainer"):
+            raise AttributeError(name)
         return getattr(self._optimizer, name)
 
     def __repr__(self) -> str:
