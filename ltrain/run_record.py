@@ -23,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ltrain.callbacks.model_checkpoint import first_model_checkpoint
-
 RUN_FILE = "run.json"
 STATES = ("running", "finished", "failed", "interrupted")
 
@@ -100,6 +98,8 @@ class RunRecord:
         )
         if self.command == "fit":
             self.data.update(epochs=trainer.current_epoch, global_step=trainer.global_step)
+            from ltrain.callbacks.model_checkpoint import first_model_checkpoint
+
             callback = first_model_checkpoint(trainer.callbacks)
             if callback is not None:
                 score = callback.best_model_score
