@@ -139,7 +139,7 @@ class StochasticWeightAveraging(Callback):
             assert self._average_model is not None
             self.transfer_weights(self._average_model, pl_module)
             self.reset_batch_norm_and_save_state(pl_module)
-            trainer._skip_backward = True  # type: ignore[attr-defined]
+            trainer._skip_backward = True
             self._accumulate_grad_batches = trainer.accumulate_grad_batches
             # one optimizer step at the epoch's end, with no gradients: the weights stay
             trainer.accumulate_grad_batches = int(trainer.num_training_batches) + 1
@@ -178,7 +178,7 @@ class StochasticWeightAveraging(Callback):
             self.n_averaged = torch.tensor(self._init_n_averaged, dtype=torch.long)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: Module) -> None:
-        trainer._skip_backward = False  # type: ignore[attr-defined]
+        trainer._skip_backward = False
 
     def on_train_end(self, trainer: Trainer, pl_module: Module) -> None:
         ended = trainer.current_epoch - 1

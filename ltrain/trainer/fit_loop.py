@@ -252,7 +252,7 @@ def train_batch(trainer: Trainer, batch: Any, batch_idx: int, is_last: bool) -> 
     zero_grad_first = batch_idx % accumulate == 0
     optimizer = trainer.optimizers[0]
     # StochasticWeightAveraging's BatchNorm epoch: forward passes only, the gradients left as they are
-    skip_backward = getattr(trainer, "_skip_backward", False)
+    skip_backward = trainer._skip_backward
 
     def closure() -> torch.Tensor | None:
         with trainer.precision_plugin.forward_context():

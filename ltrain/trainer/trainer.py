@@ -316,6 +316,7 @@ class Trainer(TrainerViews):
         # which of the module's step hooks the fit loop may skip (optimizers.configure_optimizers)
         self._clipping_overridden = False
         self._default_optimizer_step = self._default_zero_grad = self._default_backward = True
+        self._skip_backward = False  # StochasticWeightAveraging's forward-only BatchNorm epoch
         self._return_predictions = True
         self._first_compiled_step = False  # the next training step compiles: time it
         self._said_minimum_not_met = False  # the min_epochs/min_steps notice is printed once a run
