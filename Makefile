@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,examples]'
 	touch $(STAMP)
 
-# the optional loggers', exports' and rich displays' extras (~40 s on first use), so their tests run instead of skipping
+# the optional loggers', exports', rich displays' and search's extras (~40 s on first use), so their tests run instead of skipping
 $(LOGGERS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[tensorboard,wandb,mlflow,onnx,rich]'
+	$(PY) -m pip install --quiet -e '.[tensorboard,wandb,mlflow,onnx,rich,search]'
 	touch $(LOGGERS_STAMP)
 
 run: $(STAMP)

@@ -1,7 +1,8 @@
 """`run.json`: what a version folder's run was, and how it ended.
 
 It is written (atomically) when the run starts, with state `running`, and rewritten when it ends:
-`finished`, `failed` (with the one-line error) or `interrupted` (Ctrl-C / SIGTERM). A run killed
+`finished`, `failed` (with the one-line error) or `interrupted` (Ctrl-C / SIGTERM); a search
+relabels a trial it stopped early `pruned`. A run killed
 outright (SIGKILL, out of memory) cannot write its end, so the start record also holds the process
 id and host: `ltrain runs` shows such a run as `died` once that process is gone. A resumed run
 rewrites the record and keeps the earlier ones under `previous`.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 RUN_FILE = "run.json"
-STATES = ("running", "finished", "failed", "interrupted")
+STATES = ("running", "finished", "failed", "interrupted", "pruned")
 
 
 class RunRecord:
@@ -109,6 +110,13 @@ class RunRecord:
                     best_model_path=callback.best_model_path or None,
                     best_model_score=_finite_or_none(score),
                 )
+        self._write()
+
+    def relabel(self, state: str, message: str) -> None:
+        """A run that ended as asked but early on purpose: a search's pruned trial."""
+        if self.folder is None:
+            return
+        self.data.update(state=state, message=message)
         self._write()
 
     def start_in_version_folder(self, trainer: Any, checkpoint: str | None) -> None:

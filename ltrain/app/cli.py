@@ -7,15 +7,17 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from typing import Any
 
 import click
 
 from ltrain import __version__
 from ltrain.app.config import LTRAIN, header_line, lightning_view, load, to_yaml
-from ltrain.app.errors import CommandError, guard, resume_command
+from ltrain.app.errors import CommandError, ConfigError, guard, resume_command
 from ltrain.app.sources import Sources, parse_arguments
 
 SET_HELP = (
@@ -100,6 +102,7 @@ def main() -> None:
     ltrain fit configs/digits.yaml --set trainer.max_epochs=3
     ltrain test --ckpt runs/digits-mlp/version_0
     ltrain predict --ckpt runs/digits-mlp/version_0/checkpoints/last.ckpt
+    ltrain search configs/digits.yaml --space model.lr=loguniform(1e-4,1e-1) --trials 20
     ltrain runs
     ltrain plot runs/digits-mlp
     """
@@ -265,6 +268,100 @@ def lr_find(
     guard(run_command, "lr-find", sources, lr_find=options, apply=apply)
 
 
+SPACE_HELP = (
+    "What to try for a key: loguniform(LOW,HIGH), uniform(LOW,HIGH), int(LOW,HIGH[,STEP]), "
+    "choice(A,B,...) or A,B,... (repeatable)."
+)
+
+
+@main.command(context_settings=TAKES_ARGUMENTS)
+@config_arguments
+@set_option
+@click.option("--space", "spaces", multiple=True, metavar="KEY=SPEC", help=SPACE_HELP)
+@click.option("--metric", help="The metric to optimize [default: the config's monitored one].")
+@click.option("--direction", metavar="maximize|minimize", help="[default: the monitor's mode]")
+@click.option("--trials", type=int, help="Trials in the study, all processes together [20].")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trials at once, each in a process of its own.",
+)
+@click.option("--sampler", metavar="tpe|random|grid|cmaes", help="[default: tpe]")
+@click.option("--pruner", metavar="median|hyperband|none", help="[default: median]")
+@click.option("--storage", metavar="URL", help="Optuna storage [sqlite:///runs/NAME/search.db].")
+@click.option("--study", metavar="NAME", help="The study's name [the config's name].")
+@click.option("--timeout", metavar="DURATION", help="Start no trial after this long: 90s, 30m, 2h.")
+@click.option(
+    "--show", metavar="STUDY", help="Print a study's trials and best trial again, and stop."
+)
+@click.option("--worker", hidden=True)
+def search(
+    arguments: tuple[str, ...],
+    overrides: tuple[str, ...],
+    spaces: tuple[str, ...],
+    jobs: int,
+    timeout: str | None,
+    show: str | None,
+    worker: str | None,
+    **options: Any,
+) -> None:
+    """Search hyperparameters with Optuna: every trial is a run of CONFIG.
+
+    \b
+    Example:
+      ltrain search configs/digits.yaml --space model.lr=loguniform(1e-4,1e-1) \\
+          --space data.batch_size=choice(32,64,128) --trials 40 --jobs 2
+      ltrain search --show digits-mlp
+    """
+    from ltrain.app import search as searching
+    from ltrain.app import search_workers
+
+    if show is not None:
+        from ltrain.app.search_report import show_study
+
+        guard(show_study, show, options["storage"])
+        return
+    sources = sources_of(arguments, overrides, "search")
+    if not sources.files:
+        raise CommandError("search needs a CONFIG file, e.g. ltrain search configs/digits.yaml")
+    settings = guard(searching.settings_for, sources, {**options, "spaces": spaces})
+    if worker is not None:
+        role = json.loads(worker)
+        search_workers.watch_parent(role["parent"])
+        guard(searching.work, settings, sources, role["index"], role["deadline"])
+        return
+    deadline = time.time() + guard(parse_duration, timeout) if timeout else None
+    study = guard(searching.open_study, settings)
+    try:
+        if jobs == 1:
+            guard(searching.work, settings, sources, 0, deadline)
+        else:
+            guard(search_workers.run_workers, settings, jobs, deadline)
+    except KeyboardInterrupt:
+        from ltrain.run_record import command_line
+
+        click.echo(f"Search stopped; continue it with: {command_line()}", err=True)
+        sys.exit(130)
+    from ltrain.app.search_report import report
+
+    guard(report, study, settings.storage)
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `2h`, `1d`, `1h30m` or plain seconds -> seconds."""
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)\s*([smhd])\s*)+", text)
+    if text.strip().replace(".", "", 1).isdigit():
+        return float(text)
+    if parts is None:
+        raise ConfigError(f"--timeout {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text))
+
+
 @main.command(name="config", context_settings=TAKES_ARGUMENTS)
 @config_arguments
 @set_option
@@ -299,8 +396,11 @@ def show_config(arguments: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     help="Sort by a column: a metric (best first when monitored), duration, epochs, ...; "
     "-METRIC reverses.",
 )
+@click.option("--study", metavar="STUDY", help="Only the trials of this `ltrain search` study.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every column as CSV.")
-def list_runs(root: str, name: str | None, sort: str | None, as_csv: bool) -> None:
+def list_runs(
+    root: str, name: str | None, sort: str | None, study: str | None, as_csv: bool
+) -> None:
     """Show every run under ROOT (default: runs) as one table.
 
     State, epochs, duration, best monitored value, last epoch metrics, and what changed in the
@@ -310,12 +410,13 @@ def list_runs(root: str, name: str | None, sort: str | None, as_csv: bool) -> No
     Example:
       ltrain runs --name digits-mlp --sort valid_acc
       ltrain runs runs --csv > runs.csv
+      ltrain runs --study digits-mlp --sort valid_acc
     """
 
     def show() -> None:
         from ltrain.app.runs_table import render, runs_frame, sort_frame, to_csv, version_folders
 
-        folders = version_folders(root, name)
+        folders = version_folders(root, name, study)
         if not folders:
             click.echo(f"No runs under {root}", err=True)
             return

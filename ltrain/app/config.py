@@ -67,7 +67,7 @@ class Layout:
         OPTIMIZER,
         LR_SCHEDULER,
     )
-    # ltrain's `name` and `seed` (a LightningCLI script has neither)
+    # ltrain's `name`, `seed` and `search` (`ltrain search`'s block; other commands skip it)
     own_keys: bool = True
     # what no `seed` / `seed_everything` means: ltrain's 0, or the script's seed_everything_default
     seed_default: bool | int | None = 0
@@ -93,7 +93,7 @@ class Layout:
         return [read_class(f"{TRAINER}.{c}") for c in COMMANDS] if self.own_keys else []
 
     def keys(self) -> list[str]:
-        own = ["name", "seed"] if self.own_keys else []
+        own = ["name", "seed", "search"] if self.own_keys else []
         slots = [slot.key for slot in self.slots]
         arguments = [
             name
@@ -155,6 +155,11 @@ def resolve(
         if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
             checker.problem("name", f"expected a folder name (text without '/'), got {name!r}")
         out["name"] = name
+        search = config.get("search")
+        if search is not None and not isinstance(search, Mapping):
+            checker.problem(
+                "search", f"expected a mapping of `ltrain search` settings, got {search!r}"
+            )
     out["seed"] = _seed(config, layout, checker)
     for slot in layout.slots[:2]:  # model and data come first, as in ltrain's files
         _slot(config, slot, checker, out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ def run_command(
     lr_find: Mapping[str, Any] | None = None,
     apply: bool = False,
     record: RunRecord | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> Any:
     """Run `fit`, `validate`, `test`, `predict` or `lr-find` as the command line does.
 
@@ -48,7 +49,7 @@ def run_command(
     `ckpt_path`, as an option typed wins over a file. `lr_find` holds the finder's options
     (min_lr, max_lr, num_training); with `apply`, the suggestion is written into a copy of the
     config next to it. `record` (the version folder's run.json) defaults to one naming the command
-    line as typed; a sweep passes its member's.
+    line as typed; a sweep passes its member's. `callbacks` join the config's (a search's pruning).
     """
     if record is None:
         record = RunRecord(command, command_line())
@@ -106,7 +107,7 @@ def run_command(
         )
     datamodule = _build(resolved["data"], "data") if resolved.get("data") else None
     trainer_args = dict(resolved["trainer"])
-    callbacks = _build(one_or_many(trainer_args.pop("callbacks", None)), "trainer.callbacks")
+    configured = _build(one_or_many(trainer_args.pop("callbacks", None)), "trainer.callbacks")
     logger_spec = trainer_args.pop("logger", None)
 
     resume_folder = (
@@ -124,7 +125,7 @@ def run_command(
         trainer = pl.Trainer(
             **trainer_args,
             logger=loggers if loggers else False,
-            callbacks=[*callbacks, StoreConfig(to_yaml(resolved))],
+            callbacks=[*configured, *callbacks, StoreConfig(to_yaml(resolved))],
         )
         header = [
             record.command_line,
@@ -270,7 +271,7 @@ def _config_from_text(text: str, ckpt: str) -> dict[str, Any]:
 def _last_checkpoint(resolved: Mapping[str, Any]) -> Path:
     from ltrain.files import existing_versions
 
-    root = Path(_save_dir(resolved["trainer"].get("logger"))) / resolved["name"]
+    root = Path(runs_root(resolved["trainer"].get("logger"))) / resolved["name"]
     for version in reversed(existing_versions(root)):
         folder = root / f"version_{version}" / "checkpoints"
         if (folder / "last.ckpt").is_file():
@@ -310,7 +311,8 @@ def _raw_trainer(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     return trainer if isinstance(trainer, Mapping) else {}
 
 
-def _save_dir(logger_spec: Any) -> str:
+def runs_root(logger_spec: Any) -> str:
+    """The folder a config's runs go under: its first version-folder logger's save_dir, else runs."""
     folder_loggers = [s for s in one_or_many(logger_spec) if _writes_version_folder(s)]
     first = folder_loggers[0] if folder_loggers else None
     if isinstance(first, Mapping):
@@ -325,7 +327,7 @@ def _run_folder(name: str, logger_spec: Any, resume_folder: Path | None) -> tupl
 
     if resume_folder is not None:
         return resume_folder, False
-    _, folder = claim_version_folder(Path(_save_dir(logger_spec)) / name)
+    _, folder = claim_version_folder(Path(runs_root(logger_spec)) / name)
     return folder, True
 
 

@@ -46,10 +46,13 @@ SORT_ALIASES = {"duration": "duration_s", "v": "version", "step": "global_step"}
 
 
 # ---------------------------------------------------------------------- finding version folders
-def version_folders(root: str | os.PathLike, name: str | None = None) -> list[Path]:
+def version_folders(
+    root: str | os.PathLike, name: str | None = None, study: str | None = None
+) -> list[Path]:
     """Every version folder under `root` (a runs root, one run's folder, or a version folder).
 
-    `name` keeps the runs whose name matches it (a shell pattern such as `digits*` works).
+    `name` keeps the runs whose name matches it (a shell pattern such as `digits*` works);
+    `study` keeps the trials of that `ltrain search` study (their run.json names it).
     """
     from fnmatch import fnmatchcase
 
@@ -75,7 +78,14 @@ def version_folders(root: str | os.PathLike, name: str | None = None) -> list[Pa
                 f"--name {name}: no run of that name under {root}; runs there: {known}"
             )
         runs = matching
-    return [folder for folders in runs.values() for folder in folders]
+    folders = [folder for folders in runs.values() for folder in folders]
+    if study is not None:
+        folders = [
+            f for f in folders if ((read_run(f) or {}).get("search") or {}).get("study") == study
+        ]
+        if not folders:
+            raise MisconfigurationException(f"--study {study}: no trial of that study under {root}")
+    return folders
 
 
 def _versions_of(run_folder: Path) -> list[Path]:
@@ -267,7 +277,7 @@ def read_row(folder: Path) -> tuple[dict[str, Any], dict[str, float], dict[str, 
     if state == "running" and process_alive(run) is False:
         state = "died"
     command = run.get("command") or header_command or ""
-    epochs = run.get("epochs") if state in ("finished", "failed", "interrupted") else None
+    epochs = run.get("epochs") if state in ("finished", "failed", "interrupted", "pruned") else None
     if epochs is None:
         epochs = epochs_logged
     if command not in ("fit", ""):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,6 @@ def _numbers(numbers: list[int]) -> str:
 def run_sweep(sources: Sources) -> int:
     """Run the grid of `sources.overrides`; print its table sorted by the monitored metric.
     Returns the exit code. The files and LightningCLI's flags are every member's."""
-    from ltrain.app.experiment import run_command
     from ltrain.console import info
     from ltrain.errors import RunInterrupted
     from ltrain.run_record import RunRecord, command_line
@@ -130,7 +130,7 @@ def run_sweep(sources: Sources) -> int:
         sweep = {"command_line": sweep_line, "member": number, "members": len(members)}
         record = RunRecord("fit", line, extra={"sweep": sweep})
         try:
-            guard(run_command, "fit", member_sources, record=record)
+            outcome = run_member(member_sources, record)
         except KeyboardInterrupt as stop:
             if record.folder is not None:
                 folders.append(record.folder)
@@ -139,22 +139,41 @@ def run_sweep(sources: Sources) -> int:
                 raise
             click.echo(f"Resume with: {resume_command(member_sources, stop)}", err=True)
             return 128 + stop.signum
-        except CommandError as error:
-            error.show()
+        if outcome.error is not None:
             failed += 1
-            if record.folder is None:
-                not_started.append(f"{line}: {error.message.splitlines()[0]}")
-        except click.exceptions.Exit:  # data-parallel workers failed; they said why
-            failed += 1
-        except Exception as error:
-            click.echo(traceback.format_exc(), err=True, nl=False)  # the user's code: their bug
-            failed += 1
-            if record.folder is None:
-                not_started.append(f"{line}: {type(error).__name__}: {error}")
-        if record.folder is not None:
-            folders.append(record.folder)
+            if outcome.folder is None:
+                not_started.append(f"{line}: {outcome.error}")
+        if outcome.folder is not None:
+            folders.append(outcome.folder)
     _show(folders, swept, failed, not_started)
     return 1 if failed else 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one member's fit ended: its version folder (None if it never got one) and the first
+    line of its error (None when it finished)."""
+
+    folder: Path | None
+    error: str | None = None
+
+
+def run_member(sources: Sources, record: Any, callbacks: Sequence[Any] = ()) -> Outcome:
+    """One fit of a sweep or a search: an error is shown and returned, so the next member runs;
+    Ctrl-C and signals propagate, to stop the whole sweep. `callbacks` join the config's."""
+    from ltrain.app.experiment import run_command
+
+    try:
+        guard(run_command, "fit", sources, record=record, callbacks=callbacks)
+    except CommandError as error:
+        error.show()
+        return Outcome(record.folder, error.message.splitlines()[0])
+    except click.exceptions.Exit:  # data-parallel workers failed; they said why
+        return Outcome(record.folder, "its data-parallel workers failed")
+    except Exception as error:
+        click.echo(traceback.format_exc(), err=True, nl=False)  # the user's code: their bug
+        return Outcome(record.folder, f"{type(error).__name__}: {error}")
+    return Outcome(record.folder)
 
 
 def _show(folders: list[Path], swept: list[str], failed: int, not_started: list[str]) -> None:
