@@ -288,7 +288,11 @@ SPACE_HELP = (
     show_default=True,
     help="Trials at once, each in a process of its own.",
 )
-@click.option("--sampler", metavar="tpe|random|grid|cmaes", help="[default: tpe]")
+@click.option(
+    "--sampler",
+    metavar="auto|gp|tpe|random|grid|cmaes",
+    help="[default: auto: gp up to 100 trials, else tpe]",
+)
 @click.option("--pruner", metavar="median|hyperband|none", help="[default: median]")
 @click.option("--storage", metavar="URL", help="Optuna storage [sqlite:///runs/NAME/search.db].")
 @click.option("--study", metavar="NAME", help="The study's name [the config's name].")
@@ -414,14 +418,22 @@ def list_runs(
     """
 
     def show() -> None:
-        from ltrain.app.runs_table import render, runs_frame, sort_frame, to_csv, version_folders
+        from ltrain.app.runs_table import (
+            render,
+            runs_frame,
+            searched_keys,
+            sort_frame,
+            to_csv,
+            version_folders,
+        )
 
         folders = version_folders(root, name, study)
         if not folders:
             click.echo(f"No runs under {root}", err=True)
             return
-        frame = sort_frame(runs_frame(folders), sort)
-        click.echo(to_csv(frame) if as_csv else render(frame), nl=not as_csv)
+        keys = searched_keys(folders) if study else []
+        frame = sort_frame(runs_frame(folders, keys=keys), sort)
+        click.echo(to_csv(frame) if as_csv else render(frame, keys=keys), nl=not as_csv)
 
     guard(show)
 

@@ -88,6 +88,15 @@ def version_folders(
     return folders
 
 
+def searched_keys(folders: Sequence[Path]) -> list[str]:
+    """The config keys `ltrain search` varied in these trials (their run.json's params)."""
+    keys: dict[str, None] = {}
+    for folder in folders:
+        search = (read_run(folder) or {}).get("search") or {}
+        keys.update(dict.fromkeys(search.get("params") or {}))
+    return list(keys)
+
+
 def _versions_of(run_folder: Path) -> list[Path]:
     return [run_folder / f"version_{n}" for n in existing_versions(run_folder)]
 

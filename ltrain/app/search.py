@@ -32,7 +32,8 @@ from ltrain.app.search_space import Space, check_spaces, grid_points, spaces_fro
 from ltrain.app.sources import Sources
 from ltrain.callbacks import Callback
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
+SAMPLERS = ("auto", "gp", "tpe", "random", "grid", "cmaes")
+GP_UP_TO = 100  # trials: Gaussian-process search beats TPE on small budgets, then costs more
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = {"maximize": "max", "minimize": "min", "max": "max", "min": "min"}
 BLOCK_KEYS = ("space", "metric", "direction", "trials", "sampler", "pruner", "storage", "study")
@@ -109,16 +110,20 @@ def settings_for(sources: Sources, options: Mapping[str, Any]) -> Settings:
     goal: Literal["maximize", "minimize"] = (
         "maximize" if DIRECTIONS[direction] == "max" else "minimize"
     )
-    trials = pick("trials", 20)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ConfigError(f"--trials {trials!r}: expected a whole number of at least 1")
-    sampler, pruner = pick("sampler", "tpe"), pick("pruner", "median")
+    sampler, pruner = pick("sampler", "auto"), pick("pruner", "median")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise ConfigError(f"--pruner {pruner!r}: expected one of {', '.join(PRUNERS)}")
-    if sampler == "grid":
-        grid_points(spaces)
+    grid = len(grid_points(spaces)) if sampler == "grid" else None
+    trials = pick("trials", grid or 20)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"--trials {trials!r}: expected a whole number of at least 1")
+    if grid is not None and trials > grid:
+        raise ConfigError(
+            f"--trials {trials}: the grid has {grid} points; give at most that many "
+            "(each point runs once)"
+        )
     check_spaces(sources, spaces)
 
     name = resolved.config["name"]
@@ -180,6 +185,8 @@ def open_study(
             f"{_describe(recorded)}; give the same --space/--metric/--direction to continue it, "
             "or a new --study NAME"
         )
+    if create and settings.sampler == "grid":
+        queue_grid(study, settings)
     return study
 
 
@@ -216,6 +223,20 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
+def queue_grid(study: Any, settings: Settings) -> None:
+    """A grid search queues its points, in an order shuffled by the seed, up to `--trials`: each
+    worker takes the next queued point, so no point runs twice, and fewer trials than points
+    sample the grid. A point already in the study (run, running or queued) is not queued again."""
+    import random
+
+    trials = live_trials(study)
+    present = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
+    points = [p for p in grid_points(settings.spaces) if p not in present]
+    random.Random(settings.seed).shuffle(points)
+    for point in points[: max(settings.trials - len(trials), 0)]:
+        study.enqueue_trial(point)
+
+
 def retry_callback(max_retry: int | None) -> Any:
     """Optuna's re-queueing of a failed trial with its parameters (renamed in Optuna 4.9)."""
     from optuna import storages
@@ -240,10 +261,8 @@ def _sampler_seed(seed: int | None, worker: int, existing: int) -> int | None:
 def _sampler(settings: Settings, seed: int | None) -> Any:
     import optuna
 
-    if settings.sampler == "random":
+    if settings.sampler in ("random", "grid"):  # a grid's trials come queued (queue_grid)
         return optuna.samplers.RandomSampler(seed=seed)
-    if settings.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_points(settings.spaces), seed=seed)
     if settings.sampler == "cmaes":
         try:
             import cmaes  # noqa: F401
@@ -252,14 +271,24 @@ def _sampler(settings: Settings, seed: int | None) -> Any:
                 "--sampler cmaes needs the cmaes package: pip install cmaes"
             ) from None
         return optuna.samplers.CmaEsSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # Optuna's samplers draw 10 random trials before modelling any; a search of a few dozen
+    # trials learns sooner
+    startup = max(3, min(10, settings.trials // 4))
+    if settings.sampler == "gp" or (settings.sampler == "auto" and settings.trials <= GP_UP_TO):
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    # constant_liar: parallel workers do not all try the same point
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=startup, constant_liar=True, multivariate=True
+    )
 
 
 def _pruner(name: str) -> Any:
     import optuna
 
     if name == "median":
-        return optuna.pruners.MedianPruner()
+        # the first validations are noisy (a large batch or a low rate starts slowly): a trial
+        # is held against the others' median from its fourth validation on
+        return optuna.pruners.MedianPruner(n_warmup_steps=4)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -126,14 +127,19 @@ def write_plots(study: Any, outputs: Path) -> list[str]:
     ):
         path = outputs / f"{study.study_name}.{kind}.png"
         try:
-            figure = draw(study).get_figure(root=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                figure = draw(study).get_figure(root=True)
             assert figure is not None  # Optuna draws on a figure of its own
+            too_few = [w for w in caught if "too small" in str(w.message)]
+            if too_few:  # Optuna's importances of a few trials would all be equal
+                plt.close(figure)
+                raise ValueError(str(too_few[0].message))
             figure.savefig(path, dpi=110, bbox_inches="tight")
             plt.close(figure)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:
-            lines.append(
-                f"Plot of {kind}: not drawn ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-            )
+            why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            lines.append(f"Plot of {kind}: not drawn ({why})")
             continue
         lines.append(f"Plot of {kind}: {path}")
     return lines

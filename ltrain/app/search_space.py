@@ -24,7 +24,7 @@ from typing import Any
 
 from ltrain.app.errors import ConfigError
 from ltrain.app.overrides import parse_value
-from ltrain.app.sweeps import split_values
+from ltrain.app.sweeps import value_texts
 
 FUNCTIONS = ("loguniform", "uniform", "int", "choice")
 _CALL = re.compile(r"^\s*([a-z_]+)\s*\((.*)\)\s*$", re.DOTALL)
@@ -94,8 +94,7 @@ def parse_space(text: str, option: str = "--space") -> Space:
 def space_of(key: str, spec: str, where: str) -> Space:
     call = _CALL.match(spec)
     if call is None:
-        choices = [value.strip() for value in split_values(f"{key}={spec}")]
-        texts = [c.partition("=")[2].strip() for c in choices]
+        texts = [text.strip() for text in value_texts(spec)]
         if len(texts) < 2:
             raise ConfigError(
                 f"{where}: one value is no space; give a list (A,B,C) or one of "
@@ -129,14 +128,16 @@ def space_of(key: str, spec: str, where: str) -> Space:
 
 
 def _arguments(inside: str) -> list[str]:
-    return [v.partition("=")[2] for v in split_values(f"x={inside}")] if inside.strip() else []
+    return value_texts(inside) if inside.strip() else []
 
 
 def _choice(key: str, spec: str, texts: list[str], where: str) -> Space:
-    if not texts or any(not t for t in texts):
+    if not texts:
         raise ConfigError(
             f"{where}: an empty choice; write choice(A,B,...) with at least one value"
         )
+    if any(not text for text in texts):
+        raise ConfigError(f"{where}: an empty value in the choices; write A,B,C")
     if len(set(texts)) != len(texts):
         raise ConfigError(f"{where}: a value appears twice in the choices")
     return Space(key, "choice", spec, choices=tuple(texts))
@@ -181,29 +182,34 @@ def spaces_from(texts: Sequence[str], block: Any) -> list[Space]:
 
 
 def check_spaces(sources: Any, spaces: Sequence[Space]) -> None:
-    """Load the config once per bound or choice; every problem found, each naming its space."""
+    """Load the config with each bound or choice of every space; each problem names its space."""
     from ltrain.app.config import load
 
     problems: list[str] = []
     for space in spaces:
-        for probe in space.probes():
+        for probe in space.probes():  # the first value refused speaks for its space
             try:
                 load(sources.with_overrides([*sources.overrides, probe]))
             except ConfigError as error:
-                for line in error.problems:
-                    named = line.replace(f"(--set {probe})", f"(--space {space.key}={space.spec})")
-                    if named not in problems:
-                        problems.append(named)
+                where = f"(--space {space.key}={space.spec})"
+                problems += [line.replace(f"(--set {probe})", where) for line in error.problems]
+                break
     if problems:
         raise ConfigError(problems)
 
 
-def grid_points(spaces: Sequence[Space]) -> dict[str, list[Any]]:
-    """The grid sampler's axes: every space must be a list of choices."""
+def grid_points(spaces: Sequence[Space]) -> list[dict[str, Any]]:
+    """Every combination of the spaces' choices, first space slowest (as --multirun's grid)."""
+    import itertools
+
     ranges = [space.key for space in spaces if space.kind != "choice"]
     if ranges:
         raise ConfigError(
             f"--sampler grid: {', '.join(ranges)} is a range; a grid needs lists (A,B,C) or "
             "choice(...), or pick --sampler tpe|random|cmaes"
         )
-    return {space.key: list(space.values) for space in spaces}
+    keys = [space.key for space in spaces]
+    return [
+        dict(zip(keys, point, strict=True))
+        for point in itertools.product(*(space.values for space in spaces))
+    ]

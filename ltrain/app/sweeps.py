@@ -29,7 +29,7 @@ def split_values(text: str) -> list[str]:
     key, sep, raw = text.partition("=")
     if not sep:
         return [text]  # parse_override names the problem when the config is loaded
-    values = _values(raw)
+    values = value_texts(raw)
     if len(values) > 1 and any(not v.strip() for v in values):
         raise ConfigError(f"--set {text!r}: an empty value in a --multirun list; write KEY=A,B,C")
     return [f"{key}={value}" for value in values]
@@ -38,10 +38,11 @@ def split_values(text: str) -> list[str]:
 def is_value_list(text: str) -> bool:
     """Whether `--set KEY=A,B` would be swept under --multirun (for a hint when it is missing)."""
     key, sep, raw = text.partition("=")
-    return bool(sep) and len(_values(raw)) > 1
+    return bool(sep) and len(value_texts(raw)) > 1
 
 
-def _values(raw: str) -> list[str]:
+def value_texts(raw: str) -> list[str]:
+    """`A,B` -> [`A`, `B`], split at the commas outside brackets, braces and quotes."""
     values, current, depth, quote = [], "", 0, None
     for char in raw:
         if quote:
