@@ -8,17 +8,24 @@ store, TensorBoard's event file. Where Lightning is installed, the same user cod
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pytest
+import test_loggers_extra
 import torch
+import yaml
 from boring import BoringModel, boring_loader, quiet_trainer
 from parity.observe import kit, loader, regression, trainer
+from test_loggers_extra import wandb_records
 
 import ltrain as pl
 from ltrain.callbacks import ModelCheckpoint
+from ltrain.errors import MisconfigurationException
+from ltrain.loggers import MLFlowLogger, WandbLogger
 
 
 def fit(root: Path, loggers: Any, model: Any = None, **checkpointing: Any) -> pl.Trainer:
@@ -100,3 +107,256 @@ def test_after_save_checkpoint_calls_match_lightnings(tmp_path):
 def test_the_base_logger_ignores_checkpoints():
     logger = pl.loggers.Logger()
     logger.after_save_checkpoint(ModelCheckpoint())
+
+
+# ---------------------------------------------------------------------- W&B
+
+offline_wandb = test_loggers_extra.offline_wandb  # W&B offline, its files under tmp_path
+
+
+def wandb_artifacts(records: list[Any]) -> list[tuple[str, str, dict, list[str], list[str]]]:
+    """Each logged artifact as (name, type, metadata, sorted aliases, the files it holds)."""
+    return [
+        (
+            r.artifact.name,
+            r.artifact.type,
+            json.loads(r.artifact.metadata),
+            sorted(r.artifact.aliases),
+            [entry.path for entry in r.artifact.manifest.contents],
+        )
+        for r in records
+        if r.WhichOneof("record_type") == "artifact"
+    ]
+
+
+def settings(key: str) -> dict[str, Any]:
+    """The ModelCheckpoint settings Lightning puts in an artifact's metadata."""
+    return {
+        key: {
+            "monitor": "valid_loss",
+            "mode": "min",
+            "save_last": True,
+            "save_top_k": 1,
+            "save_weights_only": False,
+            "_every_n_train_steps": 0,
+        }
+    }
+
+
+def finished_wandb_records(logger: WandbLogger, save_dir: Path) -> list[Any]:
+    logger.experiment.finish()
+    return wandb_records(save_dir)
+
+
+def test_wandb_log_model_all_uploads_each_checkpoint_when_it_is_saved(tmp_path, offline_wandb):
+    logger = WandbLogger(save_dir=tmp_path / "wb", log_model="all")
+    run = fit(tmp_path, logger)
+    callback = run.checkpoint_callback
+    run_id = logger.version
+    records = finished_wandb_records(logger, tmp_path / "wb")
+    uploads = wandb_artifacts(records)
+    assert [(a[0], a[1], a[3], a[4]) for a in uploads] == [
+        (f"model-{run_id}", "model", ["best", "latest"], ["model.ckpt"]),
+        (f"model-{run_id}", "model", ["latest"], ["model.ckpt"]),
+        (f"model-{run_id}", "model", ["best", "latest"], ["model.ckpt"]),
+        (f"model-{run_id}", "model", ["latest"], ["model.ckpt"]),
+    ]
+    names = [a[2]["original_filename"] for a in uploads]
+    assert names == ["epoch=0-step=4.ckpt", "last.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]
+    assert uploads[2][2] == {
+        "score": callback.best_k_models[callback.best_model_path],
+        "original_filename": "epoch=1-step=8.ckpt",
+        **settings("ModelCheckpoint"),
+    }
+    # uploaded during training: the first one before the last row
+    kinds = [r.WhichOneof("record_type") for r in records]
+    last_row = len(kinds) - 1 - kinds[::-1].index("history")
+    assert kinds.index("artifact") < last_row
+
+
+def test_wandb_log_model_true_uploads_the_kept_checkpoints_at_the_end(tmp_path, offline_wandb):
+    logger = WandbLogger(save_dir=tmp_path / "wb", log_model=True, checkpoint_name="regressor")
+    fit(tmp_path, logger)
+    records = finished_wandb_records(logger, tmp_path / "wb")
+    uploads = wandb_artifacts(records)
+    assert [(a[0], a[2]["original_filename"], a[3]) for a in uploads] == [
+        ("regressor", "epoch=1-step=8.ckpt", ["best", "latest"]),
+        ("regressor", "last.ckpt", ["latest"]),
+    ]
+    kinds = [r.WhichOneof("record_type") for r in records]  # uploaded after the last row
+    assert kinds.index("artifact") > len(kinds) - 1 - kinds[::-1].index("history")
+
+
+def test_wandb_log_model_false_uploads_nothing(tmp_path, offline_wandb):
+    logger = WandbLogger(save_dir=tmp_path / "wb", log_model=False)
+    fit(tmp_path, logger)
+    assert wandb_artifacts(finished_wandb_records(logger, tmp_path / "wb")) == []
+
+
+class FailsInSecondEpoch(BoringModel):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        if self.current_epoch == 1:
+            raise RuntimeError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_failed_run_uploads_checkpoints_to_mlflow_but_not_to_wandb_as_lightning_does(
+    tmp_path, offline_wandb, mlflow_store
+):
+    wandb_logger = WandbLogger(save_dir=tmp_path / "wb", log_model=True)
+    mlflow_logger = MLFlowLogger(tracking_uri=mlflow_store, log_model=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(tmp_path, [wandb_logger, mlflow_logger], FailsInSecondEpoch())
+    assert wandb_artifacts(finished_wandb_records(wandb_logger, tmp_path / "wb")) == []
+    assert mlflow_artifact_tree(mlflow_logger) == {
+        "epoch=0-step=4": ["aliases.txt", "epoch=0-step=4.ckpt", "metadata.yaml"],
+        "last": ["aliases.txt", "last.ckpt", "metadata.yaml"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"log_model": "some"}, "WandbLogger(log_model='some'): expected True"),
+        ({"log_model": True, "offline": True}, "WandbLogger(offline=True, log_model=True)"),
+        ({"add_file_policy": "copy"}, "WandbLogger(add_file_policy='copy'): expected 'mutable'"),
+    ],
+)
+def test_wandb_refuses_a_bad_upload_option_in_one_line(offline_wandb, options, message):
+    with pytest.raises(MisconfigurationException) as raised:
+        WandbLogger(**options)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+# ---------------------------------------------------------------------- MLflow
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return (tmp_path / "store").as_uri()
+
+
+def mlflow_artifacts_folder(logger: Any) -> Path:
+    uri = logger.experiment.get_run(logger.run_id).info.artifact_uri
+    return Path(unquote(urlparse(uri).path))
+
+
+def mlflow_artifact_tree(logger: Any) -> dict[str, list[str]]:
+    """The run's artifact folders and the files in each, as the file store keeps them."""
+    root = mlflow_artifacts_folder(logger)
+    if not root.is_dir():
+        return {}
+    return {folder.name: sorted(os.listdir(folder)) for folder in sorted(root.iterdir())}
+
+
+def mlflow_notes(logger: Any, folder: str) -> tuple[dict[str, Any], str]:
+    """An uploaded checkpoint's metadata.yaml (read) and aliases.txt (as written)."""
+    root = mlflow_artifacts_folder(logger) / folder
+    metadata = yaml.safe_load((root / "metadata.yaml").read_text())
+    return metadata, (root / "aliases.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("log_model", "folders"),
+    [
+        ("all", ["epoch=0-step=4", "epoch=1-step=8", "last"]),  # each file when saved
+        (True, ["epoch=1-step=8", "last"]),  # the files kept at the end
+        (False, []),
+    ],
+)
+def test_mlflow_log_model_logs_checkpoints_with_metadata_and_aliases(
+    tmp_path, mlflow_store, log_model, folders
+):
+    logger = MLFlowLogger(tracking_uri=mlflow_store, log_model=log_model)
+    run = fit(tmp_path, logger)
+    tree = mlflow_artifact_tree(logger)
+    assert tree == {f: sorted(["aliases.txt", "metadata.yaml", f"{f}.ckpt"]) for f in folders}
+    if not folders:
+        return
+    callback = run.checkpoint_callback
+    best_score = float(callback.best_model_score)
+    best, best_aliases = mlflow_notes(logger, "epoch=1-step=8")
+    assert best == {
+        "score": best_score,
+        "original_filename": "epoch=1-step=8.ckpt",
+        **settings("Checkpoint"),
+    }
+    assert best_aliases == "['latest', 'best']"
+    last, last_aliases = mlflow_notes(logger, "last")
+    assert (last["original_filename"], last["score"], last_aliases) == (
+        "last.ckpt",
+        best_score,  # the score of the latest top-k file (Lightning's current_score)
+        "['latest']",
+    )
+    uploaded = mlflow_artifacts_folder(logger) / "last" / "last.ckpt"
+    assert uploaded.read_bytes() == (tmp_path / "ckpt" / "last.ckpt").read_bytes()
+
+
+def test_mlflow_log_model_true_with_every_file_kept_logs_them_as_they_are_saved(
+    tmp_path, mlflow_store
+):
+    logger = MLFlowLogger(tracking_uri=mlflow_store, log_model=True)
+    seen: list[list[str]] = []
+
+    class Watch(pl.Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(sorted(mlflow_artifact_tree(logger)))
+
+    torch.manual_seed(0)
+    checkpoints = ModelCheckpoint(tmp_path / "ckpt", save_top_k=-1, save_on_train_epoch_end=True)
+    run = quiet_trainer(tmp_path, logger=logger, max_epochs=2, callbacks=[checkpoints, Watch()])
+    run.fit(BoringModel(), boring_loader(16, 4))
+    # Watch runs before the ModelCheckpoint, so each epoch sees the files saved before it
+    assert seen == [[], ["epoch=0-step=4"]]
+    assert sorted(mlflow_artifact_tree(logger)) == ["epoch=0-step=4", "epoch=1-step=8"]
+
+
+def test_mlflow_refuses_a_bad_log_model_in_one_line(mlflow_store):
+    with pytest.raises(MisconfigurationException) as raised:
+        MLFlowLogger(tracking_uri=mlflow_store, log_model="best")
+    message = str(raised.value)
+    assert (
+        message.startswith("MLFlowLogger(log_model='best'): expected True") and "\n" not in message
+    )
+
+
+# ---------------------------------------------------------------------- the same run in Lightning
+
+
+def uploads_of(framework: Any, root: Path, mlflow_uri: str) -> dict[str, Any]:
+    """One tiny fit of `framework` with W&B and MLflow uploading every checkpoint: what each
+    store holds (run ids left out)."""
+    framework.seed_everything(0)
+    loggers = framework.loggers
+    wandb_logger = loggers.WandbLogger(save_dir=str(root / "wb"), log_model="all")
+    mlflow_logger = loggers.MLFlowLogger(tracking_uri=mlflow_uri, log_model="all")
+    callback = framework.callbacks.ModelCheckpoint(
+        dirpath=root / "ckpt", monitor="valid_loss", save_last=True
+    )
+    run = trainer(
+        framework, root, logger=[mlflow_logger, wandb_logger], callbacks=[callback], max_epochs=2
+    )
+    run.fit(kit(framework).Regressor(), loader(regression()), loader(regression(32, seed=2)))
+    run_id = wandb_logger.version
+    wandb_logger.experiment.finish()
+    wandb_uploads = [
+        (name.replace(run_id, "<id>"), *rest)
+        for name, *rest in wandb_artifacts(wandb_records(root / "wb"))
+    ]
+    tree = mlflow_artifact_tree(mlflow_logger)
+    return {
+        "wandb": wandb_uploads,
+        "mlflow": tree,
+        "mlflow notes": {folder: mlflow_notes(mlflow_logger, folder) for folder in tree},
+    }
+
+
+def test_log_model_uploads_match_lightnings(tmp_path, offline_wandb, mlflow_store):
+    lightning = pytest.importorskip("lightning.pytorch")
+    ours = uploads_of(pl, tmp_path / "ours", mlflow_store)
+    theirs = uploads_of(lightning, tmp_path / "lightning", (tmp_path / "store-l").as_uri())
+    assert len(ours["wandb"]) == 4 and len(ours["mlflow"]) == 3
+    assert ours == theirs

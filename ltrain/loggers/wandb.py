@@ -7,15 +7,24 @@ an optional extra (`ltrain[wandb]`) imported when the run starts, which is on fi
 
 The run stays open after `fit` (as in Lightning), so a following `test` logs into it; W&B closes
 it when the process ends, or call `logger.experiment.finish()`.
+
+`log_model` uploads checkpoints as artifacts of type "model" named `model-<run id>` (or
+`checkpoint_name`), one version per file holding it as `model.ckpt`; `checkpoint_uploads.py` says
+which files and when.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ltrain.errors import MisconfigurationException
 from ltrain.loggers.base import Logger, add_prefix, require_package, yaml_safe_items
+from ltrain.loggers.checkpoint_uploads import CheckpointFile, CheckpointUploads, check_log_model
+
+if TYPE_CHECKING:
+    from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 
 STEP_KEY = "trainer/global_step"
 
@@ -24,7 +33,9 @@ class WandbLogger(Logger):
     """Logs to W&B; `offline=True` keeps the run on disk (`<save_dir>/wandb/offline-run-*`).
 
     `version`/`id` resume the W&B run with that id; other keyword arguments go to `wandb.init`
-    (`entity`, `tags`, `group`, `mode`, ...).
+    (`entity`, `tags`, `group`, `mode`, ...). `log_model`: upload checkpoints as artifacts, at the
+    end of training (True) or after every save ("all"); `add_file_policy="mutable"` copies each
+    file before it is uploaded, so a checkpoint rewritten meanwhile is uploaded as it was.
     """
 
     writes_version_folder: ClassVar[bool] = False
@@ -38,10 +49,24 @@ class WandbLogger(Logger):
         dir: str | os.PathLike | None = None,
         id: str | None = None,
         project: str | None = None,
+        log_model: bool | Literal["all"] = False,
         prefix: str = "",
+        checkpoint_name: str | None = None,
+        add_file_policy: Literal["mutable", "immutable"] = "mutable",
         **kwargs: Any,
     ) -> None:
         require_package("wandb", "WandbLogger", "wandb")
+        log_model = check_log_model("WandbLogger", log_model)
+        if offline and log_model:
+            raise MisconfigurationException(
+                f"WandbLogger(offline=True, log_model={log_model!r}): an offline run uploads no "
+                "checkpoints; set offline=False or log_model=False"
+            )
+        if add_file_policy not in ("mutable", "immutable"):
+            raise MisconfigurationException(
+                f"WandbLogger(add_file_policy={add_file_policy!r}): expected 'mutable' or "
+                "'immutable'"
+            )
         if dir is not None and os.fspath(save_dir) == ".":
             save_dir = dir
         self._save_dir = os.fspath(save_dir)
@@ -52,6 +77,9 @@ class WandbLogger(Logger):
         if offline:
             self._init_kwargs["mode"] = "offline"
         self._run: Any = None
+        self._uploads = CheckpointUploads(log_model, "ModelCheckpoint")
+        self._checkpoint_name = checkpoint_name
+        self._add_file_policy = add_file_policy
 
     @property
     def name(self) -> str:
@@ -91,3 +119,23 @@ class WandbLogger(Logger):
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         plain = yaml_safe_items(params, "WandbLogger")
         self.experiment.config.update(plain, allow_val_change=True)
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        for file in self._uploads.after_save(checkpoint_callback):
+            self._upload(file)
+
+    def finalize(self, status: str) -> None:
+        """With `log_model=True`, upload the checkpoints (only after a successful run, as in
+        Lightning)."""
+        if status == "success" and self._run is not None:
+            for file in self._uploads.at_end():
+                self._upload(file)
+
+    def _upload(self, file: CheckpointFile) -> None:
+        import wandb
+
+        run = self.experiment
+        name = self._checkpoint_name or f"model-{run.id}"
+        artifact = wandb.Artifact(name=name, type="model", metadata=file.metadata)
+        artifact.add_file(file.path, name="model.ckpt", policy=self._add_file_policy)
+        run.log_artifact(artifact, aliases=file.aliases)
