@@ -228,6 +228,76 @@ def test_wandb_refuses_a_bad_upload_option_in_one_line(offline_wandb, options, m
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
 
 
+def history_rows(records: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+    ]
+
+
+def test_wandb_images_tables_and_text_go_in_at_trainer_global_step(tmp_path, offline_wandb):
+    logger = WandbLogger(save_dir=tmp_path / "wb")
+    logger.log_image(
+        "samples", [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)], step=5, caption=["a", "b"]
+    )
+    logger.log_table("table", columns=["x", "y"], data=[[1, 2], [3, 4]], step=6)
+    logger.log_text("notes", columns=["text"], data=[["hello"]])
+    rows = history_rows(finished_wandb_records(logger, tmp_path / "wb"))
+    images, table, text = rows
+    assert images["trainer/global_step"] == 5
+    assert images["samples/_type"] == "images/separated" and images["samples/count"] == 2
+    assert images["samples/captions"] == ["a", "b"]
+    assert (table["trainer/global_step"], table["table/_type"]) == (6, "table-file")
+    assert (table["table/nrows"], table["table/ncols"]) == (2, 2)
+    assert (text["notes/_type"], text["notes/nrows"], text["notes/ncols"]) == ("table-file", 1, 1)
+
+
+def test_wandb_media_keywords_need_one_value_per_item(offline_wandb):
+    logger = WandbLogger()
+    with pytest.raises(ValueError, match="caption has 1 values for 2 items"):
+        logger.log_image("samples", [torch.zeros(3, 2, 2)] * 2, caption=["only one"])
+    with pytest.raises(TypeError, match="log_image: expected a list, got Tensor"):
+        logger.log_image("samples", torch.zeros(3, 2, 2))
+
+
+def test_wandb_watch_logs_gradient_histograms_into_the_run(tmp_path, offline_wandb):
+    logger = WandbLogger(save_dir=tmp_path / "wb")
+    model = BoringModel()
+    logger.watch(model, log_freq=1)
+    fit(tmp_path, logger, model)
+    rows = history_rows(finished_wandb_records(logger, tmp_path / "wb"))
+    gradients = [r for r in rows if "gradients/layer.weight/_type" in r]
+    assert gradients and gradients[0]["gradients/layer.weight/_type"] == "histogram"
+
+
+class FakeRun:
+    """Stands in for a W&B run where the real one needs the W&B server."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def use_artifact(self, artifact: str, type: str | None = None) -> Any:
+        self.calls.append((artifact, type))
+        return self
+
+    def download(self, root: str | None = None) -> str:
+        return f"downloaded into {root}"
+
+    def finish(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def test_wandb_use_and_download_artifact_go_through_the_run(tmp_path, offline_wandb, monkeypatch):
+    logger = WandbLogger()
+    logger._run = run = FakeRun()
+    assert logger.use_artifact("team/p/model-x:best", "model") is run
+    monkeypatch.setattr(offline_wandb, "run", run)
+    folder = WandbLogger.download_artifact("team/p/model-x:v1", save_dir=tmp_path / "into")
+    assert folder == f"downloaded into {tmp_path / 'into'}"
+    assert run.calls == [("team/p/model-x:best", "model"), ("team/p/model-x:v1", None)]
+
+
 # ---------------------------------------------------------------------- MLflow
 
 

@@ -10,7 +10,8 @@ it when the process ends, or call `logger.experiment.finish()`.
 
 `log_model` uploads checkpoints as artifacts of type "model" named `model-<run id>` (or
 `checkpoint_name`), one version per file holding it as `model.ckpt`; `checkpoint_uploads.py` says
-which files and when.
+which files and when. Images, tables, audio and video go in through `run.log` at
+`trainer/global_step` like the rows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ltrain.loggers.base import Logger, add_prefix, require_package, yaml_safe_i
 from ltrain.loggers.checkpoint_uploads import CheckpointFile, CheckpointUploads, check_log_model
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 
 STEP_KEY = "trainer/global_step"
@@ -111,14 +114,120 @@ class WandbLogger(Logger):
             self._run.define_metric("*", step_metric=STEP_KEY, step_sync=True)
         return self._run
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """One `run.log` call; with a `step`, it goes in as `trainer/global_step` (the x axis)."""
         row: dict[str, Any] = add_prefix(metrics, self._prefix)
-        row[STEP_KEY] = step
+        if step is not None:
+            row[STEP_KEY] = step
         self.experiment.log(row)
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         plain = yaml_safe_items(params, "WandbLogger")
         self.experiment.config.update(plain, allow_val_change=True)
+
+    def watch(
+        self,
+        model: nn.Module,
+        log: str | None = "gradients",
+        log_freq: int = 100,
+        log_graph: bool = True,
+    ) -> None:
+        """`wandb.watch`: histograms of the gradients (`log="parameters"`, `"all"`, or None)
+        every `log_freq` steps, and the graph."""
+        self.experiment.watch(model, log=log, log_freq=log_freq, log_graph=log_graph)
+
+    def log_table(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """A `wandb.Table` from `columns` and `data` rows, or from a pandas `dataframe`."""
+        import wandb
+
+        header: list[Any] | None = columns  # wandb's hint: list[str | int]
+        self.log_metrics({key: wandb.Table(columns=header, data=data, dataframe=dataframe)}, step)
+
+    def log_text(
+        self,
+        key: str,
+        columns: list[str] | None = None,
+        data: list[list[str]] | None = None,
+        dataframe: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """Text as a table, as `log_table`."""
+        self.log_table(key, columns, data, dataframe, step)
+
+    def log_image(
+        self, key: str, images: list[Any], step: int | None = None, **kwargs: Any
+    ) -> None:
+        """Images (tensors, arrays, PIL images or paths); each keyword is a list with one value
+        per image (`caption=[...]`, `masks=[...]`)."""
+        self._log_media("log_image", "Image", key, images, step, kwargs)
+
+    def log_audio(
+        self, key: str, audios: list[Any], step: int | None = None, **kwargs: Any
+    ) -> None:
+        """Audio clips (arrays or paths); keywords as in `log_image` (`sample_rate=[...]`)."""
+        self._log_media("log_audio", "Audio", key, audios, step, kwargs)
+
+    def log_video(
+        self, key: str, videos: list[Any], step: int | None = None, **kwargs: Any
+    ) -> None:
+        """Videos (arrays or paths); keywords as in `log_image` (`fps=[...]`)."""
+        self._log_media("log_video", "Video", key, videos, step, kwargs)
+
+    def _log_media(
+        self,
+        method: str,
+        kind: str,
+        key: str,
+        items: list[Any],
+        step: int | None,
+        options: dict[str, Any],
+    ) -> None:
+        if not isinstance(items, list):
+            raise TypeError(f"WandbLogger.{method}: expected a list, got {type(items).__name__}")
+        for name, values in options.items():
+            if len(values) != len(items):
+                raise ValueError(
+                    f"WandbLogger.{method}: {name} has {len(values)} values for "
+                    f"{len(items)} items; give one per item"
+                )
+        import wandb
+
+        media = getattr(wandb, kind)
+        logged = [
+            media(item, **{name: values[i] for name, values in options.items()})
+            for i, item in enumerate(items)
+        ]
+        self.log_metrics({key: logged}, step)
+
+    def use_artifact(self, artifact: str, artifact_type: str | None = None) -> Any:
+        """Mark `artifact` (`"entity/project/name:alias"`) as used by this run; the artifact."""
+        return self.experiment.use_artifact(artifact, type=artifact_type)
+
+    @staticmethod
+    def download_artifact(
+        artifact: str,
+        save_dir: str | os.PathLike | None = None,
+        artifact_type: str | None = None,
+        use_artifact: bool | None = True,
+    ) -> str:
+        """Download `artifact` into `save_dir` (W&B's cache folder if None); the folder.
+
+        Within a run (and with `use_artifact`) the run records that it used the artifact.
+        """
+        import wandb
+
+        if wandb.run is not None and use_artifact:
+            found = wandb.run.use_artifact(artifact)
+        else:
+            found = wandb.Api().artifact(artifact, type=artifact_type)
+        return found.download(root=None if save_dir is None else os.fspath(save_dir))
 
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         for file in self._uploads.after_save(checkpoint_callback):
