@@ -13,6 +13,7 @@ none logged before it are lost, as the CSV logger truncates its file.
 from __future__ import annotations
 
 import os
+import time
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
@@ -68,13 +69,30 @@ class TensorBoardLogger(FolderLogger):
     def experiment(self) -> Any:
         """The `torch.utils.tensorboard.SummaryWriter`, created on first use."""
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(
-                log_dir=self.log_dir, purge_step=self._purge_step, **self._writer_kwargs
-            )
+            earlier = _event_files(self.log_dir)
+            writer = self._open_writer()
+            # TensorBoard reads a folder's event files in name order, and a name is
+            # `events.out.tfevents.<second>.<host>.<pid>.<n>`: within one second the writer n=10
+            # sorts before n=9, and a resume's purge marker would be read before the rows it
+            # hides. Such a file is opened again in the next second.
+            new = _event_files(self.log_dir) - earlier
+            delay = _second_of(max(earlier)) + 1 - time.time() if earlier else 0.0
+            if earlier and new and min(new) < max(earlier) and 0 < delay <= 2:
+                writer.close()
+                for name in new:
+                    os.remove(os.path.join(self.log_dir, name))
+                time.sleep(delay)
+                writer = self._open_writer()
+            self._writer = writer
             self._purge_step = None  # written once, at the start of this writer's file
         return self._writer
+
+    def _open_writer(self) -> Any:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(
+            log_dir=self.log_dir, purge_step=self._purge_step, **self._writer_kwargs
+        )
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self._write_row(add_prefix(metrics, self._prefix), step)
@@ -145,3 +163,16 @@ class TensorBoardLogger(FolderLogger):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+_EVENT_FILE = "events.out.tfevents."
+
+
+def _event_files(folder: str) -> set[str]:
+    return {name for name in os.listdir(folder) if name.startswith(_EVENT_FILE)}
+
+
+def _second_of(name: str) -> int:
+    """The second an event file was opened in, from its name (0 if the name has none)."""
+    second = name[len(_EVENT_FILE) :].split(".", 1)[0]
+    return int(second) if second.isdigit() else 0
