@@ -25,7 +25,7 @@ from test_loggers_extra import wandb_records
 import ltrain as pl
 from ltrain.callbacks import ModelCheckpoint
 from ltrain.errors import MisconfigurationException
-from ltrain.loggers import MLFlowLogger, WandbLogger
+from ltrain.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
 
 def fit(root: Path, loggers: Any, model: Any = None, **checkpointing: Any) -> pl.Trainer:
@@ -104,9 +104,10 @@ def test_after_save_checkpoint_calls_match_lightnings(tmp_path):
     )
 
 
-def test_the_base_logger_ignores_checkpoints():
+def test_the_base_logger_ignores_checkpoints_and_graphs():
     logger = pl.loggers.Logger()
     logger.after_save_checkpoint(ModelCheckpoint())
+    logger.log_graph(BoringModel())
 
 
 # ---------------------------------------------------------------------- W&B
@@ -430,3 +431,78 @@ def test_log_model_uploads_match_lightnings(tmp_path, offline_wandb, mlflow_stor
     theirs = uploads_of(lightning, tmp_path / "lightning", (tmp_path / "store-l").as_uri())
     assert len(ours["wandb"]) == 4 and len(ours["mlflow"]) == 3
     assert ours == theirs
+
+
+# ---------------------------------------------------------------------- TensorBoard graph
+
+
+def tensorboard_graph(folder: Path) -> Any:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return events.Graph() if events.Tags()["graph"] else None
+
+
+class WithExampleInput(BoringModel):
+    """Records what the batch-transfer hook saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.example_input_array = torch.zeros(2, 4)
+        self.transferred: list[tuple[int, ...]] = []
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, torch.Tensor):
+            self.transferred.append(tuple(batch.shape))
+        return batch
+
+
+@pytest.mark.parametrize("log_graph", [True, False])
+def test_tensorboard_log_graph_adds_the_graph_traced_on_example_input_array(tmp_path, log_graph):
+    pytest.importorskip("tensorboard")
+    logger = TensorBoardLogger(tmp_path, log_graph=log_graph)
+    model = WithExampleInput()
+    fit(tmp_path, logger, model)
+    graph = tensorboard_graph(Path(logger.log_dir))
+    if not log_graph:  # the default: no graph, the example input left alone
+        assert graph is None and model.transferred == []
+        return
+    assert any(node.op == "aten::linear" for node in graph.node)
+    assert model.transferred == [(2, 4)]  # through the module's transfer hooks, once at fit start
+
+
+def graph_nodes(framework: Any, root: Path) -> list[tuple[str, str]]:
+    framework.seed_everything(0)
+    logger = framework.loggers.TensorBoardLogger(str(root), log_graph=True)
+    model = kit(framework).Regressor()
+    model.example_input_array = torch.zeros(2, 4)
+    run = trainer(framework, root, logger=logger, max_epochs=1, enable_checkpointing=False)
+    run.fit(model, loader(regression(16)))
+    return [(node.name, node.op) for node in tensorboard_graph(Path(logger.log_dir)).node]
+
+
+def test_tensorboard_graph_matches_lightnings(tmp_path):
+    pytest.importorskip("tensorboard")
+    lightning = pytest.importorskip("lightning.pytorch")
+    ours = graph_nodes(pl, tmp_path / "ours")
+    assert ("input/x", "IO Node") in ours and "aten::linear" in {op for _, op in ours}
+    assert ours == graph_nodes(lightning, tmp_path / "lightning")
+
+
+def test_tensorboard_log_graph_without_an_example_input_warns_in_one_line(tmp_path):
+    pytest.importorskip("tensorboard")
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    with pytest.warns(UserWarning, match="set `model.example_input_array`") as warned:
+        fit(tmp_path, logger)
+    (warning,) = [w for w in warned if "log_graph" in str(w.message)]
+    assert "\n" not in str(warning.message)
+    assert tensorboard_graph(Path(logger.log_dir)) is None
+
+
+def test_tensorboard_log_graph_takes_an_input_for_a_model_outside_a_trainer(tmp_path):
+    pytest.importorskip("tensorboard")
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    logger.log_graph(BoringModel(), torch.zeros(1, 4))
+    logger.finalize("success")
+    assert tensorboard_graph(Path(logger.log_dir)) is not None

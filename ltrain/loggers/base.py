@@ -20,6 +20,8 @@ from ltrain.errors import MisconfigurationException
 from ltrain.files import claim_version_folder, write_text_atomically
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 
 
@@ -63,6 +65,9 @@ class Logger:
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Store the module's hyperparameters."""
+
+    def log_graph(self, model: nn.Module, input_array: Any = None) -> None:
+        """Record the model's graph (TensorBoard's `log_graph=True`); called at each stage's start."""
 
     def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
         """Called (on rank 0) after `checkpoint_callback` wrote a checkpoint file: the hook the
