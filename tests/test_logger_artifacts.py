@@ -506,3 +506,31 @@ def test_tensorboard_log_graph_takes_an_input_for_a_model_outside_a_trainer(tmp_
     logger.log_graph(BoringModel(), torch.zeros(1, 4))
     logger.finalize("success")
     assert tensorboard_graph(Path(logger.log_dir)) is not None
+
+
+# ---------------------------------------------------------------------- config files
+
+
+def test_a_config_may_set_log_model_checkpoint_name_and_log_graph():
+    from ltrain.app.config import resolve
+    from ltrain.app.errors import ConfigError
+
+    loggers = [
+        {"class_path": "WandbLogger", "init_args": {"log_model": "all", "checkpoint_name": "m"}},
+        {"class_path": "MLFlowLogger", "init_args": {"log_model": True}},
+        {"class_path": "TensorBoardLogger", "init_args": {"log_graph": True}},
+    ]
+    config = {
+        "model": {"class_path": "MLPClassifier", "init_args": {"in_features": 64}},
+        "data": {"class_path": "Digits"},
+        "trainer": {"logger": loggers},
+    }
+    resolved = resolve(config).config["trainer"]["logger"]
+    assert [logger["init_args"].get("log_model") for logger in resolved] == ["all", True, None]
+    assert resolved[2]["init_args"]["log_graph"] is True
+    loggers[0]["init_args"]["log_model"] = "some"
+    with pytest.raises(ConfigError) as raised:
+        resolve(config, source="c.yaml")
+    assert raised.value.problems == [
+        "trainer.logger.0.init_args.log_model: expected bool or one of 'all', got 'some' (c.yaml)"
+    ]
