@@ -229,6 +229,20 @@ def test_tensorboard_resume_shows_each_row_once_as_an_uninterrupted_run(tmp_path
     assert tensorboard_hparams(folder) == HPARAMS
 
 
+def test_a_writer_opened_in_the_same_second_as_a_later_named_file_is_read_after_it(tmp_path):
+    """TensorBoard reads event files in name order: `<second>.<host>.<pid>.<n>` puts writer 10
+    before writer 9 of the same second (a resume's purge marker before the rows it hides)."""
+    pytest.importorskip("tensorboard")
+    folder = tmp_path / "run" / "version_0"
+    folder.mkdir(parents=True)
+    earlier = f"events.out.tfevents.{int(time.time())}.~host.1.99"  # sorts after any of ours
+    (folder / earlier).write_bytes(b"")
+    logger = TensorBoardLogger(tmp_path, name="run", version=0)
+    logger.experiment.flush()
+    names = sorted(p.name for p in folder.glob("events.out.tfevents.*"))
+    assert len(names) == 2 and names[0] == earlier
+
+
 # ---------------------------------------------------------------------- one version folder
 
 

@@ -224,6 +224,7 @@ def signature_data() -> dict[str, Any]:
     names: dict[str, str] = {}
     classes: dict[str, Any] = {}
     twins: dict[str, Any] = {}
+    compared: set[str] = set()
     for dotted in sorted({*SHORT_NAMES.values(), TRAINER, *METHODS}):
         target = import_qualified(dotted)
         path = _dotted(target)
@@ -242,7 +243,8 @@ def signature_data() -> dict[str, Any]:
         mro = target.__mro__ if inspect.isclass(target) else ()
         ancestors = [_dotted(base) for base in mro if base is not object]
         classes[path] = {"ancestors": ancestors, "parameters": parameters}
-        if dotted in LIGHTNING_TWINS and path not in twins:  # an alias (MLflowLogger) once
+        if dotted in LIGHTNING_TWINS and path not in compared:  # an alias (MLflowLogger) once
+            compared.add(path)  # Lightning has MLFlowLogger only, sorted before the alias
             defaults = _twin_defaults(target, import_qualified(LIGHTNING_TWINS[dotted]))
             if defaults:
                 twins[path] = defaults

@@ -111,6 +111,7 @@ class ModelCheckpoint(Checkpoint):
         self.kth_best_model_path = ""
         self.best_model_path = ""
         self.best_model_score: torch.Tensor | None = None  # a tensor, as Lightning's
+        self.current_score: torch.Tensor | None = None  # the score of the latest top-k file
         self.last_model_path = ""
         # the global step of the latest save (none before the first optimizer step, as in
         # Lightning); a checkpoint records it, so a resume that replays the save point where
@@ -312,6 +313,9 @@ class ModelCheckpoint(Checkpoint):
         self._last_global_step_saved = trainer.global_step  # before: the file records it
         self._last_checkpoint_saved = path
         trainer.save_checkpoint(path, self.save_weights_only)
+        if trainer.is_global_zero:  # loggers with log_model upload it (Lightning's hook)
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(self)
 
     def _metrics(self, trainer: Trainer) -> dict[str, Any]:
         """The values names and top-k choices come from: rank 0's, so all ranks choose alike."""
@@ -353,6 +357,7 @@ class ModelCheckpoint(Checkpoint):
             del self.best_k_models[evicted]
         path = self._free_path(trainer, self.format_checkpoint_name(metrics), evicted)
         self.best_k_models[path] = score
+        self.current_score = torch.tensor(score)
         if len(self.best_k_models) == k:  # Lightning names the k-th only once there are k
             self.kth_best_model_path = self._worst_path()
         pick = min if self.mode == "min" else max

@@ -14,10 +14,15 @@ import os
 import warnings
 from argparse import Namespace
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ltrain.errors import MisconfigurationException
 from ltrain.files import claim_version_folder, write_text_atomically
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 
 
 class Logger:
@@ -60,6 +65,13 @@ class Logger:
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Store the module's hyperparameters."""
+
+    def log_graph(self, model: nn.Module, input_array: Any = None) -> None:
+        """Record the model's graph (TensorBoard's `log_graph=True`); called at each stage's start."""
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        """Called (on rank 0) after `checkpoint_callback` wrote a checkpoint file: the hook the
+        loggers with `log_model` upload checkpoints from."""
 
     def save(self) -> None:
         """Make everything logged so far durable."""

@@ -5,21 +5,31 @@ included); hyperparameters become the run's params (nested dicts as `outer/inner
 package (`mlflow-skinny` is enough) is an optional extra, `ltrain[mlflow]`, imported when the run
 starts, which is on first use. MLflow's errors (an unreachable server, a refused store) become one
 line naming the tracking URI.
+
+`log_model` logs checkpoint files as the run's artifacts, as Lightning lays them out: each under
+`<file stem>/` (`epoch=1-step=8/epoch=1-step=8.ckpt`) beside a `metadata.yaml` (score, original
+file name, the ModelCheckpoint's settings) and an `aliases.txt` (`['latest', 'best']`);
+`checkpoint_uploads.py` says which files and when.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ltrain.errors import MisconfigurationException
 from ltrain.loggers.base import Logger, add_prefix, flatten_params, require_package
+from ltrain.loggers.checkpoint_uploads import CheckpointFile, CheckpointUploads, check_log_model
+
+if TYPE_CHECKING:
+    from ltrain.callbacks.model_checkpoint import ModelCheckpoint
 
 # what MLflow accepts in metric names on every platform
 _INVALID_NAME_CHARACTERS = re.compile(r"[^\w/.\- ]")
@@ -34,7 +44,8 @@ class MLFlowLogger(Logger):
     Without `tracking_uri` (nor `MLFLOW_TRACKING_URI`), the store is the folder `save_dir`
     (`file:` URI); MLflow 3.14+ refuses such a store unless `MLFLOW_ALLOW_FILE_STORE=true`, and
     then so does this constructor, before a run starts.
-    `run_id` continues an existing run instead of starting one.
+    `run_id` continues an existing run instead of starting one. `log_model`: log checkpoints as
+    artifacts, at the end of the run (True) or after every save ("all").
     """
 
     writes_version_folder: ClassVar[bool] = False
@@ -46,12 +57,14 @@ class MLFlowLogger(Logger):
         tracking_uri: str | None = None,
         tags: dict[str, Any] | None = None,
         save_dir: str | os.PathLike | None = "./mlruns",
+        log_model: bool | Literal["all"] = False,
         prefix: str = "",
         artifact_location: str | None = None,
         run_id: str | None = None,
         synchronous: bool | None = None,
     ) -> None:
         require_package("mlflow", "MLFlowLogger", "mlflow")
+        self._uploads = CheckpointUploads(check_log_model("MLFlowLogger", log_model), "Checkpoint")
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not tracking_uri:
             if save_dir is None:
@@ -184,12 +197,32 @@ class MLFlowLogger(Logger):
         with self._errors():
             client.log_batch(self._run_id, **entries, **options)
 
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        for file in self._uploads.after_save(checkpoint_callback):
+            self._upload(file)
+
     def finalize(self, status: str) -> None:
-        """Mark the run FINISHED, FAILED or KILLED; a later `test` still logs into it."""
+        """Log the checkpoints due at the end (`log_model=True`; whatever the status, as in
+        Lightning), then mark the run FINISHED, FAILED or KILLED; a later `test` still logs into
+        it."""
         if self._client is None:
             return
+        for file in self._uploads.at_end():
+            self._upload(file)
         with self._errors():
             self._client.set_terminated(self._run_id, _RUN_STATUS.get(status, "FINISHED"))
+
+    def _upload(self, file: CheckpointFile) -> None:
+        import yaml
+
+        client, folder = self.experiment, Path(file.path).stem
+        with self._errors(), tempfile.TemporaryDirectory() as notes:
+            client.log_artifact(self._run_id, file.path, folder)
+            with open(os.path.join(notes, "metadata.yaml"), "w") as metadata:
+                yaml.safe_dump(file.metadata, metadata, default_flow_style=False)
+            with open(os.path.join(notes, "aliases.txt"), "w") as aliases:
+                aliases.write(str(file.aliases))
+            client.log_artifacts(self._run_id, notes, folder)
 
 
 MLflowLogger = MLFlowLogger

@@ -56,7 +56,8 @@ def row_due(trainer: Trainer, stepping_batches: int) -> bool:
 
 
 def log_hyperparameters(trainer: Trainer, model: Module) -> None:
-    """Hand the hyperparameters to every logger at the start of a stage (any stage), then save.
+    """Hand the hyperparameters and the model (for its graph) to every logger at the start of a
+    stage (any stage), then save.
 
     Lightning's rule: the module's and the datamodule's, merged, from whichever of the two called
     `save_hyperparameters()` (with `logger=True`); a key both have must hold the same value.
@@ -82,6 +83,7 @@ def log_hyperparameters(trainer: Trainer, model: Module) -> None:
     for logger in trainer._writing_loggers:
         if hparams is not None:
             logger.log_hyperparams(hparams)
+        logger.log_graph(model)  # TensorBoard's log_graph=True
         logger.save()
 
 
