@@ -427,7 +427,10 @@ def cpu_rows(args: argparse.Namespace, patience: float) -> list[Row]:
         )
     )
 
-    # 5. peers
+    # 5. hyperparameter search
+    rows.extend(search_rows(args, patience))
+
+    # 6. peers
     lightning = run("lightning_installed")
     note = (
         f"installed ({lightning['version']}), not run by this harness yet"
@@ -436,6 +439,82 @@ def cpu_rows(args: argparse.Namespace, patience: float) -> list[Row]:
     )
     rows.append(("PyTorch Lightning, same workloads", note, "", "", ""))
     return rows
+
+
+def search_rows(args: argparse.Namespace, patience: float) -> list[Row]:
+    """`ltrain search` on the digits config: 12 trials with the median pruner against none (what
+    pruning saves), and on 2 processes against 1; the epochs trained and the best valid_acc too."""
+    try:
+        import optuna
+    except ImportError:
+        return [
+            ("search: 12 trials", "optuna not installed (pip install 'ltrain[search]')", "", "", "")
+        ]
+    trials, epochs = (4, 4) if args.quick else (12, 30)
+    sides = {
+        "median, 1 job": ("median", 1),
+        "none, 1 job": ("none", 1),
+        "median, 2 jobs": ("median", 2),
+    }
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    trained: dict[str, list[int]] = {side: [] for side in sides}
+    best: dict[str, list[float]] = {side: [] for side in sides}
+    for _ in range(1 if args.quick else 2):
+        wait_until_quiet(patience)
+        for side, (pruner, jobs) in sides.items():
+            with tempfile.TemporaryDirectory() as folder:
+                command = [
+                    sys.executable,
+                    "-m",
+                    "ltrain",
+                    "search",
+                    os.path.join(ROOT, "configs", "digits.yaml"),
+                ]
+                command += [
+                    "--space",
+                    "model.lr=loguniform(1e-4,1e-1)",
+                    "--space",
+                    "data.batch_size=32,64,128",
+                ]
+                command += [
+                    "--set",
+                    f"trainer.max_epochs={epochs}",
+                    "--set",
+                    "trainer.enable_progress_bar=false",
+                ]
+                command += ["--trials", str(trials), "--pruner", pruner, "--jobs", str(jobs)]
+                start = time.perf_counter()
+                done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+                seconds[side].append(time.perf_counter() - start)
+                if done.returncode != 0:
+                    raise RuntimeError(f"search failed:\n{done.stderr[-2000:]}")
+                study = optuna.load_study(
+                    study_name="digits-mlp", storage=f"sqlite:///{folder}/runs/digits-mlp/search.db"
+                )
+                trained[side].append(sum(len(t.intermediate_values) for t in study.trials))
+                best[side].append(study.best_value)
+    label = f"search: digits, {trials} trials x up to {epochs} epochs"
+
+    def note(side: str) -> str:
+        return f"{statistics.median(trained[side]):.0f} epochs trained, best valid_acc {max(best[side]):.3f}"
+
+    pruned, full, two = seconds["median, 1 job"], seconds["none, 1 job"], seconds["median, 2 jobs"]
+    return [
+        (
+            f"{label}: median pruner vs none, 1 job (s)",
+            stats(pruned),
+            stats(full),
+            f"{paired(pruned, full):.3f}",
+            f"{note('median, 1 job')} vs {note('none, 1 job')}",
+        ),
+        (
+            f"{label}: 2 jobs vs 1, median pruner (s)",
+            stats(two),
+            stats(pruned),
+            f"{paired(two, pruned):.3f}",
+            f"{note('median, 2 jobs')}; 2 cores, 1 thread per job",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -28,6 +28,15 @@ from ltrain.errors import MisconfigurationException
 from ltrain.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
 
+@pytest.fixture(autouse=True)
+def _deterministic_flag_restored():
+    """Lightning's Trainer(deterministic=True), run in this process by the comparisons here,
+    leaves torch's deterministic algorithms on; later tests in this worker expect them off."""
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
 def fit(root: Path, loggers: Any, model: Any = None, **checkpointing: Any) -> pl.Trainer:
     """Two epochs of 4 batches; a ModelCheckpoint keeping the best `valid_loss` and last.ckpt."""
     torch.manual_seed(0)

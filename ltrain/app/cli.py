@@ -334,7 +334,7 @@ def search(
     if worker is not None:
         role = json.loads(worker)
         search_workers.watch_parent(role["parent"])
-        guard(searching.work, settings, sources, role["index"], role["deadline"])
+        guard(searching.work, settings, sources, role["index"], role["deadline"], create=False)
         return
     deadline = time.time() + guard(parse_duration, timeout) if timeout else None
     study = guard(searching.open_study, settings)

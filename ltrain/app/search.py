@@ -397,13 +397,18 @@ class Heartbeat:
 
 
 def work(
-    settings: Settings, sources: Sources, worker: int = 0, deadline: float | None = None
+    settings: Settings,
+    sources: Sources,
+    worker: int = 0,
+    deadline: float | None = None,
+    create: bool = True,
 ) -> None:
-    """Run trials until the study has `settings.trials` of them and none is left running."""
+    """Run trials until the study has `settings.trials` of them and none is left running.
+    `create` is False in a `--jobs` worker: the search that started it set the study up."""
     from optuna.storages import fail_stale_trials
 
     storage = storage_for(settings.storage)
-    study = open_study(settings, worker, storage=storage)
+    study = open_study(settings, worker, create=create, storage=storage)
     while deadline is None or time.time() < deadline:
         fail_stale_trials(study)
         now = tally(study)
