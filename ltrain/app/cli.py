@@ -291,7 +291,7 @@ SPACE_HELP = (
 @click.option(
     "--sampler",
     metavar="auto|gp|tpe|random|grid|cmaes",
-    help="[default: auto: gp up to 100 trials, else tpe]",
+    help="[default: auto: gp for up to 100 trials without a pruner, else tpe]",
 )
 @click.option("--pruner", metavar="median|hyperband|none", help="[default: median]")
 @click.option("--storage", metavar="URL", help="Optuna storage [sqlite:///runs/NAME/search.db].")
@@ -336,6 +336,12 @@ def search(
         search_workers.watch_parent(role["parent"])
         guard(searching.work, settings, sources, role["index"], role["deadline"], create=False)
         return
+    if settings.sampler == "gp" and settings.pruner != "none":
+        click.echo(
+            "warning: --sampler gp learns from finished trials only; beside --pruner "
+            f"{settings.pruner} it may propose pruned points again (add --pruner none)",
+            err=True,
+        )
     deadline = time.time() + guard(parse_duration, timeout) if timeout else None
     study = guard(searching.open_study, settings)
     try:

@@ -33,7 +33,9 @@ from ltrain.app.sources import Sources
 from ltrain.callbacks import Callback
 
 SAMPLERS = ("auto", "gp", "tpe", "random", "grid", "cmaes")
-GP_UP_TO = 100  # trials: Gaussian-process search beats TPE on small budgets, then costs more
+# trials: a Gaussian process beats TPE on small budgets, then costs more; it learns from finished
+# trials only, so with a pruner it would propose pruned points again: TPE then
+GP_UP_TO = 100
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = {"maximize": "max", "minimize": "min", "max": "max", "min": "min"}
 BLOCK_KEYS = ("space", "metric", "direction", "trials", "sampler", "pruner", "storage", "study")
@@ -271,15 +273,15 @@ def _sampler(settings: Settings, seed: int | None) -> Any:
                 "--sampler cmaes needs the cmaes package: pip install cmaes"
             ) from None
         return optuna.samplers.CmaEsSampler(seed=seed)
-    # Optuna's samplers draw 10 random trials before modelling any; a search of a few dozen
-    # trials learns sooner
-    startup = max(3, min(10, settings.trials // 4))
-    if settings.sampler == "gp" or (settings.sampler == "auto" and settings.trials <= GP_UP_TO):
+    # Optuna's samplers draw 10 random trials before modelling any: a small budget spends half
+    # of itself on them
+    startup = max(3, min(10, settings.trials // 2))
+    if settings.sampler == "gp" or (
+        settings.sampler == "auto" and settings.pruner == "none" and settings.trials <= GP_UP_TO
+    ):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     # constant_liar: parallel workers do not all try the same point
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, constant_liar=True, multivariate=True
-    )
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
 def _pruner(name: str) -> Any:

@@ -120,6 +120,7 @@ def write_plots(study: Any, outputs: Path) -> list[str]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
+    metric = study.user_attrs.get("ltrain", {}).get("metric", "value")
     lines = []
     for kind, draw in (
         ("history", optuna_plots.plot_optimization_history),
@@ -129,7 +130,7 @@ def write_plots(study: Any, outputs: Path) -> list[str]:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                figure = draw(study).get_figure(root=True)
+                figure = draw(study, target_name=metric).get_figure(root=True)
             assert figure is not None  # Optuna draws on a figure of its own
             too_few = [w for w in caught if "too small" in str(w.message)]
             if too_few:  # Optuna's importances of a few trials would all be equal
