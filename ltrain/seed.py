@@ -11,10 +11,11 @@ from ltrain.console import info
 _MAX_SEED = 2**32 - 1
 
 
-def seed_everything(seed: int | None = None, workers: bool = False) -> int:
+def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed every generator a run draws from and return the seed.
 
     `PL_GLOBAL_SEED` is set too, so code written for Lightning that reads it keeps working.
+    `verbose=False` leaves out the "Seed set to N" line, as in Lightning.
     """
     import numpy as np
     import torch
@@ -24,7 +25,8 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
         seed = int(env_seed) if env_seed is not None else 0
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= _MAX_SEED:
         raise ValueError(f"seed must be an int in [0, {_MAX_SEED}], got {seed!r}")
-    info(f"Seed set to {seed}")
+    if verbose:
+        info(f"Seed set to {seed}")
     os.environ["PL_GLOBAL_SEED"] = str(seed)
     os.environ["PL_SEED_WORKERS"] = str(int(workers))
     random.seed(seed)

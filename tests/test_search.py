@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,6 +134,10 @@ def test_a_bad_space_fails_the_search_before_anything_is_written(
         (("--trials", "0"), "--trials 0: expected a whole number of at least 1"),
         (("--sampler", "grid"), "--sampler grid: model.lr is a range; a grid needs lists"),
         (("--timeout", "soon"), "--timeout 'soon': expected a duration such as 90s"),
+        (
+            ("--storage", "bogus://x"),
+            "--storage bogus://x: Can't load plugin: sqlalchemy.dialects:bogus",
+        ),
     ],
 )
 def test_bad_search_options_are_one_line_errors(tmp_path, monkeypatch, options, message):
@@ -328,45 +334,52 @@ def test_twelve_trials_on_two_processes_prune_and_beat_the_grid_of_the_same_budg
     ]
 
 
-def search_process(folder: Path, trials: int, epochs: int) -> subprocess.Popen:
+def search_process(folder: Path, trials: int, epochs: int, log: str) -> subprocess.Popen:
+    """`ltrain search` on digits in a process of its own, its output in `folder/log`."""
     command = [sys.executable, "-m", "ltrain", "search", DIGITS, *QUIET]
     command += ["--space", "model.lr=loguniform(1e-3,1e-1)", "--pruner", "none"]
     command += ["--trials", str(trials), "--set", f"trainer.max_epochs={epochs}"]
-    return subprocess.Popen(
-        command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    with open(folder / log, "w") as output:
+        return subprocess.Popen(command, cwd=folder, stdout=output, stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, seconds: float = 120) -> None:
-    end = time.time() + seconds
-    while not condition():
-        assert time.time() < end, "timed out"
-        time.sleep(0.2)
+def finished(process: subprocess.Popen, folder: Path, log: str) -> None:
+    process.wait(timeout=300)
+    assert process.returncode == 0, (folder / log).read_text()[-3000:]
 
 
 @pytest.mark.slow
 def test_kill_9_mid_search_then_the_same_command_finishes_it_without_loss_or_duplicate(tmp_path):
-    first = search_process(tmp_path, trials=5, epochs=40)
+    first = search_process(tmp_path, trials=5, epochs=40, log="first.log")
     db = tmp_path / "runs" / "digits-mlp" / "search.db"
 
-    def one_done_one_running() -> bool:
-        if not db.exists():
-            return False
+    def running_trial_with_a_folder() -> int | None:
+        """A running trial's number once another has finished and it has its run folder.
+        Read with sqlite3: opening Optuna's storage here could race the search creating it."""
         try:
-            states = [t.state.name for t in study_of(tmp_path).trials]
-        except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
-            return False
-        return "COMPLETE" in states and states[-1] == "RUNNING"
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+                states = dict(connection.execute("SELECT number, state FROM trials"))
+        except sqlite3.Error:  # no database or no table yet
+            return None
+        running = [n for n, state in states.items() if state == "RUNNING"]
+        if not running or "COMPLETE" not in states.values():
+            return None
+        for path in (tmp_path / "runs" / "digits-mlp").glob("version_*/run.json"):
+            if json.loads(path.read_text())["search"]["trial"] == running[0]:
+                return running[0]
+        return None
 
-    wait_for(one_done_one_running)
+    end = time.time() + 180
+    while running_trial_with_a_folder() is None:
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < end, "no trial was seen running after another finished"
+        time.sleep(0.1)
     first.send_signal(signal.SIGKILL)
-    first.communicate()
-    killed = study_of(tmp_path).trials[-1]
-    assert killed.state.name == "RUNNING"
+    first.wait()
+    killed = next(t for t in study_of(tmp_path).trials if t.state.name == "RUNNING")
 
-    second = search_process(tmp_path, trials=5, epochs=40)
-    output, _ = second.communicate(timeout=300)
-    assert second.returncode == 0, output
+    second = search_process(tmp_path, trials=5, epochs=40, log="second.log")
+    finished(second, tmp_path, "second.log")
     study = study_of(tmp_path)
     counted = live(study)
     assert [t.state.name for t in counted] == ["COMPLETE"] * 5
@@ -376,20 +389,17 @@ def test_kill_9_mid_search_then_the_same_command_finishes_it_without_loss_or_dup
     assert retry.params == killed.params
     runs = trial_folders(tmp_path)
     assert sorted(runs) == sorted([*(t.number for t in counted), killed.number])
-    assert (
-        runs[killed.number]["state"] == "running"
-    )  # written before the kill: `ltrain runs` says died
+    assert runs[killed.number]["state"] == "running"  # `ltrain runs` says died
     assert all(runs[t.number]["state"] == "finished" for t in counted)
 
 
 @pytest.mark.slow
 def test_two_search_processes_share_one_study_and_never_run_a_trial_twice(tmp_path):
-    first = search_process(tmp_path, trials=6, epochs=25)
+    first = search_process(tmp_path, trials=6, epochs=25, log="first.log")
     time.sleep(1.0)  # the first creates the study; the second joins it
-    second = search_process(tmp_path, trials=6, epochs=25)
-    for process in (first, second):
-        output, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, output
+    second = search_process(tmp_path, trials=6, epochs=25, log="second.log")
+    finished(first, tmp_path, "first.log")
+    finished(second, tmp_path, "second.log")
     study = study_of(tmp_path)
     counted = live(study)
     assert len(counted) == 6 and all(t.state.name == "COMPLETE" for t in counted)

@@ -15,6 +15,14 @@ import ltrain as pl
 pytestmark = pytest.mark.filterwarnings("ignore:You defined a validation_step:UserWarning")
 
 
+def test_seed_everything_verbose_false_prints_nothing_and_still_seeds(capsys):
+    assert pl.seed_everything(7, verbose=False) == 7
+    first = torch.rand(3)
+    pl.seed_everything(7, verbose=False)
+    assert torch.equal(torch.rand(3), first)
+    assert "Seed set to" not in capsys.readouterr().out
+
+
 def test_start_of_fit_prints_seed_accelerator_device_and_summary(tmp_path, capsys):
     pl.seed_everything(0)
     trainer = quiet_trainer(tmp_path, max_epochs=1, enable_model_summary=True, logger=False)

@@ -202,16 +202,22 @@ def storage_for(url: str) -> Any:
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         engine = {"connect_args": {"timeout": 60}}  # workers wait for each other's writes
+    options = {
+        "engine_kwargs": engine,
+        "heartbeat_interval": HEARTBEAT_S,
+        "grace_period": GRACE_S,
+        "heartbeat_stale_trial_callback": retry_callback(MAX_RETRIES),
+    }
+    for _ in range(2 if folder is not None else 0):  # two processes making one file's tables
+        try:
+            return optuna.storages.RDBStorage(url, **options)
+        except Exception:
+            time.sleep(1.0)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=retry_callback(MAX_RETRIES),
-        )
-    except Exception as error:  # SQLAlchemy's errors: a bad URL, a missing driver, no server
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return optuna.storages.RDBStorage(url, **options)
+    except Exception as error:  # SQLAlchemy's: a bad URL, a missing driver, no server
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
         raise ConfigError(f"--storage {url}: {first}") from None
 
 
