@@ -450,7 +450,7 @@ def search_rows(args: argparse.Namespace, patience: float) -> list[Row]:
         return [
             ("search: 12 trials", "optuna not installed (pip install 'ltrain[search]')", "", "", "")
         ]
-    trials, epochs = (4, 4) if args.quick else (12, 30)
+    trials, epochs = (4, 4) if args.quick else (12, 100)
     sides = {
         "median, 1 job": ("median", 1),
         "none, 1 job": ("none", 1),
