@@ -30,6 +30,7 @@ from typing import Any, Literal
 from ltrain.app.errors import ConfigError, fit_command
 from ltrain.app.search_space import Space, check_spaces, grid_points, spaces_from
 from ltrain.app.sources import Sources
+from ltrain.app.sweeps import refuse_several_processes
 from ltrain.callbacks import Callback
 
 SAMPLERS = ("auto", "gp", "tpe", "random", "grid", "cmaes")
@@ -127,6 +128,7 @@ def settings_for(sources: Sources, options: Mapping[str, Any]) -> Settings:
             "(each point runs once)"
         )
     check_spaces(sources, spaces)
+    refuse_several_processes(resolved.config["trainer"], "ltrain search")
 
     name = resolved.config["name"]
     runs_folder = Path(runs_root(resolved.config["trainer"].get("logger"))) / name

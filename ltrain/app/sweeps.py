@@ -79,7 +79,7 @@ def check_members(sources: Sources, members: Sequence[Sequence[str]]) -> None:
     for number, member in enumerate(members, start=1):
         try:
             config, _ = load(sources.with_overrides(member))
-            _refuse_several_processes(config.config["trainer"])
+            refuse_several_processes(config.config["trainer"], "--multirun")
         except ConfigError as error:
             for line in str(error).splitlines():
                 found.setdefault(line, []).append(number)
@@ -91,8 +91,9 @@ def check_members(sources: Sources, members: Sequence[Sequence[str]]) -> None:
         raise ConfigError(lines)
 
 
-def _refuse_several_processes(trainer: Mapping[str, Any]) -> None:
-    """Sweep members run one after another from this process: a DDP member is refused."""
+def refuse_several_processes(trainer: Mapping[str, Any], command: str) -> None:
+    """A sweep's or search's members run one after another in one process each: a data-parallel
+    member is refused (its workers would run the whole sweep again)."""
     from ltrain.app.experiment import strategy_for
     from ltrain.errors import MisconfigurationException
 
@@ -102,7 +103,7 @@ def _refuse_several_processes(trainer: Mapping[str, Any]) -> None:
         raise ConfigError(str(error)) from None
     if several:
         raise ConfigError(
-            "trainer: --multirun runs its members in one process each; set trainer.devices=1 "
+            f"trainer: {command} runs its members in one process each; set trainer.devices=1 "
             "(and strategy auto), or start each data-parallel run with its own `ltrain fit`"
         )
 
