@@ -409,3 +409,34 @@ def test_two_search_processes_share_one_study_and_never_run_a_trial_twice(tmp_pa
     assert by_process == {first.pid, second.pid}
     extra = [t for t in study.trials if t.user_attrs.get("surplus")]
     assert all(t.number not in runs for t in extra)  # a surplus trial is never run
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("1h30m", 5400.0),
+        ("1d", 86400.0),
+        ("0.5s", 0.5),
+    ],
+)
+def test_timeout_durations(text, seconds):
+    from ltrain.app.cli import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_timeout_starts_no_trial_after_it_and_reports_what_ran(tmp_path, monkeypatch):
+    monkeypatch.chdir(write_project(tmp_path).parent)
+    result = invoke(
+        "search",
+        "tiny.yaml",
+        *("--space", "model.lr=loguniform(1e-3,1e-1)", "--trials", "50"),
+        *("--timeout", "0.1s"),
+    )
+    assert result.exit_code == 0, result.output
+    study = study_of(tmp_path, "tiny")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]  # begun before the deadline
+    assert "Study tiny (sqlite:///runs/tiny/search.db): 1 trials, 1 complete" in result.stdout

@@ -296,7 +296,11 @@ SPACE_HELP = (
 @click.option("--pruner", metavar="median|hyperband|none", help="[default: median]")
 @click.option("--storage", metavar="URL", help="Optuna storage [sqlite:///runs/NAME/search.db].")
 @click.option("--study", metavar="NAME", help="The study's name [the config's name].")
-@click.option("--timeout", metavar="DURATION", help="Start no trial after this long: 90s, 30m, 2h.")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    help="Start no new trial after this long (each process runs one at least): 90s, 30m, 2h.",
+)
 @click.option(
     "--show", metavar="STUDY", help="Print a study's trials and best trial again, and stop."
 )

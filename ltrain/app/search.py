@@ -414,16 +414,19 @@ def work(
     create: bool = True,
 ) -> None:
     """Run trials until the study has `settings.trials` of them and none is left running.
-    `create` is False in a `--jobs` worker: the search that started it set the study up."""
+
+    After `deadline` no new trial starts, but as in Optuna's `optimize(timeout=)` each process
+    runs at least one. `create` is False in a `--jobs` worker: its search set the study up."""
     from optuna.storages import fail_stale_trials
 
     storage = storage_for(settings.storage)
     study = open_study(settings, worker, create=create, storage=storage)
-    while deadline is None or time.time() < deadline:
+    ran = False
+    while not (ran and deadline is not None and time.time() >= deadline):
         fail_stale_trials(study)
         now = tally(study)
         if not now.waiting and now.counted >= settings.trials:
-            if not now.running:
+            if not now.running or (deadline is not None and time.time() >= deadline):
                 return
             time.sleep(WAIT_S)  # another process's trial may yet die and be re-queued
             continue
@@ -435,6 +438,7 @@ def work(
                 study.tell(trial, state=_state("FAIL"))
                 continue
             run_trial(study, trial, settings, sources)
+            ran = True
         finally:
             heartbeat.stop()
 
