@@ -277,7 +277,14 @@ SPACE_HELP = (
 @main.command(context_settings=TAKES_ARGUMENTS)
 @config_arguments
 @set_option
-@click.option("--space", "spaces", multiple=True, metavar="KEY=SPEC", help=SPACE_HELP)
+@click.option(
+    "--space",
+    "spaces",
+    multiple=True,
+    metavar="KEY=SPEC",
+    help=SPACE_HELP,
+    shell_complete=_complete_set_keys,
+)
 @click.option("--metric", help="The metric to optimize [default: the config's monitored one].")
 @click.option("--direction", metavar="maximize|minimize", help="[default: the monitor's mode]")
 @click.option("--trials", type=int, help="Trials in the study, all processes together [20].")
