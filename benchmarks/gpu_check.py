@@ -15,6 +15,10 @@ last thing printed is a summary. The parts:
 4. the GPU rows of `make bench`, alone on the machine.
 
 Parts 1 and 2 share the machine (neither is timed); parts 3 and 4 run alone.
+
+`--cpu-dry-run` runs the same script without a GPU, small: the precision tests, the fits on the
+CPU (accelerator 'auto' must pick it), the GPU rows on the CPU; part 3 needs CUDA and is skipped.
+It shows the script works before a lent device's few minutes are spent on it.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ def run(
 
 
 # ---------------------------------------------------------------------- 1. the test suite
-def test_suite(workers: int, timeout: float) -> tuple[str, str]:
+def test_suite(workers: int, timeout: float, paths: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The suite (or `paths` of it), its skips listed and counted when they want a GPU."""
     # one torch thread per worker: sixteen workers with sixteen threads each fight for the cores
     code, out, seconds = run(
         [
@@ -93,6 +98,7 @@ def test_suite(workers: int, timeout: float) -> tuple[str, str]:
             "-rfEs",
             "-p",
             "no:cacheprovider",
+            *paths,
         ],
         timeout,
         extra_env={"OMP_NUM_THREADS": "1"},
@@ -115,8 +121,11 @@ def test_suite(workers: int, timeout: float) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------- 2. precision fits
-def precision_fits(data: Path, work: Path, epochs: int, timeout: float) -> tuple[str, str]:
-    """One `ltrain fit` per config and precision, four at a time; final losses side by side."""
+def precision_fits(
+    data: Path, work: Path, epochs: int, timeout: float, expected: str = "cuda:0"
+) -> tuple[str, str]:
+    """One `ltrain fit` per config and precision, four at a time; final losses side by side.
+    A run on another device than `expected` (what accelerator 'auto' should pick) is a problem."""
     jobs = [(label, config, p) for label, config in CONFIGS.items() for p in PRECISIONS]
 
     def fit(job: tuple[str, str, str]) -> dict:
@@ -166,7 +175,7 @@ def precision_fits(data: Path, work: Path, epochs: int, timeout: float) -> tuple
             f"{row['first_train_loss_epoch']:12.4f} {row['train_loss_epoch']:10.4f} "
             f"{row['valid_loss']:10.4f} {row['valid_acc']:9.4f} {row['seconds']:5.1f}"
         )
-        if row["device"] != "cuda:0":
+        if row["device"] != expected:
             problems.append(f"{row['config']} {row['precision']}: ran on {row['device']}")
     banners = sorted({row["banner"] for row in rows})
     lines += [f"start-up line (accelerator auto): {' | '.join(banners)}", json.dumps(rows)]
@@ -325,11 +334,11 @@ def _kind(site: str) -> str:
 
 
 # ---------------------------------------------------------------------- 4. bench rows
-def bench_rows(timeout: float, quick: bool) -> tuple[str, str]:
+def bench_rows(timeout: float, quick: bool, extra_env: dict | None = None) -> tuple[str, str]:
     command = [sys.executable, str(HERE / "bench.py"), "--gpu-only"] + (
         ["--quick"] if quick else []
     )
-    code, out, seconds = run(command, timeout)
+    code, out, seconds = run(command, timeout, extra_env=extra_env)
     table = out[out.find("workload") :] if "workload" in out else out[-4000:]
     ratios = [
         line.split("|")[0].strip()[:40] + ": " + line.split("|")[3].strip()
@@ -348,24 +357,38 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each precision fit")
     parser.add_argument("--skip", default="", help="parts to skip, e.g. 'tests,bench'")
     parser.add_argument("--quick", action="store_true", help="the bench rows' smoke test")
+    parser.add_argument(
+        "--cpu-dry-run",
+        action="store_true",
+        help="without a GPU: every part that can run on the CPU, small, to try the script "
+        "before a device's minutes are spent (the precision tests only, syncs skipped)",
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     import torch
 
     report = Report(Path(args.out).resolve())
-    if not torch.cuda.is_available():
-        report.section("GPU", "no CUDA GPU here: nothing to check")
+    dry = args.cpu_dry_run
+    if dry:
+        args.samples, args.epochs, args.quick, args.workers = 1_200, 1, True, 2
+        skip.add("syncs")
+        report.section("machine", f"CPU dry run: {os.cpu_count()} cores, torch {torch.__version__}")
+        report.note("syncs: skipped (set_sync_debug_mode needs CUDA)")
+    elif not torch.cuda.is_available():
+        report.section("GPU", "no CUDA GPU here: nothing to check (--cpu-dry-run tries the script)")
         sys.exit(2)
-    properties = torch.cuda.get_device_properties(0)
-    report.section(
-        "machine",
-        f"{torch.cuda.get_device_name(0)}, {properties.total_memory / 2**30:.0f} GiB, "
-        f"capability {properties.major}.{properties.minor}; torch {torch.__version__} "
-        f"(CUDA {torch.version.cuda}), Python {sys.version.split()[0]}, {os.cpu_count()} cores",
-    )
+    else:
+        properties = torch.cuda.get_device_properties(0)
+        report.section(
+            "machine",
+            f"{torch.cuda.get_device_name(0)}, {properties.total_memory / 2**30:.0f} GiB, "
+            f"capability {properties.major}.{properties.minor}; torch {torch.__version__} "
+            f"(CUDA {torch.version.cuda}), Python {sys.version.split()[0]}, {os.cpu_count()} cores",
+        )
     sys.path.insert(0, str(HERE))
     from workloads import write_mnist_idx
 
+    tests = ("tests/test_precision.py", "tests/test_host_syncs.py") if dry else ()
     with tempfile.TemporaryDirectory() as scratch:
         data, work = Path(scratch) / "data", Path(scratch) / "work"
         work.mkdir()
@@ -373,9 +396,10 @@ def main() -> None:
         parts: dict[str, concurrent.futures.Future] = {}
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             if "tests" not in skip:
-                parts["tests"] = pool.submit(test_suite, args.workers, 420)
+                parts["tests"] = pool.submit(test_suite, args.workers, 420, tests)
             if "fits" not in skip:
-                parts["fits"] = pool.submit(precision_fits, data, work, args.epochs, 240)
+                expected = "cpu" if dry else "cuda:0"
+                parts["fits"] = pool.submit(precision_fits, data, work, args.epochs, 240, expected)
                 parts["lightning"] = pool.submit(lightning_banner, 120)
             for name, future in parts.items():
                 try:
@@ -388,9 +412,10 @@ def main() -> None:
                 else:
                     report.section(name, result[0])
                     report.note(result[1])
+        bench_env = {"GPU_WORKLOADS_DEVICE": "cpu"} if dry else None
         for name, part in (
             ("syncs", lambda: host_syncs(data, work)),
-            ("bench", lambda: bench_rows(300, args.quick)),
+            ("bench", lambda: bench_rows(300, args.quick, bench_env)),
         ):
             if name in skip:
                 continue
