@@ -162,6 +162,17 @@ def test_an_unknown_key_in_the_search_block_is_named(tmp_path, monkeypatch):
     assert "search" not in yaml.safe_load(invoke("config", "c.yaml").stdout)
 
 
+def test_without_optuna_the_search_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    result = invoke("search", DIGITS, "--space", "model.lr=loguniform(1e-3,1e-1)")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: ltrain search runs on Optuna, which is not installed: pip install 'ltrain[search]'"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
 # ---------------------------------------------------------------------- searches
 def study_of(folder: Path, name: str = "digits-mlp") -> optuna.Study:
     url = f"sqlite:///{folder / 'runs' / name / 'search.db'}"

@@ -102,7 +102,7 @@ def main() -> None:
     ltrain fit configs/digits.yaml --set trainer.max_epochs=3
     ltrain test --ckpt runs/digits-mlp/version_0
     ltrain predict --ckpt runs/digits-mlp/version_0/checkpoints/last.ckpt
-    ltrain search configs/digits.yaml --space model.lr=loguniform(1e-4,1e-1) --trials 20
+    ltrain search configs/digits.yaml --space 'model.lr=loguniform(1e-4,1e-1)' --trials 20
     ltrain runs
     ltrain plot runs/digits-mlp
     """
@@ -326,10 +326,16 @@ def search(
 
     \b
     Example:
-      ltrain search configs/digits.yaml --space model.lr=loguniform(1e-4,1e-1) \\
-          --space data.batch_size=choice(32,64,128) --trials 40 --jobs 2
+      ltrain search configs/digits.yaml --space 'model.lr=loguniform(1e-4,1e-1)' \\
+          --space 'data.batch_size=choice(32,64,128)' --trials 40 --jobs 2
       ltrain search --show digits-mlp
     """
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            "ltrain search runs on Optuna, which is not installed: pip install 'ltrain[search]'"
+        ) from None
     from ltrain.app import search as searching
     from ltrain.app import search_workers
 
