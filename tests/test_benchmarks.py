@@ -28,6 +28,8 @@ def test_bench_quick_prints_every_row_of_the_table():
         "`ltrain --help`",
         "`ltrain config configs/digits.yaml`",
         "`import ltrain` vs `import torch`",
+        "search: digits, 4 trials x up to 4 epochs: median pruner vs none",
+        "search: digits, 4 trials x up to 4 epochs: 2 jobs vs 1",
         "PyTorch Lightning",
     ):
         assert row in table, row
