@@ -278,6 +278,25 @@ def test_a_crashing_trial_is_failed_with_its_error_and_the_search_goes_on(tmp_pa
     assert "RuntimeError: boom at step 1" in result.stdout  # the table's error column
 
 
+def test_a_metric_never_logged_fails_each_trial_naming_what_was_and_the_search_exits_1(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(write_project(tmp_path).parent)
+    result = invoke(
+        "search",
+        "tiny.yaml",
+        *("--space", "model.lr=loguniform(1e-3,1e-1)", "--trials", "2"),
+        *("--metric", "valid_accuracy", "--direction", "maximize"),
+    )
+    assert result.exit_code == 1
+    study = study_of(tmp_path, "tiny")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    error = study.trials[0].user_attrs["error"]
+    assert error.startswith("valid_accuracy was never logged (logged: ")
+    assert "valid_loss" in error
+    assert "No trial has finished yet: no best trial." in result.stdout
+
+
 def test_ctrl_c_stops_the_search_and_requeues_its_trial(tmp_path, monkeypatch):
     monkeypatch.chdir(write_project(tmp_path).parent)
     result = invoke(

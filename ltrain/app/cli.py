@@ -373,7 +373,8 @@ def search(
         sys.exit(130)
     from ltrain.app.search_report import report
 
-    guard(report, study, settings.storage)
+    if not guard(report, study, settings.storage):
+        sys.exit(1)  # every trial failed (or was pruned): the table says why
 
 
 def parse_duration(text: str) -> float:

@@ -64,13 +64,15 @@ def trials_frame(study: Any) -> pd.DataFrame:
     )
     order = {"complete": 0, "pruned": 1, "failed": 2}
     frame["_group"] = frame["state"].map(lambda s: order.get(s, 3))
+    frame[metric] = pd.to_numeric(frame[metric])  # all-None when no trial reported a value
     frame["_value"] = -frame[metric] if maximize else frame[metric]
     frame = frame.sort_values(["_group", "_value", "trial"], na_position="last", kind="stable")
     return frame.drop(columns=["_group", "_value"]).reset_index(drop=True)
 
 
-def report(study: Any, storage: str) -> None:
-    """Print the trials table and the best trial; write its config and the plots next to the study."""
+def report(study: Any, storage: str) -> bool:
+    """Print the trials table and the best trial; write its config and the plots next to the
+    study. Returns whether there is a best trial (some trial finished)."""
     frame = trials_frame(study)
     counts = frame["state"].value_counts()
     summary = ", ".join(
@@ -88,7 +90,7 @@ def report(study: Any, storage: str) -> None:
     best = _best(study)
     if best is None:
         click.echo("No trial has finished yet: no best trial.")
-        return
+        return False
     metric = study.user_attrs.get("ltrain", {}).get("metric", "value")
     folder = best.user_attrs.get("folder")
     click.echo(f"\nBest trial {best.number}: {metric}={best.value:.6g}  ({folder})")
@@ -103,6 +105,7 @@ def report(study: Any, storage: str) -> None:
         click.echo(f"Its config: {config}  (ltrain fit {config})")
     for line in write_plots(study, outputs):
         click.echo(line)
+    return True
 
 
 def _best(study: Any) -> Any:
