@@ -293,7 +293,15 @@ def join_process_group(backend: str, timeout: timedelta = timedelta(minutes=30))
 
 
 def _leave_process_group() -> None:
+    """Destroy the process group while the interpreter is whole. Cycles are collected first:
+    a DistributedDataParallel wrapper left in one still holds the group, whose gloo threads
+    would then be torn down during interpreter finalization, which can abort the process
+    ("terminate called without an active exception", exit code 134)."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
