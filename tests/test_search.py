@@ -425,14 +425,15 @@ def test_kill_9_mid_search_then_the_same_command_finishes_it_without_loss_or_dup
 
 @pytest.mark.slow
 def test_two_search_processes_share_one_study_and_never_run_a_trial_twice(tmp_path):
-    first = search_process(tmp_path, trials=6, epochs=25, log="first.log")
-    time.sleep(1.0)  # the first creates the study; the second joins it
-    second = search_process(tmp_path, trials=6, epochs=25, log="second.log")
+    # started together (one creates the study, the other finds it), so that both are up while
+    # trials remain: a process that started late on a busy machine could find the study done
+    first = search_process(tmp_path, trials=8, epochs=40, log="first.log")
+    second = search_process(tmp_path, trials=8, epochs=40, log="second.log")
     finished(first, tmp_path, "first.log")
     finished(second, tmp_path, "second.log")
     study = study_of(tmp_path)
     counted = live(study)
-    assert len(counted) == 6 and all(t.state.name == "COMPLETE" for t in counted)
+    assert len(counted) == 8 and all(t.state.name == "COMPLETE" for t in counted)
     runs = trial_folders(tmp_path)  # fails if a trial number ran in two folders
     assert sorted(runs) == sorted(t.number for t in counted)
     by_process = {record["pid"] for record in runs.values()}

@@ -260,12 +260,14 @@ def _describe(recorded: Mapping[str, Any]) -> str:
     return f"{space} for {recorded.get('direction')} {recorded.get('metric')}"
 
 
-def _sampler_seed(seed: int | None, worker: int, existing: int) -> int | None:
-    """A seed of its own for each worker and each start: a resumed search or a second worker
-    must not draw the same random parameters again. A fresh one-process search keeps `seed`."""
+def _sampler_seed(seed: int | None, worker: int, number: int) -> int | None:
+    """The sampler's seed for trial `number`: its random draws depend on the trial's number, not
+    on which worker runs it or when, so `--jobs` and resumed searches draw the same start-up
+    points as one process would, and no two trials draw the same ones. `worker` tells the
+    samplers of the processes apart until their first trial."""
     if seed is None:
         return None
-    return (seed + 1009 * worker + 7919 * existing) % 2**32
+    return (seed * 1_000_003 + 7919 * number + 104_729 * worker) % 2**32
 
 
 def _sampler(settings: Settings, seed: int | None) -> Any:
@@ -431,6 +433,8 @@ def work(
             time.sleep(WAIT_S)  # another process's trial may yet die and be re-queued
             continue
         trial = study.ask()
+        # parameters are drawn when the trial suggests them (run_trial), by this sampler
+        study.sampler = _sampler(settings, _sampler_seed(settings.seed, 0, trial.number))
         heartbeat = Heartbeat(storage, settings.study, trial.number)
         try:
             if _is_surplus(study, trial.number, settings.trials):
