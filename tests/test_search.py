@@ -16,6 +16,7 @@ import yaml
 from tiny_runs import invoke, run_json, write_project
 
 from ltrain.app.errors import ConfigError
+from ltrain.app.search import timeout_seconds
 from ltrain.app.search_space import parse_space
 
 optuna = pytest.importorskip("optuna")
@@ -134,6 +135,7 @@ def test_a_bad_space_fails_the_search_before_anything_is_written(
         (("--trials", "0"), "--trials 0: expected a whole number of at least 1"),
         (("--sampler", "grid"), "--sampler grid: model.lr is a range; a grid needs lists"),
         (("--timeout", "soon"), "--timeout 'soon': expected a duration such as 90s"),
+        (("--timeout", "1:2"), "--timeout='1:2': expected a time as 'DD:HH:MM:SS'"),
         (
             ("--storage", "bogus://x"),
             "--storage bogus://x: Can't load plugin: sqlalchemy.dialects:bogus",
@@ -451,12 +453,11 @@ def test_two_search_processes_share_one_study_and_never_run_a_trial_twice(tmp_pa
         ("1h30m", 5400.0),
         ("1d", 86400.0),
         ("0.5s", 0.5),
+        ("00:01:30:00", 5400.0),
     ],
 )
 def test_timeout_durations(text, seconds):
-    from ltrain.app.cli import parse_duration
-
-    assert parse_duration(text) == seconds
+    assert timeout_seconds(text) == seconds
 
 
 def test_timeout_starts_no_trial_after_it_and_reports_what_ran(tmp_path, monkeypatch):

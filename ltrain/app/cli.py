@@ -17,7 +17,7 @@ import click
 
 from ltrain import __version__
 from ltrain.app.config import LTRAIN, header_line, lightning_view, load, to_yaml
-from ltrain.app.errors import CommandError, ConfigError, guard, resume_command
+from ltrain.app.errors import CommandError, guard, resume_command
 from ltrain.app.sources import Sources, parse_arguments
 
 SET_HELP = (
@@ -359,7 +359,7 @@ def search(
             f"{settings.pruner} it may propose pruned points again (add --pruner none)",
             err=True,
         )
-    deadline = time.time() + guard(parse_duration, timeout) if timeout else None
+    deadline = time.time() + guard(searching.timeout_seconds, timeout) if timeout else None
     study = guard(searching.open_study, settings)
     try:
         if jobs == 1:
@@ -375,19 +375,6 @@ def search(
 
     if not guard(report, study, settings.storage):
         sys.exit(1)  # every trial failed (or was pruned): the table says why
-
-
-def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `2h`, `1d`, `1h30m` or plain seconds -> seconds."""
-    import re
-
-    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)\s*([smhd])\s*)+", text)
-    if text.strip().replace(".", "", 1).isdigit():
-        return float(text)
-    if parts is None:
-        raise ConfigError(f"--timeout {text!r}: expected a duration such as 90s, 30m, 2h or 1h30m")
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text))
 
 
 @main.command(name="config", context_settings=TAKES_ARGUMENTS)

@@ -18,6 +18,7 @@ trial ends cleanly and its run.json says `pruned`.
 
 from __future__ import annotations
 
+import re
 import shlex
 import threading
 import time
@@ -32,6 +33,7 @@ from ltrain.app.search_space import Space, check_spaces, grid_points, spaces_fro
 from ltrain.app.sources import Sources
 from ltrain.app.sweeps import refuse_several_processes
 from ltrain.callbacks import Callback
+from ltrain.errors import MisconfigurationException
 
 SAMPLERS = ("auto", "gp", "tpe", "random", "grid", "cmaes")
 # trials: a Gaussian process beats TPE on small budgets, then costs more; it learns from finished
@@ -148,6 +150,30 @@ def settings_for(sources: Sources, options: Mapping[str, Any]) -> Settings:
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         fit_words=sources.words(),
     )
+
+
+def timeout_seconds(text: str) -> float:
+    """`--timeout`: seconds, `90s`, `30m`, `2h`, `1d`, `1h30m`, or Lightning's `DD:HH:MM:SS`
+    (as `max_time` takes it, read by the same parser)."""
+    from ltrain.callbacks.timer import parse_duration
+
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if ":" in text:
+        try:
+            duration = parse_duration(text, "--timeout")
+        except MisconfigurationException as error:
+            raise ConfigError(str(error)) from None
+        assert duration is not None
+        return duration.total_seconds()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    unit = r"(\d+(?:\.\d+)?)\s*([smhd])"
+    if not re.fullmatch(rf"(?:{unit}\s*)+", text):
+        raise ConfigError(
+            f"--timeout {text!r}: expected a duration such as 90s, 30m, 2h, 1h30m or DD:HH:MM:SS"
+        )
+    return sum(float(number) * units[name] for number, name in re.findall(unit, text))
 
 
 def _sqlite_folder(url: str) -> Path | None:
@@ -320,11 +346,14 @@ def _replaced(trials: Sequence[Any]) -> set[int]:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
-def live_trials(study: Any) -> list[Any]:
-    """The study's trials that count: neither replaced by a retry nor surplus."""
-    trials = study.get_trials(deepcopy=False)
+def _counting(trials: Sequence[Any]) -> list[Any]:
+    """The trials that count against the budget: neither replaced by a retry nor surplus."""
     replaced = _replaced(trials)
     return [t for t in trials if t.number not in replaced and not t.user_attrs.get("surplus")]
+
+
+def live_trials(study: Any) -> list[Any]:
+    return _counting(study.get_trials(deepcopy=False))
 
 
 def tally(study: Any) -> Tally:
@@ -344,13 +373,7 @@ def _is_surplus(study: Any, number: int, budget: int) -> bool:
     mine = next(t for t in trials if t.number == number)
     if "failed_trial" in mine.system_attrs:
         return False
-    replaced = _replaced(trials)
-    earlier = [
-        t
-        for t in trials
-        if t.number < number and t.number not in replaced and not t.user_attrs.get("surplus")
-    ]
-    return len(earlier) >= budget
+    return sum(t.number < number for t in _counting(trials)) >= budget
 
 
 # ---------------------------------------------------------------------- one worker's loop

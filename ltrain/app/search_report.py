@@ -158,9 +158,9 @@ def find_storage(study_name: str, storage: str | None, root: str = "runs") -> st
         candidates = [storage]
     else:
         candidates = [f"sqlite:///{path}" for path in sorted(Path(root).glob("*/search.db"))]
-    for url in candidates:
-        from ltrain.app.search import storage_for
+    from ltrain.app.search import storage_for
 
+    for url in candidates:
         if study_name in optuna.get_all_study_names(storage=storage_for(url)):
             return url
     where = storage or f"{root}/*/search.db"
